@@ -1,0 +1,1 @@
+"""The edge: an aiohttp process that terminates client WebSockets and talks to the broker."""

@@ -1,0 +1,151 @@
+"""The aiohttp application of an edge: routes, WebSocket handler, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import WSMsgType, web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from chatconfig import EdgeSettings
+from edge.bus import Bus
+from edge.hub import TICK, Hub
+from edge.metrics import EdgeCollector
+from protocol.frames import pong_frame
+
+log = logging.getLogger("edge")
+
+SETTINGS = web.AppKey("settings", EdgeSettings)
+HUB = web.AppKey("hub", Hub)
+METRICS = web.AppKey("metrics", CollectorRegistry)
+
+INDEX_TEXT = (
+    "roomcast edge: open a WebSocket here (ws://HOST:PORT/ or /ws) and send\n"
+    '{"type":"join","payload":{"roomId":"lobby"}} then '
+    '{"type":"chat","payload":{"message":"hi"}}\n'
+)
+
+
+def create_app(settings: EdgeSettings) -> web.Application:
+    app = web.Application()
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_hub_lifecycle)
+    app.on_shutdown.append(_close_clients)
+    app.router.add_get("/", index)
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def _every(seconds: float, job: object) -> None:
+    assert callable(job)
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            job()
+        except Exception:  # a bug in one sweep must not stop the next
+            log.exception("periodic job failed")
+
+
+async def _hub_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    bus = Bus(settings)
+    hub = Hub(settings, bus)
+    app[HUB] = hub
+    registry = CollectorRegistry()
+    registry.register(EdgeCollector(hub.stats, hub.gauges))
+    app[METRICS] = registry
+    tasks = [
+        asyncio.create_task(bus.run(hub.on_batch), name="bus"),
+        asyncio.create_task(_every(TICK, hub.tick), name="probes"),
+        asyncio.create_task(_every(settings.heartbeat, hub.heartbeat), name="heartbeat"),
+    ]
+    hub.tick()
+    log.info("edge %s up on %s:%d", hub.instance_id, settings.host, settings.port)
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        bus.close()
+
+
+async def _close_clients(app: web.Application) -> None:
+    """Graceful shutdown: every client gets close 1001 after its queued messages."""
+    hub = app[HUB]
+    hub.shutdown()
+    deadline = time.monotonic() + app[SETTINGS].shutdown_timeout
+    while hub.connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    for conn in list(hub.connections):
+        conn.transport.abort()
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return await websocket(request)
+    return web.Response(text=INDEX_TEXT)
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    settings = request.app[SETTINGS]
+    if hub.probes.last_seen is None:
+        return web.Response(status=503, text="edge not ready: broker not reached yet\n")
+    if len(hub.connections) >= settings.max_connections:
+        return web.Response(status=503, text="edge full: too many connections\n")
+    ws = web.WebSocketResponse(
+        autoping=False,
+        max_msg_size=settings.max_frame_bytes,
+        compress=False,
+        decode_text=False,
+    )
+    await ws.prepare(request)
+    transport = request.transport
+    if transport is None:
+        return ws
+    conn = hub.open(transport)  # type: ignore[arg-type]
+    why = "abrupt"
+    try:
+        while True:
+            msg = await ws.receive()
+            kind = msg.type
+            if kind is WSMsgType.TEXT:
+                hub.receive(conn, msg.data)
+            elif kind is WSMsgType.BINARY:
+                hub.receive_binary(conn)
+            elif kind is WSMsgType.PING:
+                conn.silent = False
+                conn.write(pong_frame(msg.data))
+            elif kind is WSMsgType.PONG:
+                conn.silent = False
+            elif kind is WSMsgType.CLOSE:
+                why = "client"
+                break
+            elif kind is WSMsgType.ERROR:
+                why = "too_big" if ws.close_code == 1009 else "protocol_error"
+                break
+            else:
+                break
+    finally:
+        hub.forget(conn, why)
+    return ws
+
+
+async def healthz(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    body = hub.health()
+    return web.json_response(body, status=200 if body["status"] == "ok" else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    data = generate_latest(request.app[METRICS])
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,81 @@
+"""The edge's two ZeroMQ sockets to the broker, on the aiohttp event loop.
+
+Reading drains the SUB socket in bounded batches with non-blocking reads and
+yields to the event loop between batches: a plain `await recv()` loop never
+yields while messages are queued, so a flood from the broker would starve the
+WebSockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import zmq
+import zmq.asyncio
+
+from chatconfig import EdgeSettings
+
+Batch = list[list[bytes]]
+
+BATCH_SIZE = 512
+RECONNECT_IVL_MS = 100
+RECONNECT_IVL_MAX_MS = 1000
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 3000
+
+
+def _configure(sock: zmq.Socket[bytes], hwm: int) -> None:
+    # Subscriptions travel SUB -> broker as messages: with thousands of rooms
+    # the default HWM of 1,000 would silently drop some on reconnect.
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+
+
+class Bus:
+    def __init__(self, settings: EdgeSettings) -> None:
+        self._ctx = zmq.asyncio.Context()
+        self._pub = self._ctx.socket(zmq.PUB)
+        self._sub = self._ctx.socket(zmq.SUB)
+        _configure(self._pub, settings.hwm)
+        _configure(self._sub, settings.hwm)
+        self._pub.connect(settings.broker_pub)
+        self._sub.connect(settings.broker_sub)
+        # Synchronous views of the same sockets: non-blocking sends and batch
+        # reads without a future per message.
+        self._pub_now = zmq.Socket.shadow(self._pub.underlying)
+        self._sub_now = zmq.Socket.shadow(self._sub.underlying)
+
+    def publish(self, topic: bytes, body: bytes) -> None:
+        # PUB never blocks: at its HWM it drops (counted as loss by the caller's probes).
+        self._pub_now.send_multipart((topic, body), zmq.NOBLOCK)
+
+    def subscribe(self, topic: bytes) -> None:
+        self._sub_now.setsockopt(zmq.SUBSCRIBE, topic)
+
+    def unsubscribe(self, topic: bytes) -> None:
+        self._sub_now.setsockopt(zmq.UNSUBSCRIBE, topic)
+
+    async def run(self, on_batch: Callable[[Batch], None]) -> None:
+        recv = self._sub_now.recv_multipart
+        while True:
+            await self._sub.poll(flags=zmq.POLLIN)
+            batch: Batch = []
+            try:
+                for _ in range(BATCH_SIZE):
+                    batch.append(recv(zmq.NOBLOCK))
+            except zmq.Again:
+                pass
+            if batch:
+                on_batch(batch)
+            await asyncio.sleep(0)
+
+    def close(self) -> None:
+        self._pub.close(linger=0)
+        self._sub.close(linger=0)
+        self._ctx.term()

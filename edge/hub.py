@@ -1,0 +1,255 @@
+"""The edge's I/O shell around the pure core: connections, fan-out, probes.
+
+It executes the intents of `edge.session`, fans what arrives from the broker
+out to local members, and keeps the broker path probed. Fan-out never
+awaits: each chat becomes one WebSocket frame, built once, appended to every
+member's pending writes, and each touched connection gets one write per batch.
+A connection that owes more than its outbox allows is closed as slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from chatconfig import EdgeSettings
+from edge.bus import Batch, Bus
+from edge.ids import Sequence, new_instance_id
+from edge.metrics import Stats
+from edge.probes import ProbeClock
+from edge.rooms import RoomRegistry
+from edge.session import FrameHandler, Intent, Publish, Reply, Subscribe, Unsubscribe
+from protocol.frames import PING_FRAME, close_frame, text_frame
+from protocol.topics import PROBE_MARK_BYTE
+
+log = logging.getLogger("edge")
+
+PROBE_RETRY = 0.1  # seconds between probes of a path or room not yet proven live
+TICK = 0.05
+CLOSE_GRACE = 5.0  # seconds a closing connection gets to flush before it is aborted
+
+
+class Connection:
+    """One client WebSocket, as the shell sees it; `__slots__` keeps it small."""
+
+    __slots__ = ("__weakref__", "close_reason", "conn_id", "silent", "transport")
+
+    def __init__(self, conn_id: str, transport: asyncio.Transport) -> None:
+        self.conn_id = conn_id
+        self.transport = transport
+        self.silent = False  # no frame from the peer since the last ping
+        self.close_reason: str | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.close_reason is None:
+            self.transport.write(data)
+
+    def backlog(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+
+def _connection_id(conn: Connection) -> str:
+    return conn.conn_id
+
+
+class Hub:
+    def __init__(self, settings: EdgeSettings, bus: Bus) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.instance_id = new_instance_id()
+        self.registry: RoomRegistry[Connection] = RoomRegistry(settings.max_rooms)
+        self.handler = FrameHandler(
+            self.registry,
+            Sequence(self.instance_id, "-"),
+            lambda: time.time_ns() // 1_000_000,
+            settings.max_message_chars,
+        )
+        self.connection_ids = Sequence(self.instance_id, ".")
+        self.connections: set[Connection] = set()
+        self.probes = ProbeClock(
+            self.instance_id, settings.probe_interval, settings.probe_timeout, PROBE_RETRY
+        )
+        self.stats = Stats()
+        self.outbox_bytes = settings.outbox_bytes
+        bus.subscribe(self.probes.topic)
+
+    # Connections.
+
+    def open(self, transport: asyncio.Transport) -> Connection:
+        conn = Connection(self.connection_ids.next(), transport)
+        self.connections.add(conn)
+        self.stats.connections_total += 1
+        return conn
+
+    def receive(self, conn: Connection, data: str) -> None:
+        conn.silent = False
+        self._execute(conn, self.handler.handle(conn, conn.conn_id, data))
+
+    def receive_binary(self, conn: Connection) -> None:
+        conn.silent = False
+        self._execute(conn, self.handler.binary_frame())
+
+    def close(self, conn: Connection, code: int, reason: str, why: str) -> None:
+        """Close from our side: the close frame goes out after what is already queued."""
+        if conn.close_reason is not None:
+            return
+        conn.transport.write(close_frame(code, reason))
+        conn.close_reason = why
+        self._leave_all(conn)
+        conn.transport.close()
+        asyncio.get_running_loop().call_later(CLOSE_GRACE, conn.transport.abort)
+
+    def forget(self, conn: Connection, why: str) -> None:
+        """The connection is gone (its handler ended): count it once, drop its rooms."""
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        self.stats.disconnects[conn.close_reason or why] += 1
+        conn.close_reason = conn.close_reason or why
+        self._leave_all(conn)
+
+    def _leave_all(self, conn: Connection) -> None:
+        for intent in self.handler.disconnect(conn):
+            self._execute(conn, [intent])
+
+    def _execute(self, conn: Connection, intents: list[Intent]) -> None:
+        for intent in intents:
+            match intent:
+                case Publish(topic, body):
+                    self.bus.publish(topic, body)
+                    self.stats.messages_in += 1
+                case Reply(frame, error):
+                    conn.write(text_frame(frame))
+                    if error is not None:
+                        self.stats.errors[error.value] += 1
+                case Subscribe(topic):
+                    self.bus.subscribe(topic)
+                    self._probe_room(topic, time.monotonic())
+                case Unsubscribe(topic):
+                    self.bus.unsubscribe(topic)
+                    self.probes.room_settled(topic)
+
+    # Broker side.
+
+    def on_batch(self, batch: Batch) -> None:
+        room_of = self.registry.room
+        touched: dict[Connection, list[bytes]] = {}
+        delivered = 0
+        for parts in batch:
+            if len(parts) != 2:
+                continue
+            topic, body = parts
+            if body and body[0] == PROBE_MARK_BYTE:
+                self._on_probe(topic, body)
+                continue
+            room = room_of(topic)
+            if room is None:
+                continue  # unsubscribed a moment ago
+            frame = text_frame(body)
+            for member in room.members:
+                pending = touched.get(member)
+                if pending is None:
+                    touched[member] = [frame]
+                else:
+                    pending.append(frame)
+            delivered += len(room.members)
+        self.stats.messages_out += delivered
+        limit = self.outbox_bytes
+        for conn, frames in touched.items():
+            if conn.close_reason is not None:
+                continue
+            transport = conn.transport
+            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            if transport.get_write_buffer_size() > limit:
+                self.close(conn, 1013, "too slow: outbox full", "slow")
+
+    def _on_probe(self, topic: bytes, body: bytes) -> None:
+        token = self.probes.own_probe(body)
+        if token is None:
+            return  # another edge's probe of a room we share
+        now = time.monotonic()
+        if topic == self.probes.topic:
+            if self.probes.health_probe_returned(token, now) and self.probes.last_rtt is not None:
+                log.info("broker path live (round trip %.1f ms)", self.probes.last_rtt * 1000)
+                self._reverify_rooms(now)
+            return
+        self.probes.room_settled(topic)
+        for conn, frame in self.handler.acknowledge_live(topic, _connection_id):
+            conn.write(text_frame(frame))
+
+    def _probe_room(self, topic: bytes, now: float) -> None:
+        body = self.probes.room_probe_due(topic, now)
+        if body is not None:
+            self.bus.publish(topic, body)
+            self.stats.probes_sent += 1
+
+    def _reverify_rooms(self, now: float) -> None:
+        # The path was broken (broker restart?): ZeroMQ resends subscriptions on
+        # reconnect; probing every room proves each one made it.
+        for room in self.registry.mark_all_unverified():
+            self._probe_room(room.topic, now)
+
+    def tick(self) -> None:
+        """Called every TICK seconds: health probe, and re-probe rooms still pending."""
+        now = time.monotonic()
+        was_healthy = self.probes.healthy(now - TICK)
+        body = self.probes.health_probe_due(now)
+        if body is not None:
+            self.bus.publish(self.probes.topic, body)
+            self.stats.probes_sent += 1
+        if was_healthy and not self.probes.healthy(now):
+            log.warning("broker path down: no probe back for %.1f s", self.probes.timeout)
+        for room in list(self.registry.pending()):
+            self._probe_room(room.topic, now)
+
+    def healthy(self) -> bool:
+        return self.probes.healthy(time.monotonic())
+
+    def heartbeat(self) -> None:
+        """One sweep over every connection instead of a timer per connection."""
+        for conn in list(self.connections):
+            if conn.close_reason is not None:
+                continue
+            if conn.silent:
+                conn.close_reason = "heartbeat"
+                self._leave_all(conn)
+                conn.transport.abort()
+            else:
+                conn.silent = True
+                conn.write(PING_FRAME)
+
+    def shutdown(self) -> None:
+        for conn in list(self.connections):
+            self.close(conn, 1001, "server shutting down", "shutdown")
+
+    def gauges(self) -> dict[str, float]:
+        rooms = len(self.registry)
+        rtt = self.probes.last_rtt
+        return {
+            "chat_connections": len(self.connections),
+            "chat_rooms": rooms,
+            "chat_subscriptions": rooms,
+            "chat_pending_rooms": sum(1 for _ in self.registry.pending()),
+            "chat_broker_up": 1.0 if self.healthy() else 0.0,
+            "chat_broker_rtt_seconds": rtt if rtt is not None else float("nan"),
+        }
+
+    def health(self) -> dict[str, Any]:
+        now = time.monotonic()
+        seen = self.probes.last_seen
+        rtt = self.probes.last_rtt
+        return {
+            "status": "ok" if self.probes.healthy(now) else "unavailable",
+            "edge": self.settings.name or f"{self.settings.host}:{self.settings.port}",
+            "instance": self.instance_id,
+            "connections": len(self.connections),
+            "rooms": len(self.registry),
+            "broker": {
+                "pub": self.settings.broker_pub,
+                "sub": self.settings.broker_sub,
+                "lastProbeRoundTripMs": None if rtt is None else round(rtt * 1000, 3),
+                "lastProbeSecondsAgo": None if seen is None else round(now - seen, 3),
+            },
+        }

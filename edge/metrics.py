@@ -1,0 +1,72 @@
+"""Counters kept as plain integers on the hot path, exported at scrape time.
+
+prometheus-client's own Counter takes a lock per increment; an edge counts
+every delivery, so it keeps ints and hands them to a custom collector.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class Stats:
+    __slots__ = (
+        "connections_total",
+        "disconnects",
+        "errors",
+        "messages_in",
+        "messages_out",
+        "probes_sent",
+    )
+
+    def __init__(self) -> None:
+        self.messages_in = 0  # chats accepted from clients of this edge
+        self.messages_out = 0  # frames of chat delivered to local members
+        self.connections_total = 0
+        self.probes_sent = 0
+        self.errors: Counter[str] = Counter()
+        self.disconnects: Counter[str] = Counter()
+
+
+class EdgeCollector(Collector):
+    def __init__(self, stats: Stats, gauges: Callable[[], dict[str, float]]) -> None:
+        self.stats = stats
+        self.gauges = gauges
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats
+        docs = {
+            "chat_connections": "open WebSocket connections",
+            "chat_rooms": "rooms with at least one member on this edge",
+            "chat_subscriptions": "room topics this edge subscribes to at the broker",
+            "chat_pending_rooms": "rooms whose subscription is not yet proven live",
+            "chat_broker_up": "1 while broker round-trip probes come back in time",
+            "chat_broker_rtt_seconds": "round-trip time of the last broker probe",
+        }
+        for name, value in self.gauges().items():
+            yield GaugeMetricFamily(name, docs.get(name, name), value=value)
+        yield CounterMetricFamily(
+            "chat_messages_in", "chat messages accepted from clients", value=s.messages_in
+        )
+        yield CounterMetricFamily(
+            "chat_messages_out", "chat frames delivered to members", value=s.messages_out
+        )
+        yield CounterMetricFamily(
+            "chat_connections_opened", "WebSocket connections accepted", value=s.connections_total
+        )
+        errors = CounterMetricFamily(
+            "chat_errors", "error frames sent to clients, by code", labels=["code"]
+        )
+        for code, n in sorted(s.errors.items()):
+            errors.add_metric([code], n)
+        yield errors
+        disconnects = CounterMetricFamily(
+            "chat_disconnects", "connections closed, by reason", labels=["reason"]
+        )
+        for reason, n in sorted(s.disconnects.items()):
+            disconnects.add_metric([reason], n)
+        yield disconnects

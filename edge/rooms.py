@@ -1,0 +1,150 @@
+"""The room registry: which local connection is in which room, nothing else.
+
+All membership state of an edge lives here and only this class changes it.
+It decides when the edge must subscribe to a room's topic (first local
+member) and unsubscribe (last local member gone), and tracks whether a room's
+subscription is known to be live end to end, so that a `joined` reply is
+only sent once messages published into the room will reach this edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Iterator
+from enum import Enum, auto
+from typing import Generic, TypeVar
+
+from protocol.topics import room_topic
+
+M = TypeVar("M", bound=Hashable)
+
+
+class JoinOutcome(Enum):
+    JOINED = auto()  # room live: acknowledge now
+    SUBSCRIBE = auto()  # first local member: subscribe, probe, acknowledge once live
+    WAIT = auto()  # room's subscription not yet live: acknowledge once it is
+    TOO_MANY_ROOMS = auto()  # refused, nothing changed
+
+
+class LeaveOutcome(Enum):
+    NOT_MEMBER = auto()
+    LEFT = auto()
+    UNSUBSCRIBE = auto()  # left, and it was the last local member
+
+
+class Room(Generic[M]):
+    __slots__ = ("live", "members", "room_id", "topic", "waiting")
+
+    def __init__(self, room_id: str) -> None:
+        self.room_id = room_id
+        self.topic = room_topic(room_id)
+        self.members: set[M] = set()
+        self.live = False
+        self.waiting: list[M] = []  # members whose `joined` reply waits for liveness
+
+
+class RoomRegistry(Generic[M]):
+    def __init__(self, max_rooms_per_member: int) -> None:
+        self.max_rooms_per_member = max_rooms_per_member
+        self._by_topic: dict[bytes, Room[M]] = {}
+        self._by_id: dict[str, Room[M]] = {}
+        self._memberships: dict[M, dict[str, Room[M]]] = {}
+
+    # Queries.
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def room(self, topic: bytes) -> Room[M] | None:
+        return self._by_topic.get(topic)
+
+    def room_by_id(self, room_id: str) -> Room[M] | None:
+        return self._by_id.get(room_id)
+
+    def rooms(self) -> Iterator[Room[M]]:
+        return iter(self._by_id.values())
+
+    def rooms_of(self, member: M) -> Iterable[str]:
+        return self._memberships.get(member, {}).keys()
+
+    def is_member(self, member: M, room_id: str) -> bool:
+        return room_id in self._memberships.get(member, {})
+
+    def pending(self) -> Iterator[Room[M]]:
+        return (room for room in self._by_id.values() if not room.live)
+
+    # Transitions.
+
+    def join(self, member: M, room_id: str) -> JoinOutcome:
+        mine = self._memberships.get(member)
+        if mine is not None and room_id in mine:
+            room = mine[room_id]
+            if room.live:
+                return JoinOutcome.JOINED
+            room.waiting.append(member)
+            return JoinOutcome.WAIT
+        if mine is not None and len(mine) >= self.max_rooms_per_member:
+            return JoinOutcome.TOO_MANY_ROOMS
+        if self.max_rooms_per_member <= 0:
+            return JoinOutcome.TOO_MANY_ROOMS
+        room = self._by_id.get(room_id)
+        outcome = JoinOutcome.JOINED
+        if room is None:
+            room = Room(room_id)
+            self._by_id[room_id] = room
+            self._by_topic[room.topic] = room
+            outcome = JoinOutcome.SUBSCRIBE
+        elif not room.live:
+            outcome = JoinOutcome.WAIT
+        room.members.add(member)
+        if mine is None:
+            mine = self._memberships[member] = {}
+        mine[room_id] = room
+        if outcome is not JoinOutcome.JOINED:
+            room.waiting.append(member)
+        return outcome
+
+    def leave(self, member: M, room_id: str) -> tuple[LeaveOutcome, Room[M] | None]:
+        mine = self._memberships.get(member)
+        if mine is None or room_id not in mine:
+            return LeaveOutcome.NOT_MEMBER, None
+        room = mine.pop(room_id)
+        if not mine:
+            del self._memberships[member]
+        return self._remove(member, room), room
+
+    def drop(self, member: M) -> list[Room[M]]:
+        """Forget a connection; return the rooms left with no local member."""
+        mine = self._memberships.pop(member, None)
+        if not mine:
+            return []
+        return [
+            room
+            for room in mine.values()
+            if self._remove(member, room) is LeaveOutcome.UNSUBSCRIBE
+        ]
+
+    def mark_live(self, topic: bytes) -> list[M]:
+        """The room's subscription is live: return the members waiting for `joined`."""
+        room = self._by_topic.get(topic)
+        if room is None or room.live:
+            return []
+        room.live = True
+        waiting, room.waiting = room.waiting, []
+        return waiting
+
+    def mark_all_unverified(self) -> list[Room[M]]:
+        """After the broker path broke, every room must prove its subscription again."""
+        rooms = list(self._by_id.values())
+        for room in rooms:
+            room.live = False
+        return rooms
+
+    def _remove(self, member: M, room: Room[M]) -> LeaveOutcome:
+        room.members.discard(member)
+        if member in room.waiting:
+            room.waiting = [m for m in room.waiting if m != member]
+        if room.members:
+            return LeaveOutcome.LEFT
+        del self._by_id[room.room_id]
+        del self._by_topic[room.topic]
+        return LeaveOutcome.UNSUBSCRIBE

@@ -1,0 +1,91 @@
+"""The one client-frame decoder, and the encoders for every server frame.
+
+Codec objects are made once at import and reused (msgspec's advice).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from protocol.errors import ErrorCode
+from protocol.messages import (
+    CLIENT_TYPES,
+    ChatDelivery,
+    ChatMessage,
+    ClientFrame,
+    Error,
+    ErrorBody,
+    Joined,
+    JoinedBody,
+    Left,
+    Pong,
+    RoomRef,
+    ServerFrame,
+)
+
+
+class ProtocolError(Exception):
+    """A frame the server refuses; becomes an error frame, never a crash."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_client_decoder = msgspec.json.Decoder(ClientFrame)
+_server_decoder = msgspec.json.Decoder(ServerFrame)
+_any_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+PONG_FRAME = _encoder.encode(Pong())
+
+
+def decode_client_frame(data: str | bytes) -> ClientFrame:
+    """Decode one client frame or raise ProtocolError with the code that fits."""
+    try:
+        return _client_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise _classify(data, exc) from None
+    except (msgspec.DecodeError, UnicodeError):
+        raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
+
+
+def _classify(data: str | bytes, exc: msgspec.ValidationError) -> ProtocolError:
+    # Only reached on the error path: re-read the frame loosely to say what is wrong.
+    value: Any = _any_decoder.decode(data)
+    if not isinstance(value, dict):
+        return ProtocolError(ErrorCode.BAD_JSON, "frame must be a JSON object")
+    kind = value.get("type")
+    if kind is None:
+        return ProtocolError(ErrorCode.UNKNOWN_TYPE, "frame has no `type`")
+    if not isinstance(kind, str) or kind not in CLIENT_TYPES:
+        known = ", ".join(sorted(CLIENT_TYPES))
+        return ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown type {kind!r}; expected one of {known}")
+    return ProtocolError(ErrorCode.INVALID_PAYLOAD, str(exc))
+
+
+def decode_server_frame(data: str | bytes) -> ServerFrame:
+    return _server_decoder.decode(data)
+
+
+def encode(frame: Any) -> bytes:
+    return _encoder.encode(frame)
+
+
+def encode_chat(room_id: str, message: str, message_id: str, sender: str, ts: int) -> bytes:
+    return _encoder.encode(ChatMessage(ChatDelivery(room_id, message, message_id, sender, ts)))
+
+
+def encode_joined(room_id: str, connection_id: str) -> bytes:
+    return _encoder.encode(Joined(JoinedBody(room_id, connection_id)))
+
+
+def encode_left(room_id: str) -> bytes:
+    return _encoder.encode(Left(RoomRef(room_id)))
+
+
+def encode_error(code: ErrorCode, message: str) -> bytes:
+    return _encoder.encode(Error(ErrorBody(code.value, message)))

@@ -1,0 +1,53 @@
+"""Topic framing and the envelope that crosses the broker.
+
+Every broker message has two ZeroMQ frames: `[topic, body]`.
+
+ZeroMQ matches subscriptions by byte prefix, so a bare room id would let a
+subscriber of `r1` also receive `r10`. Topics are therefore framed: a kind
+byte, the UTF-8 room id, and a NUL terminator. Room ids cannot contain NUL
+(it is a control character), so no room topic is a prefix of another.
+
+The body is either a chat frame exactly as members receive it (a JSON
+object, so its first byte is `{`), or a probe (first byte `?`) that an edge
+publishes to check that a path through the broker is live.
+"""
+
+from __future__ import annotations
+
+ROOM_KIND = b"r"
+EDGE_KIND = b"e"
+TERMINATOR = b"\x00"
+PROBE_MARK = b"?"
+PROBE_MARK_BYTE = PROBE_MARK[0]
+
+
+def room_topic(room_id: str) -> bytes:
+    return ROOM_KIND + room_id.encode() + TERMINATOR
+
+
+def edge_topic(edge_id: str) -> bytes:
+    """Topic on which an edge sends health probes to itself."""
+    return EDGE_KIND + edge_id.encode() + TERMINATOR
+
+
+def room_of_topic(topic: bytes) -> str | None:
+    if topic[:1] != ROOM_KIND or topic[-1:] != TERMINATOR:
+        return None
+    return topic[1:-1].decode()
+
+
+def probe_body(edge_id: str, token: int) -> bytes:
+    return PROBE_MARK + f"{edge_id} {token}".encode()
+
+
+def is_probe(body: bytes) -> bool:
+    return body[:1] == PROBE_MARK
+
+
+def parse_probe(body: bytes) -> tuple[str, int] | None:
+    """Return (edge id, token) of a probe body, or None if it is malformed."""
+    try:
+        edge_id, token = body[1:].decode().split(" ")
+        return edge_id, int(token)
+    except (UnicodeDecodeError, ValueError):
+        return None

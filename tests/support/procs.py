@@ -1,0 +1,186 @@
+"""Real broker and edge processes on free ports, always cleaned up."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_until(predicate: Any, timeout: float = START_TIMEOUT, what: str = "condition") -> None:
+    """Poll a cheap check (a health endpoint, a port) until it holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError):
+            if predicate():
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def env_with(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Proc:
+    args: list[str]
+    env: dict[str, str]
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        self.popen = subprocess.Popen(
+            self.args, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=None
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def signal(self, sig: int) -> None:
+        assert self.popen is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(sig)
+
+    def kill9(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait(10)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        assert self.popen is not None
+        return self.popen.wait(timeout)
+
+    def stop(self) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+
+@dataclass
+class Edge:
+    port: int
+    proc: Proc
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        import json
+
+        status, body = http_get(self.http + "/healthz")
+        return status, json.loads(body)
+
+    def metrics(self) -> dict[str, float]:
+        status, body = http_get(self.http + "/metrics")
+        assert status == 200
+        return parse_metrics(body.decode())
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
+        wait_until(lambda: self.health()[0] == 200, timeout, f"edge :{self.port} healthy")
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+@dataclass
+class Cluster:
+    broker_pub: str
+    broker_sub: str
+    extra_env: dict[str, str]
+    broker: Proc | None = None
+    edges: list[Edge] = field(default_factory=list)
+
+    def _env(self) -> dict[str, str]:
+        return env_with(
+            {"CHAT_BROKER_PUB": self.broker_pub, "CHAT_BROKER_SUB": self.broker_sub}
+            | self.extra_env
+        )
+
+    def start_broker(self) -> Proc:
+        self.broker = Proc([sys.executable, "-m", "broker"], self._env()).start()
+        return self.broker
+
+    def start_edge(self, port: int | None = None, args: Sequence[str] = ()) -> Edge:
+        port = port or free_port()
+        proc = Proc(
+            [sys.executable, "-m", "edge", "--port", str(port), *args], self._env()
+        ).start()
+        edge = Edge(port, proc)
+        self.edges.append(edge)
+        return edge
+
+    def urls(self) -> list[str]:
+        return [e.url for e in self.edges]
+
+    def stop(self) -> None:
+        for edge in self.edges:
+            edge.proc.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+
+@contextlib.contextmanager
+def running_cluster(
+    edges: int = 3, env: dict[str, str] | None = None, edge_args: Sequence[str] = ()
+) -> Iterator[Cluster]:
+    cluster = Cluster(
+        f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", env or {}
+    )
+    try:
+        cluster.start_broker()
+        for _ in range(edges):
+            cluster.start_edge(args=edge_args)
+        for edge in cluster.edges:
+            edge.wait_healthy()
+        yield cluster
+    finally:
+        cluster.stop()
