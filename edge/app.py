@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 
 from aiohttp import WSMsgType, web
@@ -81,10 +80,7 @@ async def _hub_lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def _close_clients(app: web.Application) -> None:
     """Graceful shutdown: every client gets close 1001 after its queued messages."""
     hub = app[HUB]
-    hub.shutdown()
-    deadline = time.monotonic() + app[SETTINGS].shutdown_timeout
-    while hub.connections and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    await hub.shutdown(app[SETTINGS].shutdown_timeout)
     for conn in list(hub.connections):
         conn.transport.abort()
 
@@ -112,7 +108,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None:
         return ws
-    conn = hub.open(transport)  # type: ignore[arg-type]
+    conn = hub.open(transport)
     why = "abrupt"
     try:
         while True:

@@ -25,7 +25,7 @@ HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
 
 
-def _configure(sock: zmq.Socket[bytes], hwm: int) -> None:
+def _configure(sock: zmq.asyncio.Socket, hwm: int) -> None:
     # Subscriptions travel SUB -> broker as messages: with thousands of rooms
     # the default HWM of 1,000 would silently drop some on reconnect.
     sock.setsockopt(zmq.SNDHWM, hwm)
@@ -48,8 +48,8 @@ class Bus:
         self._sub.connect(settings.broker_sub)
         # Synchronous views of the same sockets: non-blocking sends and batch
         # reads without a future per message.
-        self._pub_now = zmq.Socket.shadow(self._pub.underlying)
-        self._sub_now = zmq.Socket.shadow(self._sub.underlying)
+        self._pub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._pub.underlying)
+        self._sub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._sub.underlying)
 
     def publish(self, topic: bytes, body: bytes) -> None:
         # PUB never blocks: at its HWM it drops (counted as loss by the caller's probes).
@@ -64,7 +64,7 @@ class Bus:
     async def run(self, on_batch: Callable[[Batch], None]) -> None:
         recv = self._sub_now.recv_multipart
         while True:
-            await self._sub.poll(flags=zmq.POLLIN)
+            await self._sub.poll()  # POLLIN by default
             batch: Batch = []
             try:
                 for _ in range(BATCH_SIZE):

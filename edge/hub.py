@@ -10,19 +10,21 @@ A connection that owes more than its outbox allows is closed as slow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
 
 from chatconfig import EdgeSettings
 from edge.bus import Batch, Bus
-from edge.ids import Sequence, new_instance_id
 from edge.metrics import Stats
 from edge.probes import ProbeClock
 from edge.rooms import RoomRegistry
 from edge.session import FrameHandler, Intent, Publish, Reply, Subscribe, Unsubscribe
+from protocol.codec import encode_chat
 from protocol.frames import PING_FRAME, close_frame, text_frame
-from protocol.topics import PROBE_MARK_BYTE
+from protocol.ids import Sequence, new_instance_id
+from protocol.topics import PROBE_MARK_BYTE, room_topic
 
 log = logging.getLogger("edge")
 
@@ -73,6 +75,7 @@ class Hub:
         )
         self.stats = Stats()
         self.outbox_bytes = settings.outbox_bytes
+        self._all_gone: asyncio.Event | None = None
         bus.subscribe(self.probes.topic)
 
     # Connections.
@@ -106,9 +109,19 @@ class Hub:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
+        if not self.connections and self._all_gone is not None:
+            self._all_gone.set()
         self.stats.disconnects[conn.close_reason or why] += 1
         conn.close_reason = conn.close_reason or why
         self._leave_all(conn)
+
+    def publish_external(self, room_id: str, message: str, sender: str) -> str:
+        """Publish a chat from outside any room membership (the HTTP API); return its id."""
+        message_id = self.handler.message_ids.next()
+        body = encode_chat(room_id, message, message_id, sender, time.time_ns() // 1_000_000)
+        self.bus.publish(room_topic(room_id), body)
+        self.stats.messages_in += 1
+        return message_id
 
     def _leave_all(self, conn: Connection) -> None:
         for intent in self.handler.disconnect(conn):
@@ -220,9 +233,14 @@ class Hub:
                 conn.silent = True
                 conn.write(PING_FRAME)
 
-    def shutdown(self) -> None:
+    async def shutdown(self, grace: float) -> None:
+        """Close every client with 1001 at once, then wait for them to be gone."""
+        self._all_gone = asyncio.Event()
         for conn in list(self.connections):
             self.close(conn, 1001, "server shutting down", "shutdown")
+        if self.connections:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_gone.wait(), grace)
 
     def gauges(self) -> dict[str, float]:
         rooms = len(self.registry)

@@ -86,15 +86,17 @@ class RoomRegistry(Generic[M]):
             return JoinOutcome.TOO_MANY_ROOMS
         if self.max_rooms_per_member <= 0:
             return JoinOutcome.TOO_MANY_ROOMS
-        room = self._by_id.get(room_id)
+        existing = self._by_id.get(room_id)
         outcome = JoinOutcome.JOINED
-        if room is None:
+        if existing is not None:
+            room = existing
+            if not room.live:
+                outcome = JoinOutcome.WAIT
+        else:
             room = Room(room_id)
             self._by_id[room_id] = room
             self._by_topic[room.topic] = room
             outcome = JoinOutcome.SUBSCRIBE
-        elif not room.live:
-            outcome = JoinOutcome.WAIT
         room.members.add(member)
         if mine is None:
             mine = self._memberships[member] = {}

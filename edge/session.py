@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Generic, NamedTuple, TypeVar
 
-from edge.ids import Sequence
 from edge.rooms import JoinOutcome, LeaveOutcome, RoomRegistry
 from protocol.codec import (
     PONG_FRAME,
@@ -22,6 +21,7 @@ from protocol.codec import (
     encode_left,
 )
 from protocol.errors import ErrorCode
+from protocol.ids import Sequence
 from protocol.messages import ChatRequest, JoinRequest, LeaveRequest, PingRequest
 
 M = TypeVar("M", bound=Hashable)

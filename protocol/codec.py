@@ -46,7 +46,8 @@ PONG_FRAME = _encoder.encode(Pong())
 def decode_client_frame(data: str | bytes) -> ClientFrame:
     """Decode one client frame or raise ProtocolError with the code that fits."""
     try:
-        return _client_decoder.decode(data)
+        frame: ClientFrame = _client_decoder.decode(data)
+        return frame
     except msgspec.ValidationError as exc:
         raise _classify(data, exc) from None
     except (msgspec.DecodeError, UnicodeError):
@@ -63,12 +64,15 @@ def _classify(data: str | bytes, exc: msgspec.ValidationError) -> ProtocolError:
         return ProtocolError(ErrorCode.UNKNOWN_TYPE, "frame has no `type`")
     if not isinstance(kind, str) or kind not in CLIENT_TYPES:
         known = ", ".join(sorted(CLIENT_TYPES))
-        return ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown type {kind!r}; expected one of {known}")
+        return ProtocolError(
+            ErrorCode.UNKNOWN_TYPE, f"unknown type {kind!r}; expected one of {known}"
+        )
     return ProtocolError(ErrorCode.INVALID_PAYLOAD, str(exc))
 
 
 def decode_server_frame(data: str | bytes) -> ServerFrame:
-    return _server_decoder.decode(data)
+    frame: ServerFrame = _server_decoder.decode(data)
+    return frame
 
 
 def encode(frame: Any) -> bytes:

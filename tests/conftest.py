@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -44,7 +45,5 @@ async def clients() -> AsyncIterator[Callable[[str], Any]]:
 
     yield open_client
     for client in opened:
-        try:
+        with contextlib.suppress(Exception):
             await client.close()
-        except Exception:
-            pass

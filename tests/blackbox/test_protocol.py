@@ -206,7 +206,7 @@ async def test_binary_frame_gets_an_error(edge_urls: list[str], clients: Open) -
 async def test_invalid_utf8_text_gets_an_error(edge_urls: list[str], clients: Open) -> None:
     c = await clients(edge_urls[0])
     # A text frame whose bytes are not UTF-8, written below aiohttp's checks.
-    writer = c.ws._writer  # noqa: SLF001
+    writer = c.ws._writer
     await writer.send_frame(b'{"type":"join","payload":{"roomId":"\xff"}}', 0x1)
     await c.expect_error("bad_json")
     await still_usable(c)
