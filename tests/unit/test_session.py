@@ -1,0 +1,98 @@
+"""The pure frame handler: frames in, intents out, no sockets."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from edge.rooms import RoomRegistry
+from edge.session import FrameHandler, Intent, Publish, Reply, Subscribe, Unsubscribe
+from protocol.errors import ErrorCode
+from protocol.ids import Sequence
+from protocol.topics import room_topic
+
+
+def make(max_rooms: int = 32, max_chars: int = 10) -> FrameHandler[str]:
+    return FrameHandler(RoomRegistry(max_rooms), Sequence("e", "-"), lambda: 1234, max_chars)
+
+
+def frame(kind: str, **payload: Any) -> str:
+    return json.dumps({"type": kind, "payload": payload})
+
+
+def reply_json(intents: list[Intent]) -> dict[str, Any]:
+    assert len(intents) == 1 and isinstance(intents[0], Reply), intents
+    value: dict[str, Any] = json.loads(intents[0].frame)
+    return value
+
+
+def live(h: FrameHandler[str], room: str) -> list[tuple[str, bytes]]:
+    return h.acknowledge_live(room_topic(room), lambda m: "id-" + m)
+
+
+def test_join_subscribes_then_acknowledges_when_live() -> None:
+    h = make()
+    assert h.handle("a", "ca", frame("join", roomId="r")) == [Subscribe(room_topic("r"))]
+    assert h.handle("b", "cb", frame("join", roomId="r")) == []
+    acks = live(h, "r")
+    assert [m for m, _ in acks] == ["a", "b"]
+    assert json.loads(acks[0][1]) == {
+        "type": "joined", "payload": {"roomId": "r", "connectionId": "id-a"}
+    }
+    assert reply_json(h.handle("c", "cc", frame("join", roomId="r")))["type"] == "joined"
+
+
+def test_chat_is_encoded_once_for_the_broker() -> None:
+    h = make()
+    h.handle("a", "ca", frame("join", roomId="r"))
+    live(h, "r")
+    [intent] = h.handle("a", "ca", frame("chat", message="hi"))
+    assert isinstance(intent, Publish)
+    assert intent.topic == room_topic("r")
+    assert json.loads(intent.body) == {
+        "type": "chat",
+        "payload": {"roomId": "r", "message": "hi", "id": "e-1", "from": "ca", "ts": 1234},
+    }
+
+
+def test_chat_errors() -> None:
+    h = make(max_chars=3)
+    assert reply_json(h.handle("a", "ca", frame("chat", message="x")))["payload"]["code"] == (
+        "not_in_room"
+    )
+    h.handle("a", "ca", frame("join", roomId="r1"))
+    h.handle("a", "ca", frame("join", roomId="r2"))
+    codes = [
+        reply_json(h.handle("a", "ca", f))["payload"]["code"]
+        for f in (
+            frame("chat", message="x"),
+            frame("chat", message="x", roomId="r3"),
+            frame("chat", message="four", roomId="r1"),
+        )
+    ]
+    assert codes == ["room_required", "not_in_room", "invalid_payload"]
+    [ok] = h.handle("a", "ca", frame("chat", message="abc", roomId="r1"))
+    assert isinstance(ok, Publish)
+
+
+def test_leave_and_disconnect_unsubscribe_the_last_member() -> None:
+    h = make()
+    h.handle("a", "ca", frame("join", roomId="r"))
+    h.handle("b", "cb", frame("join", roomId="r"))
+    h.handle("b", "cb", frame("join", roomId="s"))
+    left = h.handle("a", "ca", frame("leave", roomId="r"))
+    assert len(left) == 1 and json.loads(left[0].frame)["type"] == "left"  # type: ignore[union-attr]
+    assert sorted(h.disconnect("b")) == sorted(
+        [Unsubscribe(room_topic("r")), Unsubscribe(room_topic("s"))]
+    )
+    notin = reply_json(h.handle("a", "ca", frame("leave", roomId="r")))
+    assert notin["payload"]["code"] == "not_in_room"
+
+
+def test_too_many_rooms_and_ping() -> None:
+    h = make(max_rooms=1)
+    h.handle("a", "ca", frame("join", roomId="r"))
+    intents = h.handle("a", "ca", frame("join", roomId="s"))
+    assert isinstance(intents[0], Reply) and intents[0].error is ErrorCode.TOO_MANY_ROOMS
+    assert reply_json(h.handle("a", "ca", '{"type":"ping"}')) == {"type": "pong"}
+    assert reply_json(h.binary_frame())["payload"]["code"] == "bad_json"

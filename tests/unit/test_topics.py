@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import itertools
+
+from protocol.ids import Sequence, base36
+from protocol.topics import (
+    edge_topic,
+    is_probe,
+    parse_probe,
+    probe_body,
+    room_of_topic,
+    room_topic,
+)
+
+
+def test_no_room_topic_is_a_prefix_of_another() -> None:
+    rooms = ["r1", "r10", "r", "r ", "R1", "café", "cafe", "日本", "日本語", "a" * 128]
+    topics = [room_topic(r) for r in rooms]
+    for a, b in itertools.permutations(topics, 2):
+        assert not b.startswith(a)
+    assert all(not t.startswith(edge_topic("x")[:1]) for t in topics)
+
+
+def test_room_topic_round_trips() -> None:
+    for r in ("r1", "日本語", "with space "):
+        assert room_of_topic(room_topic(r)) == r
+    assert room_of_topic(edge_topic("abc")) is None
+
+
+def test_probe_bodies() -> None:
+    body = probe_body("edge1", 42)
+    assert is_probe(body)
+    assert parse_probe(body) == ("edge1", 42)
+    assert not is_probe(b'{"type":"chat"}')
+    assert parse_probe(b"?garbage") is None
+    assert parse_probe(b"?\xff 1") is None
+
+
+def test_sequences_are_unique_and_prefixed() -> None:
+    seq = Sequence("abc", "-")
+    ids = [seq.next() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert ids[0] == "abc-1"
+    assert base36(0) == "0" and base36(35) == "z" and base36(36) == "10"
