@@ -4,6 +4,10 @@ Edges connect a PUB socket to the XSUB side and a SUB socket to the XPUB
 side. The XSUB subscribes to everything, so publishers never filter
 upstream: a message an edge sends is never dropped because a subscription
 has not yet travelled to it. The XPUB side filters per subscriber by topic.
+
+Both sockets bind to loopback by default. For edges on other hosts the
+broker speaks CURVE (`--curve-secret-key`, `--curve-allowed`): traffic is
+encrypted and only allowed client keys may connect at all (see broker.keys).
 """
 
 from __future__ import annotations
@@ -14,6 +18,14 @@ from types import FrameType
 
 import zmq
 
+from broker.keys import (
+    CurveKeyError,
+    allowed_keys,
+    apply_server,
+    is_local_endpoint,
+    load_keypair,
+    start_authenticator,
+)
 from chatconfig import BrokerSettings
 
 log = logging.getLogger("broker")
@@ -42,14 +54,43 @@ def configure(sock: zmq.Socket[bytes], hwm: int) -> None:
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
 
 
+def _check_security(settings: BrokerSettings) -> None:
+    """Refuse a half-configured CURVE setup; warn about plain text off-host."""
+    if settings.curve_secret_key and not settings.curve_allowed:
+        raise SystemExit("chat-broker: --curve-secret-key needs --curve-allowed DIR")
+    if settings.curve_allowed and not settings.curve_secret_key:
+        raise SystemExit("chat-broker: --curve-allowed needs --curve-secret-key FILE")
+    if settings.curve_secret_key:
+        return
+    for endpoint in (settings.broker_pub, settings.broker_sub):
+        if not is_local_endpoint(endpoint):
+            log.warning(
+                "%s is reachable from other hosts without CURVE: anyone who can connect "
+                "can publish and subscribe (see --curve-secret-key)", endpoint,
+            )
+
+
 def run(settings: BrokerSettings) -> None:
+    _check_security(settings)
     ctx = zmq.Context()
+    auth = None
     xsub = ctx.socket(zmq.XSUB)
     xpub = ctx.socket(zmq.XPUB)
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         configure(xsub, settings.hwm)
         configure(xpub, settings.hwm)
+        if settings.curve_secret_key:
+            try:
+                keys = load_keypair(settings.curve_secret_key)
+                allowed = allowed_keys(settings.curve_allowed)
+                # ZAP must be answering before a CURVE socket binds.
+                auth = start_authenticator(ctx, settings.curve_allowed)
+            except CurveKeyError as exc:
+                raise SystemExit(f"chat-broker: {exc}") from None
+            apply_server(xsub, keys)
+            apply_server(xpub, keys)
+            log.info("CURVE on: %d allowed client key(s) in %s", allowed, settings.curve_allowed)
         xsub.bind(settings.broker_pub)
         xpub.bind(settings.broker_sub)
         xsub.send(SUBSCRIBE_ALL)
@@ -65,4 +106,6 @@ def run(settings: BrokerSettings) -> None:
             signal.signal(sig, handler)
         xsub.close(linger=0)
         xpub.close(linger=0)
+        if auth is not None:
+            auth.stop()
         ctx.term()

@@ -37,6 +37,13 @@ class BrokerSettings:
         100_000, "ZeroMQ high-water mark, in messages, of each pipe (0 means unbounded)"
     )
     log_level: str = setting("INFO", "logging level")
+    # Security (docs/security.md).
+    curve_secret_key: str = setting(
+        "", "the broker's CURVE key_secret file (from chat-keys); turns CURVE on for both sockets"
+    )
+    curve_allowed: str = setting(
+        "", "directory of the public .key files of edges and publishers allowed to connect"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,36 @@ class EdgeSettings:
         5.0, "seconds a graceful shutdown may spend flushing and closing clients"
     )
     name: str = setting("", "name of this edge in logs and /healthz (default: host:port)")
+    # Clients (docs/clients.md).
+    api_key: str = field(
+        default="", repr=False,
+        metadata={"help": "key for POST /api/rooms/ROOM/messages as `Authorization: Bearer "
+                          "KEY` (empty: that endpoint answers 404)"},
+    )
+    peers: str = setting(
+        "", "comma-separated public ws:// URLs of every edge, offered to web clients for "
+            "failover at GET /api/edges (empty: only this edge)"
+    )
+    # Security (docs/security.md).
+    jwt_secret: str = field(
+        default="", repr=False,
+        metadata={"help": "HS256 secret; when set every connection needs a signed JWT"},
+    )
+    allowed_origins: str = setting(
+        "", "comma-separated Origin values allowed to upgrade (empty: any); others get 403"
+    )
+    require_origin: bool = setting(False, "refuse upgrades without an Origin header (403)")
+    rate_limit: float = setting(20.0, "chats per second per connection (0 turns limiting off)")
+    rate_burst: int = setting(40, "chats a connection may send at once before the rate applies")
+    join_rate_limit: float = setting(10.0, "joins and leaves per second per connection (0: off)")
+    join_rate_burst: int = setting(20, "joins and leaves a connection may send at once")
+    max_conns_per_ip: int = setting(
+        1000, "concurrent WebSocket connections per client IP (0 means no cap); beyond it 429"
+    )
+    curve_secret_key: str = setting(
+        "", "this edge's CURVE key_secret file (from chat-keys); needs --curve-broker-key"
+    )
+    curve_broker_key: str = setting("", "the broker's CURVE public .key file")
     log_level: str = setting("INFO", "logging level")
 
 

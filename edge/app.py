@@ -11,6 +11,7 @@ from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from chatconfig import EdgeSettings
+from edge import api, guard
 from edge.bus import Bus
 from edge.hub import TICK, Hub
 from edge.metrics import EdgeCollector
@@ -22,15 +23,10 @@ SETTINGS = web.AppKey("settings", EdgeSettings)
 HUB = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", CollectorRegistry)
 
-INDEX_TEXT = (
-    "roomcast edge: open a WebSocket here (ws://HOST:PORT/ or /ws) and send\n"
-    '{"type":"join","payload":{"roomId":"lobby"}} then '
-    '{"type":"chat","payload":{"message":"hi"}}\n'
-)
-
 
 def create_app(settings: EdgeSettings) -> web.Application:
-    app = web.Application()
+    # Token, origin and per-IP checks run before any route (docs/security.md).
+    app = web.Application(middlewares=[guard.middleware(settings)])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_hub_lifecycle)
     app.on_shutdown.append(_close_clients)
@@ -38,6 +34,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    api.add_routes(app, settings, HUB)
     return app
 
 
@@ -61,6 +58,7 @@ async def _hub_lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[METRICS] = registry
     tasks = [
         asyncio.create_task(bus.run(hub.on_batch), name="bus"),
+        asyncio.create_task(bus.watch(hub.on_broker_disconnect), name="bus-watch"),
         asyncio.create_task(_every(TICK, hub.tick), name="probes"),
         asyncio.create_task(_every(settings.heartbeat, hub.heartbeat), name="heartbeat"),
     ]
@@ -88,7 +86,7 @@ async def _close_clients(app: web.Application) -> None:
 async def index(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Upgrade", "").lower() == "websocket":
         return await websocket(request)
-    return web.Response(text=INDEX_TEXT)
+    return await api.page(request)
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -108,7 +106,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None:
         return ws
-    conn = hub.open(transport)
+    conn = hub.open(transport, guard.identity_of(request))
     why = "abrupt"
     try:
         while True:

@@ -13,7 +13,9 @@ from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
+from broker.keys import apply_client, client_keys
 from chatconfig import EdgeSettings
 
 Batch = list[list[bytes]]
@@ -44,11 +46,17 @@ class Bus:
         self._sub = self._ctx.socket(zmq.SUB)
         _configure(self._pub, settings.hwm)
         _configure(self._sub, settings.hwm)
+        # CURVE (docs/security.md): encrypted, and the broker admits only allowed keys.
+        curve = client_keys(settings.curve_secret_key, settings.curve_broker_key)
+        if curve is not None:
+            for sock in (self._pub, self._sub):
+                apply_client(sock, *curve)
         self._pub.connect(settings.broker_pub)
         self._sub.connect(settings.broker_sub)
         # Synchronous views of the same sockets: non-blocking sends and batch
         # reads without a future per message.
         self._pub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._pub.underlying)
+        self._monitors: list[zmq.asyncio.Socket] = []
         self._sub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._sub.underlying)
 
     def publish(self, topic: bytes, body: bytes) -> None:
@@ -75,7 +83,29 @@ class Bus:
                 on_batch(batch)
             await asyncio.sleep(0)
 
+    async def watch(self, on_disconnect: Callable[[], None]) -> None:
+        """Report a dropped broker connection the moment libzmq sees it.
+
+        Probes would notice too, but only after `probe_timeout`; a crashed
+        broker resets the TCP connection, and this turns that into an
+        immediate "path down".
+        """
+        monitors = [
+            sock.get_monitor_socket(zmq.EVENT_DISCONNECTED) for sock in (self._pub, self._sub)
+        ]
+        self._monitors = monitors
+        poller = zmq.asyncio.Poller()
+        for monitor in monitors:
+            poller.register(monitor, zmq.POLLIN)
+        while True:
+            for monitor, _ in await poller.poll():
+                event = parse_monitor_message(await monitor.recv_multipart())
+                if event["event"] == zmq.EVENT_DISCONNECTED:
+                    on_disconnect()
+
     def close(self) -> None:
+        for monitor in self._monitors:
+            monitor.close(linger=0)
         self._pub.close(linger=0)
         self._sub.close(linger=0)
         self._ctx.term()

@@ -16,15 +16,17 @@ import time
 from typing import Any
 
 from chatconfig import EdgeSettings
+from edge.auth import Deadlines, Identity, may_join
 from edge.bus import Batch, Bus
 from edge.metrics import Stats
 from edge.probes import ProbeClock
+from edge.ratelimit import ConnectionLimits, limits_factory
 from edge.rooms import RoomRegistry
-from edge.session import FrameHandler, Intent, Publish, Reply, Subscribe, Unsubscribe
+from edge.session import Close, FrameHandler, Intent, Publish, Reply, Subscribe, Unsubscribe
 from protocol.codec import encode_chat
 from protocol.frames import PING_FRAME, close_frame, text_frame
 from protocol.ids import Sequence, new_instance_id
-from protocol.topics import PROBE_MARK_BYTE, room_topic
+from protocol.topics import PROBE_MARK_BYTE, probe_body, room_topic
 
 log = logging.getLogger("edge")
 
@@ -36,11 +38,21 @@ CLOSE_GRACE = 5.0  # seconds a closing connection gets to flush before it is abo
 class Connection:
     """One client WebSocket, as the shell sees it; `__slots__` keeps it small."""
 
-    __slots__ = ("__weakref__", "close_reason", "conn_id", "silent", "transport")
+    __slots__ = (
+        "__weakref__", "close_reason", "conn_id", "identity", "limits", "silent", "transport"
+    )
 
-    def __init__(self, conn_id: str, transport: asyncio.Transport) -> None:
+    def __init__(
+        self,
+        conn_id: str,
+        transport: asyncio.Transport,
+        identity: Identity | None = None,
+        limits: ConnectionLimits | None = None,
+    ) -> None:
         self.conn_id = conn_id
         self.transport = transport
+        self.identity = identity  # from the token; None when the edge runs without a secret
+        self.limits = limits
         self.silent = False  # no frame from the peer since the last ping
         self.close_reason: str | None = None
 
@@ -51,9 +63,22 @@ class Connection:
     def backlog(self) -> int:
         return self.transport.get_write_buffer_size()
 
+    @property
+    def sender(self) -> str:
+        """`from` on this connection's messages: the token's `sub`, else the connection id."""
+        return self.conn_id if self.identity is None else self.identity.sub
+
 
 def _connection_id(conn: Connection) -> str:
-    return conn.conn_id
+    return conn.sender
+
+
+def _may_join(conn: Connection, room_id: str) -> bool:
+    return may_join(conn.identity, room_id)
+
+
+def _limits(conn: Connection) -> ConnectionLimits | None:
+    return conn.limits
 
 
 class Hub:
@@ -67,7 +92,15 @@ class Hub:
             Sequence(self.instance_id, "-"),
             lambda: time.time_ns() // 1_000_000,
             settings.max_message_chars,
+            self.healthy,
+            may_join=_may_join,
+            limits=_limits,
         )
+        self._new_limits = limits_factory(
+            settings.rate_limit, settings.rate_burst,
+            settings.join_rate_limit, settings.join_rate_burst, time.monotonic,
+        )
+        self.expiries: Deadlines[Connection] = Deadlines()  # token exp, swept in tick()
         self.connection_ids = Sequence(self.instance_id, ".")
         self.connections: set[Connection] = set()
         self.probes = ProbeClock(
@@ -76,19 +109,23 @@ class Hub:
         self.stats = Stats()
         self.outbox_bytes = settings.outbox_bytes
         self._all_gone: asyncio.Event | None = None
+        self._barriers: dict[int, asyncio.Event] = {}
+        self._barrier_token = 0
         bus.subscribe(self.probes.topic)
 
     # Connections.
 
-    def open(self, transport: asyncio.Transport) -> Connection:
-        conn = Connection(self.connection_ids.next(), transport)
+    def open(self, transport: asyncio.Transport, identity: Identity | None = None) -> Connection:
+        conn = Connection(self.connection_ids.next(), transport, identity, self._new_limits())
+        if identity is not None:
+            self.expiries.set(conn, identity.exp)
         self.connections.add(conn)
         self.stats.connections_total += 1
         return conn
 
     def receive(self, conn: Connection, data: str) -> None:
         conn.silent = False
-        self._execute(conn, self.handler.handle(conn, conn.conn_id, data))
+        self._execute(conn, self.handler.handle(conn, conn.sender, data))
 
     def receive_binary(self, conn: Connection) -> None:
         conn.silent = False
@@ -98,22 +135,36 @@ class Hub:
         """Close from our side: the close frame goes out after what is already queued."""
         if conn.close_reason is not None:
             return
+        log.info("closing %s with %d (%s), %d bytes still queued",
+                 conn.conn_id, code, why, conn.backlog())
         conn.transport.write(close_frame(code, reason))
-        conn.close_reason = why
+        self._mark_closed(conn, why)
         self._leave_all(conn)
         conn.transport.close()
-        asyncio.get_running_loop().call_later(CLOSE_GRACE, conn.transport.abort)
+        asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort_late, conn)
+
+    def _abort_late(self, conn: Connection) -> None:
+        if not conn.transport.is_closing() or conn.backlog():
+            log.info("aborting %s: %d bytes not taken in %.0f s",
+                     conn.conn_id, conn.backlog(), CLOSE_GRACE)
+        conn.transport.abort()
 
     def forget(self, conn: Connection, why: str) -> None:
         """The connection is gone (its handler ended): count it once, drop its rooms."""
         if conn not in self.connections:
             return
         self.connections.discard(conn)
+        self.expiries.discard(conn)
         if not self.connections and self._all_gone is not None:
             self._all_gone.set()
-        self.stats.disconnects[conn.close_reason or why] += 1
-        conn.close_reason = conn.close_reason or why
+        self._mark_closed(conn, why)
         self._leave_all(conn)
+
+    def _mark_closed(self, conn: Connection, why: str) -> None:
+        """Record why a connection ends, and count it, once: when it is decided."""
+        if conn.close_reason is None:
+            conn.close_reason = why
+            self.stats.disconnects[why] += 1
 
     def publish_external(self, room_id: str, message: str, sender: str) -> str:
         """Publish a chat from outside any room membership (the HTTP API); return its id."""
@@ -143,6 +194,8 @@ class Hub:
                 case Unsubscribe(topic):
                     self.bus.unsubscribe(topic)
                     self.probes.room_settled(topic)
+                case Close(code, reason, why):
+                    self.close(conn, code, reason, why)
 
     # Broker side.
 
@@ -184,6 +237,10 @@ class Hub:
             return  # another edge's probe of a room we share
         now = time.monotonic()
         if topic == self.probes.topic:
+            barrier = self._barriers.pop(token, None)
+            if barrier is not None:
+                barrier.set()
+                return
             if self.probes.health_probe_returned(token, now) and self.probes.last_rtt is not None:
                 log.info("broker path live (round trip %.1f ms)", self.probes.last_rtt * 1000)
                 self._reverify_rooms(now)
@@ -191,6 +248,29 @@ class Hub:
         self.probes.room_settled(topic)
         for conn, frame in self.handler.acknowledge_live(topic, _connection_id):
             conn.write(text_frame(frame))
+
+    def on_broker_disconnect(self) -> None:
+        if self.probes.last_seen is not None:
+            log.warning("broker connection lost; chats refused until a probe returns")
+        self.probes.path_lost()
+
+    async def flush_from_broker(self, grace: float) -> bool:
+        """Wait until everything the broker sent us before now has been fanned out.
+
+        A probe travels the same pipe as the chats ahead of it, so once it
+        comes back every earlier message has been delivered to the outboxes.
+        """
+        self._barrier_token -= 1  # negative tokens never clash with health probes
+        token = self._barrier_token
+        event = self._barriers[token] = asyncio.Event()
+        self.bus.publish(self.probes.topic, probe_body(self.instance_id, token))
+        try:
+            await asyncio.wait_for(event.wait(), grace)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._barriers.pop(token, None)
 
     def _probe_room(self, topic: bytes, now: float) -> None:
         body = self.probes.room_probe_due(topic, now)
@@ -216,6 +296,8 @@ class Hub:
             log.warning("broker path down: no probe back for %.1f s", self.probes.timeout)
         for room in list(self.registry.pending()):
             self._probe_room(room.topic, now)
+        for conn in self.expiries.pop_due(time.time()):
+            self.close(conn, 4001, "token expired", "token_expired")
 
     def healthy(self) -> bool:
         return self.probes.healthy(time.monotonic())
@@ -226,7 +308,7 @@ class Hub:
             if conn.close_reason is not None:
                 continue
             if conn.silent:
-                conn.close_reason = "heartbeat"
+                self._mark_closed(conn, "heartbeat")
                 self._leave_all(conn)
                 conn.transport.abort()
             else:
@@ -234,13 +316,16 @@ class Hub:
                 conn.write(PING_FRAME)
 
     async def shutdown(self, grace: float) -> None:
-        """Close every client with 1001 at once, then wait for them to be gone."""
+        """Deliver what is in flight, close every client with 1001 at once, wait for them."""
+        deadline = time.monotonic() + grace
+        if self.connections and self.healthy():
+            await self.flush_from_broker(min(1.0, grace / 2))
         self._all_gone = asyncio.Event()
         for conn in list(self.connections):
             self.close(conn, 1001, "server shutting down", "shutdown")
         if self.connections:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_gone.wait(), grace)
+                await asyncio.wait_for(self._all_gone.wait(), deadline - time.monotonic())
 
     def gauges(self) -> dict[str, float]:
         rooms = len(self.registry)

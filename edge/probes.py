@@ -32,6 +32,10 @@ class ProbeClock:
     def healthy(self, now: float) -> bool:
         return self.last_seen is not None and now - self.last_seen < self.timeout
 
+    def path_lost(self) -> None:
+        """The transport reported the broker gone: unhealthy until a probe returns."""
+        self.last_seen = None
+
     def health_probe_due(self, now: float) -> bytes | None:
         """A probe body to publish on `self.topic`, or None if not yet due."""
         # Until a probe has come back (start-up, broker down) probe at retry pace.

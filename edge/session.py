@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Generic, NamedTuple, TypeVar
 
+from edge.ratelimit import ConnectionLimits, TokenBucket
 from edge.rooms import JoinOutcome, LeaveOutcome, RoomRegistry
 from protocol.codec import (
     PONG_FRAME,
@@ -51,7 +52,17 @@ class Unsubscribe(NamedTuple):
     topic: bytes
 
 
-Intent = Reply | Publish | Subscribe | Unsubscribe
+class Close(NamedTuple):
+    """Close the connection from our side with `code`; `why` is the disconnect reason."""
+
+    code: int
+    reason: str
+    why: str
+
+
+Intent = Reply | Publish | Subscribe | Unsubscribe | Close
+
+ABUSE_CLOSE = Close(1008, "rate limit exceeded", "rate_limited")
 
 
 def error(code: ErrorCode, message: str) -> Reply:
@@ -65,7 +76,14 @@ class FrameHandler(Generic[M]):
         message_ids: Sequence,
         clock_ms: Callable[[], int],
         max_message_chars: int,
+        path_up: Callable[[], bool] = lambda: True,
+        may_join: Callable[[M, str], bool] | None = None,
+        limits: Callable[[M], ConnectionLimits | None] | None = None,
     ) -> None:
+        # Policy, asked per frame: may this member join that room; its rate limits.
+        self.may_join = may_join
+        self.limits = limits
+        self.path_up = path_up
         self.registry = registry
         self.message_ids = message_ids
         self.clock_ms = clock_ms
@@ -78,10 +96,21 @@ class FrameHandler(Generic[M]):
             return [error(exc.code, exc.message)]
         match frame:
             case ChatRequest(payload=body):
+                refused = self._over_limit(member, "chat")
+                if refused is not None:
+                    return refused
                 return self._chat(member, connection_id, body.room_id, body.message)
             case JoinRequest(payload=ref):
+                refused = self._over_limit(member, "membership")
+                if refused is not None:
+                    return refused
+                if self.may_join is not None and not self.may_join(member, ref.room_id):
+                    return [error(ErrorCode.FORBIDDEN, f"not allowed to join {ref.room_id!r}")]
                 return self._join(member, connection_id, ref.room_id)
             case LeaveRequest(payload=ref):
+                refused = self._over_limit(member, "membership")
+                if refused is not None:
+                    return refused
                 return self._leave(member, ref.room_id)
             case PingRequest():
                 return [Reply(PONG_FRAME)]
@@ -102,6 +131,19 @@ class FrameHandler(Generic[M]):
         if room is None:
             return []
         return [(m, encode_joined(room.room_id, connection_id(m))) for m in waiting]
+
+    def _over_limit(self, member: M, kind: str) -> list[Intent] | None:
+        """None if the frame may proceed; else a `rate_limited` error, or the abuse close."""
+        limits = self.limits(member) if self.limits is not None else None
+        if limits is None:
+            return None
+        bucket: TokenBucket | None = limits.chat if kind == "chat" else limits.membership
+        if bucket is None or bucket.take():
+            return None
+        if bucket.abusive():
+            return [ABUSE_CLOSE]
+        what = "chats" if kind == "chat" else "joins and leaves"
+        return [error(ErrorCode.RATE_LIMITED, f"too many {what}: slow down")]
 
     def _join(self, member: M, connection_id: str, room_id: str) -> list[Intent]:
         outcome = self.registry.join(member, room_id)
@@ -147,6 +189,9 @@ class FrameHandler(Generic[M]):
                     f"message is longer than {self.max_message_chars} characters",
                 )
             ]
+        if not self.path_up():
+            # Refuse loudly rather than publish into a broken path and lose it.
+            return [error(ErrorCode.UNAVAILABLE, "broker unreachable: message not sent")]
         room = self.registry.room_by_id(room_id)
         assert room is not None
         body = encode_chat(

@@ -12,14 +12,19 @@ import msgspec
 from protocol.errors import ErrorCode
 from protocol.messages import (
     CLIENT_TYPES,
+    ChatBody,
     ChatDelivery,
     ChatMessage,
+    ChatRequest,
     ClientFrame,
     Error,
     ErrorBody,
     Joined,
     JoinedBody,
+    JoinRequest,
+    LeaveRequest,
     Left,
+    PingRequest,
     Pong,
     RoomRef,
     ServerFrame,
@@ -56,7 +61,11 @@ def decode_client_frame(data: str | bytes) -> ClientFrame:
 
 def _classify(data: str | bytes, exc: msgspec.ValidationError) -> ProtocolError:
     # Only reached on the error path: re-read the frame loosely to say what is wrong.
-    value: Any = _any_decoder.decode(data)
+    try:
+        value: Any = _any_decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeError):
+        # The typed decoder stops at the first mismatch; the rest may not even be JSON.
+        return ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON")
     if not isinstance(value, dict):
         return ProtocolError(ErrorCode.BAD_JSON, "frame must be a JSON object")
     kind = value.get("type")
@@ -93,3 +102,21 @@ def encode_left(room_id: str) -> bytes:
 
 def encode_error(code: ErrorCode, message: str) -> bytes:
     return _encoder.encode(Error(ErrorBody(code.value, message)))
+
+
+# Client to server: the frames a client sends.
+
+PING_REQUEST = _encoder.encode(PingRequest())
+
+
+def encode_join(room_id: str) -> bytes:
+    return _encoder.encode(JoinRequest(RoomRef(room_id)))
+
+
+def encode_leave(room_id: str) -> bytes:
+    return _encoder.encode(LeaveRequest(RoomRef(room_id)))
+
+
+def encode_chat_request(message: str, room_id: str | None = None) -> bytes:
+    """A chat; without `room_id` the server picks the sender's only room."""
+    return _encoder.encode(ChatRequest(ChatBody(message, room_id)))

@@ -10,3 +10,6 @@ class ErrorCode(StrEnum):
     NOT_IN_ROOM = "not_in_room"  # chat into a room the connection has not joined
     ROOM_REQUIRED = "room_required"  # short-form chat while in several rooms
     TOO_MANY_ROOMS = "too_many_rooms"  # join beyond the per-connection room cap
+    UNAVAILABLE = "unavailable"  # broker path down: the chat was not sent, try again
+    FORBIDDEN = "forbidden"  # join a room the token does not allow
+    RATE_LIMITED = "rate_limited"  # chats or joins/leaves faster than allowed

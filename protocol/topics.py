@@ -48,6 +48,8 @@ def parse_probe(body: bytes) -> tuple[str, int] | None:
     """Return (edge id, token) of a probe body, or None if it is malformed."""
     try:
         edge_id, token = body[1:].decode().split(" ")
+        if not token.lstrip("-").isdigit():
+            return None
         return edge_id, int(token)
     except (UnicodeDecodeError, ValueError):
         return None

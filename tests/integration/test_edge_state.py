@@ -78,7 +78,7 @@ async def test_abrupt_disconnect_cleans_up(cluster_factory: Callable[..., Cluste
     assert gauge(edge, "chat_connections") == 5
     for v in victims:
         # Drop the TCP connection without a close frame.
-        transport = v.ws._response.connection.transport  # type: ignore[union-attr]  # noqa: SLF001
+        transport = v.ws._response.connection.transport  # type: ignore[union-attr]
         transport.abort()
         await v.session.close()
     wait_until(lambda: gauge(edge, "chat_connections") == 0, 10, "connections gone")

@@ -118,8 +118,18 @@ class Edge:
         assert status == 200
         return parse_metrics(body.decode())
 
+    def rss(self) -> int:
+        return rss_bytes(self.proc.pid)
+
     def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
         wait_until(lambda: self.health()[0] == 200, timeout, f"edge :{self.port} healthy")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -1,0 +1,198 @@
+"""`chat-bench`: run workloads against roomcast and the reference servers.
+
+    chat-bench all                       every workload, every server
+    chat-bench fanout --servers ours,node
+    chat-bench latency | sweep | churn | scale
+    chat-bench smoke                     ~2 s fan-out against ours; non-zero exit on
+                                         loss, order violations or cross-room leaks
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import machine, report
+from bench.pinning import machine_plan
+from bench.plot import plot_sweeps
+from bench.procstat import raise_fd_limit
+from bench.progress import Progress
+from bench.servers import SERVERS, Unavailable, running
+from bench.suite import Bench, Params
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+WORKLOADS = ("fanout", "latency", "sweep", "churn", "scale")
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "all": WORKLOADS,
+    "smoke": ("fanout",),
+    **{w: (w,) for w in WORKLOADS},
+}
+HELP = {
+    "all": "every workload against every server (about 10 minutes)",
+    "smoke": "a short fan-out run against ours; exits 1 on loss, misorder or leaks",
+    "fanout": "R rooms x M members, S senders per room, closed loop with a window",
+    "latency": "open loop at a fixed total rate; reports p50..max",
+    "sweep": "open loop at rising rates; finds where p99 bends and plots it",
+    "churn": "connect, join, chat, leave, disconnect in a loop",
+    "scale": "N idle joined connections; connect rate and server RSS per connection",
+}
+SMOKE_DURATION = 2.0
+
+
+def _servers(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SERVERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown server(s) {unknown}; choose from {SERVERS}")
+    return names
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    d = Params()
+    common.add_argument("--servers", type=_servers, default=list(SERVERS),
+                        help=f"comma-separated, from {','.join(SERVERS)} (default: all)")
+    common.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="directory for JSON, markdown and plots (default: bench/results)")
+    common.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="do not pin servers and generator to separate cores")
+    common.add_argument("--procs", type=int, default=None,
+                        help="generator processes (default: one per generator core)")
+    common.add_argument("--quiet", action="store_true", help="no progress display")
+    common.add_argument("--rooms", type=int, default=d.rooms)
+    common.add_argument("--members", type=int, default=d.members, help="per room")
+    common.add_argument("--senders", type=int, default=d.senders, help="per room")
+    common.add_argument("--window", type=int, default=d.window,
+                        help="fan-out: unacknowledged messages per sender")
+    common.add_argument("--size", type=int, default=d.size, help="message length in chars")
+    common.add_argument("--duration", type=float, default=None,
+                        help=f"seconds per run (default {d.duration:g}; smoke {SMOKE_DURATION:g})")
+    common.add_argument("--rate", type=float, default=d.rate,
+                        help="latency: total messages/s offered (split over all senders)")
+    common.add_argument("--rates", type=_rates, default=d.rates,
+                        help="sweep: comma-separated total rates")
+    common.add_argument("--step", type=float, default=d.step, help="sweep: seconds per rate")
+    common.add_argument("--connections", type=int, default=d.connections,
+                        help="scale: idle connections")
+    common.add_argument("--churners", type=int, default=d.churners,
+                        help="churn: connections cycling at once per room")
+    top = argparse.ArgumentParser(prog="chat-bench", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        sub.add_parser(name, parents=[common], help=HELP[name])
+    return top
+
+
+def _params(args: argparse.Namespace) -> Params:
+    default = SMOKE_DURATION if args.command == "smoke" else Params().duration
+    return Params(
+        rooms=args.rooms, members=args.members, senders=args.senders, window=args.window,
+        size=args.size, duration=args.duration or default, rate=args.rate, rates=args.rates,
+        step=args.step, connections=args.connections, churners=args.churners, procs=args.procs,
+    )
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    cpus = machine_plan(args.pin)
+    progress = Progress(quiet=args.quiet)
+    now = datetime.datetime.now(datetime.UTC)
+    stamp = now.strftime("%Y%m%d-%H%M%S")
+    logs = args.out / "logs" / stamp
+    params = _params(args)
+    servers = ["ours"] if args.command == "smoke" else args.servers
+    bench = Bench(params, cpus, logs, progress)
+    session: dict[str, Any] = {
+        "command": args.command,
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "stamp": stamp,
+        "machine": machine.describe(),
+        "cpus": cpus.to_json(),
+        "params": {k: getattr(params, k) for k in Params.__slots__},
+        "servers": servers,
+        "runs": [],
+        "sweeps": [],
+        "skipped": {},
+    }
+    progress.note(cpus.note)
+    for workload in COMMANDS[args.command]:
+        for name in servers:
+            if name in session["skipped"]:
+                continue
+            progress.note(f"{workload}: starting {name}")
+            try:
+                with running(name, cpus, logs) as started:
+                    result = await getattr(bench, workload)(started)
+            except Unavailable as exc:
+                session["skipped"][name] = str(exc)
+                progress.note(f"skipping {name}: {exc}")
+                continue
+            if workload == "sweep":
+                session["sweeps"].append(result)
+                progress.note(f"sweep {name}: {result['knee_text']}")
+            else:
+                session["runs"].append(result)
+                progress.note(one_line(result))
+    session["summary"] = {"fanout": report.efficiency(session["runs"])}
+    return session
+
+
+def one_line(r: dict[str, Any]) -> str:
+    lat = r["latency_ms"]
+    return (
+        f"{r['workload']} {r['server']}: sent {r['sent']:,} received {r['received']:,}/"
+        f"{r['expected']:,} loss {r['loss']:,} order {r['order_violations']} "
+        f"leaks {r['leaks']} | {r['delivered_per_s']:,.0f} deliveries/s, "
+        f"p99 {report.ms(lat['p99'])} ms | server CPU {r['server_cpu_s']:.2f} s, "
+        f"load gen CPU {r['loadgen_cpu_s']:.2f} s"
+    )
+
+
+def smoke_failures(session: dict[str, Any]) -> list[str]:
+    failures = []
+    for r in session["runs"]:
+        for key in ("loss", "order_violations", "leaks"):
+            if r[key]:
+                failures.append(f"{r['server']} {r['workload']}: {key} = {r[key]}")
+        if not r["received"]:
+            failures.append(f"{r['server']} {r['workload']}: nothing was delivered")
+    return failures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    raise_fd_limit()  # inherited by every server and generator process
+    session = asyncio.run(run(args))
+    stem = f"{session['stamp']}-{args.command}"
+    plot = None
+    if session["sweeps"]:
+        plot = plot_sweeps(session["sweeps"], args.out / f"{stem}-sweep.png",
+                           f"chat-bench latency sweep, {session['date']}")
+    paths = report.write(args.out, stem, session, plot)
+    print(report.markdown(session, plot.name if plot else None))
+    for path in [*paths, *([plot] if plot else [])]:
+        print(f"wrote {path}", file=sys.stderr)
+    eff = session["summary"]["fanout"]
+    for name, value in eff["deliveries_per_server_cpu_s"].items():
+        print(f"fan-out deliveries per server CPU-second, {name}: {value:,.0f}", file=sys.stderr)
+    for key, value in eff["ratios"].items():
+        print(f"  {key}: {value:.2f}x", file=sys.stderr)
+    if args.command == "smoke":
+        failures = smoke_failures(session)
+        for failure in failures:
+            print(f"SMOKE FAILED: {failure}", file=sys.stderr)
+        return 1 if failures else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

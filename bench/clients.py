@@ -1,0 +1,199 @@
+"""Client connections of the load generator: protocol v1 (raw asyncio), or Socket.IO.
+
+Both offer the same four calls (join, leave, chat, close) and report every
+chat they receive to one callback, so a workload never knows which server it
+drives. `join` and `leave` wait for the server's reply; `chat` does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import aiohttp
+import msgspec
+
+from bench import wsproto
+from protocol.codec import decode_server_frame, encode
+from protocol.messages import (
+    ChatBody,
+    ChatMessage,
+    ChatRequest,
+    Error,
+    Joined,
+    JoinRequest,
+    LeaveRequest,
+    Left,
+    RoomRef,
+)
+
+OnChat = Callable[[str, str], None]
+REPLY_TIMEOUT = 20.0
+CONNECT_TIMEOUT = 30.0
+
+
+class ServerError(Exception):
+    """An error frame, or a connection that went away while a reply was due."""
+
+
+class Conn(Protocol):
+    errors: int
+    on_chat: OnChat
+
+    async def join(self, room_id: str) -> None: ...
+    async def leave(self, room_id: str) -> None: ...
+    async def chat(self, room_id: str, message: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+def ignore_chat(room_id: str, message: str) -> None:
+    pass
+
+
+class _Replies:
+    """At most one request (join or leave) waits for its reply at a time."""
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None
+
+    def expect(self) -> asyncio.Future[None]:
+        self._waiter = asyncio.get_running_loop().create_future()
+        return self._waiter
+
+    def resolve(self, error: str | None = None) -> bool:
+        waiter, self._waiter = self._waiter, None
+        if waiter is None or waiter.done():
+            return False
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(ServerError(error))
+        return True
+
+
+class WsConn:
+    """Protocol v1: JSON text frames, encoded and decoded by `protocol`."""
+
+    def __init__(self, on_chat: OnChat) -> None:
+        self.on_chat = on_chat
+        self.errors = 0
+        self._replies = _Replies()
+        self._ws: wsproto.ClientProtocol | None = None
+
+    @classmethod
+    async def open(cls, url: str, on_chat: OnChat) -> WsConn:
+        conn = cls(on_chat)
+        conn._ws = await wsproto.connect(url, conn._dispatch)
+        conn._ws.on_lost = conn._gone
+        return conn
+
+    def _gone(self) -> None:
+        self._replies.resolve("connection closed")
+
+    def _dispatch(self, data: bytes) -> None:
+        try:
+            frame = decode_server_frame(data)
+        except msgspec.DecodeError:
+            self.errors += 1
+            return
+        if type(frame) is ChatMessage:
+            body = frame.payload
+            self.on_chat(body.room_id, body.message)
+        elif type(frame) is Joined or type(frame) is Left:
+            self._replies.resolve()
+        elif type(frame) is Error:
+            self.errors += 1
+            self._replies.resolve(f"{frame.payload.code}: {frame.payload.message}")
+
+    def _send(self, frame: Any) -> None:
+        assert self._ws is not None
+        self._ws.send_text(encode(frame))
+
+    async def _request(self, frame: Any) -> None:
+        waiter = self._replies.expect()
+        self._send(frame)
+        await asyncio.wait_for(waiter, REPLY_TIMEOUT)
+
+    async def join(self, room_id: str) -> None:
+        await self._request(JoinRequest(RoomRef(room_id)))
+
+    async def leave(self, room_id: str) -> None:
+        await self._request(LeaveRequest(RoomRef(room_id)))
+
+    async def chat(self, room_id: str, message: str) -> None:
+        self._send(ChatRequest(ChatBody(message, room_id)))
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+
+
+class SioConn:
+    """Socket.IO: events "join", "leave", "chat" carrying the protocol v1 payloads."""
+
+    def __init__(self, session: aiohttp.ClientSession, on_chat: OnChat) -> None:
+        import socketio  # type: ignore[import-untyped]  # only the socket.io runs need it
+
+        self.on_chat = on_chat
+        self.errors = 0
+        self._replies = _Replies()
+        self.client: Any = socketio.AsyncClient(
+            reconnection=False, http_session=session, handle_sigint=False
+        )
+        self.client.on("chat", self._chat)
+        self.client.on("joined", self._reply)
+        self.client.on("left", self._reply)
+        self.client.on("error", self._error)
+        self.client.on("disconnect", self._gone)
+
+    @classmethod
+    async def open(cls, session: aiohttp.ClientSession, url: str, on_chat: OnChat) -> SioConn:
+        conn = cls(session, on_chat)
+        await conn.client.connect(url, transports=["websocket"], wait_timeout=CONNECT_TIMEOUT)
+        return conn
+
+    def _chat(self, data: dict[str, Any]) -> None:
+        self.on_chat(data["roomId"], data["message"])
+
+    def _reply(self, data: dict[str, Any]) -> None:
+        self._replies.resolve()
+
+    def _error(self, data: dict[str, Any]) -> None:
+        self.errors += 1
+        self._replies.resolve(f"{data.get('code')}: {data.get('message')}")
+
+    def _gone(self, *args: Any) -> None:
+        self._replies.resolve("connection closed")
+
+    async def _request(self, event: str, payload: dict[str, str]) -> None:
+        waiter = self._replies.expect()
+        await self.client.emit(event, payload)
+        await asyncio.wait_for(waiter, REPLY_TIMEOUT)
+
+    async def join(self, room_id: str) -> None:
+        await self._request("join", {"roomId": room_id})
+
+    async def leave(self, room_id: str) -> None:
+        await self._request("leave", {"roomId": room_id})
+
+    async def chat(self, room_id: str, message: str) -> None:
+        await self.client.emit("chat", {"roomId": room_id, "message": message})
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.client.disconnect(), 5.0)
+
+
+async def open_conn(
+    transport: str, session: aiohttp.ClientSession, url: str, on_chat: OnChat = ignore_chat
+) -> Conn:
+    if transport == "sio":
+        return await asyncio.wait_for(SioConn.open(session, url, on_chat), CONNECT_TIMEOUT)
+    return await asyncio.wait_for(WsConn.open(url, on_chat), CONNECT_TIMEOUT)
+
+
+def new_session() -> aiohttp.ClientSession:
+    # No pool limit: every member holds its own upgraded connection for the whole run.
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))

@@ -1,0 +1,235 @@
+"""Start a server design as real processes on free loopback ports, and stop it.
+
+"ours" is one broker and three edges; the references are in
+`bench/references/`. Every process is started under the server cores'
+taskset, its stderr goes to a log file, and it counts as started only once it
+answers (/healthz 200, or PONG for redis).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.pinning import CpuPlan
+from bench.plan import Transport
+
+SERVERS = ("ours", "node", "naive", "socketio")
+REFERENCES = Path(__file__).resolve().parent / "references"
+NODE_DIR = REFERENCES / "node"
+START_TIMEOUT = 30.0
+EDGES = 3
+SIO_PROCESSES = 3
+
+
+class Unavailable(Exception):
+    """A design that cannot run on this machine (a tool is missing)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stop(self) -> None:
+        if self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+    def check_alive(self) -> None:
+        if self.popen.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{tail}")
+
+
+@dataclass
+class ServerSet:
+    name: str
+    transport: Transport
+    description: str
+    urls: list[str] = field(default_factory=list)
+    procs: list[Process] = field(default_factory=list)
+
+
+class _Spawner:
+    def __init__(self, cpus: CpuPlan, logs: Path, into: ServerSet) -> None:
+        self.cpus = cpus
+        self.logs = logs
+        self.into = into
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Process:
+        log = self.logs / f"{self.into.name}-{name}.log"
+        with log.open("wb") as err:
+            popen = subprocess.Popen(
+                [*self.cpus.server_prefix(), *args],
+                env=_clean_env(env), cwd=cwd, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=err,
+            )
+        proc = Process(name, popen, log)
+        self.into.procs.append(proc)
+        return proc
+
+
+def _clean_env(extra: dict[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _redis_pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def wait_ready(proc: Process, ready: Callable[[], bool], timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        proc.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{proc.name} not ready after {timeout:.0f} s (log: {proc.log})")
+        time.sleep(0.02)
+
+
+# The references have no per-connection rate limits and no per-address cap, and
+# every generator connection comes from 127.0.0.1: measure ours without them too.
+OURS_ENV = {
+    "CHAT_RATE_LIMIT": "0",
+    "CHAT_JOIN_RATE_LIMIT": "0",
+    "CHAT_MAX_CONNS_PER_IP": "0",
+    "CHAT_LOG_LEVEL": "WARNING",
+}
+
+
+def _start_ours(sp: _Spawner) -> None:
+    env = {
+        "CHAT_BROKER_PUB": f"tcp://127.0.0.1:{free_port()}",
+        "CHAT_BROKER_SUB": f"tcp://127.0.0.1:{free_port()}",
+        **OURS_ENV,
+    }
+    sp.spawn("broker", [sys.executable, "-m", "broker"], env)
+    edges = []
+    for n in range(1, EDGES + 1):
+        port = free_port()
+        edges.append((sp.spawn(f"edge-{n}", [sys.executable, "-m", "edge", "--port", str(port)],
+                               env), port))
+    for proc, port in edges:
+        wait_ready(proc, functools.partial(_http_ok, f"http://127.0.0.1:{port}/healthz"))
+        sp.into.urls.append(f"ws://127.0.0.1:{port}/")
+
+
+def ensure_node_modules() -> None:
+    """`npm install` the reference's one dependency the first time it is needed."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        raise Unavailable("node/npm not on PATH")
+    if (NODE_DIR / "node_modules" / "ws").is_dir():
+        return
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=NODE_DIR, check=True, stdin=subprocess.DEVNULL,
+    )
+
+
+def _start_node(sp: _Spawner) -> None:
+    ensure_node_modules()
+    port = free_port()
+    proc = sp.spawn("node", ["node", "server.js", "--port", str(port)], cwd=NODE_DIR)
+    wait_ready(proc, lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"))
+    sp.into.urls.append(f"ws://127.0.0.1:{port}/")
+
+
+def _start_naive(sp: _Spawner) -> None:
+    port = free_port()
+    proc = sp.spawn("naive", [sys.executable, "-m", "bench.references.naive", "--port", str(port)])
+    wait_ready(proc, lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"))
+    sp.into.urls.append(f"ws://127.0.0.1:{port}/")
+
+
+def _start_socketio(sp: _Spawner) -> None:
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        raise Unavailable("redis-server not on PATH (apt-get install redis-server)")
+    redis_port = free_port()
+    redis = sp.spawn("redis", [
+        redis_server, "--port", str(redis_port), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "no",
+    ])
+    wait_ready(redis, lambda: _redis_pong(redis_port))
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    started = []
+    for n in range(1, SIO_PROCESSES + 1):
+        port = free_port()
+        args = [sys.executable, "-m", "bench.references.sio", "--port", str(port), "--redis", url]
+        started.append((sp.spawn(f"sio-{n}", args), port))
+    for proc, port in started:
+        wait_ready(proc, functools.partial(_http_ok, f"http://127.0.0.1:{port}/healthz"))
+        sp.into.urls.append(f"http://127.0.0.1:{port}")
+
+
+_DESIGNS: dict[str, tuple[Transport, str, Callable[[_Spawner], None]]] = {
+    "ours": ("ws", f"roomcast: 1 broker + {EDGES} edges (ZeroMQ), rate limits off",
+             _start_ours),
+    "node": ("ws", "seed design: 1 Node.js process, `ws` package", _start_node),
+    "naive": ("ws", "naive Python port: 1 aiohttp process, awaits send_str per member",
+              _start_naive),
+    "socketio": ("sio", f"python-socketio on aiohttp: {SIO_PROCESSES} processes + redis",
+                 _start_socketio),
+}
+
+
+@contextlib.contextmanager
+def running(name: str, cpus: CpuPlan, logs: Path) -> Iterator[ServerSet]:
+    """Start the design `name`; stop every process it started on the way out."""
+    transport, description, start = _DESIGNS[name]
+    servers = ServerSet(name, transport, description)
+    try:
+        start(_Spawner(cpus, logs, servers))
+        yield servers
+    finally:
+        for proc in reversed(servers.procs):
+            proc.stop()

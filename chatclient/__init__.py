@@ -1,0 +1,48 @@
+"""Clients of roomcast: an asyncio WebSocket client, and a publisher that posts into
+rooms through the broker without a WebSocket."""
+
+from chatclient.backoff import Backoff
+from chatclient.client import ChatClient, Connected, Disconnected, Status, connect
+from chatclient.errors import (
+    BadJson,
+    ChatError,
+    ClientClosed,
+    ClientError,
+    ConnectionLost,
+    Forbidden,
+    InvalidPayload,
+    NotInRoom,
+    RateLimited,
+    RoomRequired,
+    TooManyRooms,
+    Unauthorized,
+    Unavailable,
+    UnknownType,
+)
+from chatclient.publisher import Publisher
+from protocol.messages import ChatDelivery
+
+__all__ = [
+    "Backoff",
+    "BadJson",
+    "ChatClient",
+    "ChatDelivery",
+    "ChatError",
+    "ClientClosed",
+    "ClientError",
+    "Connected",
+    "ConnectionLost",
+    "Disconnected",
+    "Forbidden",
+    "InvalidPayload",
+    "NotInRoom",
+    "Publisher",
+    "RateLimited",
+    "RoomRequired",
+    "Status",
+    "TooManyRooms",
+    "Unauthorized",
+    "Unavailable",
+    "UnknownType",
+    "connect",
+]

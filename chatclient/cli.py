@@ -1,0 +1,278 @@
+"""`chat-client`: chat from a terminal, or from a script through a pipe.
+
+    chat-client ws://127.0.0.1:8081 --room lobby --name alice
+
+Typed lines go to the current room (the last one joined). Commands:
+`/join ROOM`, `/leave [ROOM]`, `/rooms`, `/quit`, `/help`; start a line with
+`//` to send text that begins with `/`. Chat lines go to stdout as
+`HH:MM:SS [room] sender: text`; connection news and errors go to stderr.
+
+At the end of input it waits until its own messages have come back through
+the broker, then exits: 0 if everything was delivered, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+from chatclient.client import ChatClient, Connected, Disconnected, Status, connect
+from chatclient.errors import ChatError, ClientError, ConnectionLost, RateLimited, Unavailable
+from protocol.messages import ChatDelivery
+
+ECHO_TIMEOUT = 10.0  # seconds to wait at the end for our own messages to come back
+RETRIES = 40  # sends refused as rate_limited or unavailable are retried this often
+HELP = "commands: /join ROOM, /leave [ROOM], /rooms, /quit, /help; //text sends /text"
+
+
+def clock(ts_ms: int) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts_ms / 1000))
+
+
+def info(text: str) -> None:
+    print(f"* {text}", file=sys.stderr, flush=True)
+
+
+def problem(text: str) -> None:
+    print(f"! {text}", file=sys.stderr, flush=True)
+
+
+def on_status(status: Status) -> None:
+    match status:
+        case Connected(url, generation, rooms):
+            again = "re" if generation > 1 else ""
+            joined = f", in {', '.join(rooms)}" if rooms else ""
+            info(f"{again}connected to {url}{joined}")
+        case Disconnected(url, reason, retry_in, next_url):
+            info(f"{url}: {reason}; trying {next_url} in {retry_in:.1f} s")
+
+
+class Session:
+    """What the terminal user sees and does, on top of one ChatClient."""
+
+    def __init__(self, client: ChatClient, name: str | None) -> None:
+        self.client = client
+        self.name = name
+        self.current: str | None = None
+        self.awaiting: Counter[tuple[str, str]] = Counter()  # own messages not yet seen back
+        self.echoed = asyncio.Event()
+        self.failures = 0
+
+    def show(self, message: ChatDelivery) -> None:
+        own = self.client.is_own(message)
+        sender = (self.name or message.sender) if own else message.sender
+        text = message.message.replace("\r", "\\r").replace("\n", "\\n")
+        print(f"{clock(message.ts)} [{message.room_id}] {sender}: {text}", flush=True)
+        key = (message.room_id, message.message)
+        if own and self.awaiting[key] > 0:
+            self.awaiting[key] -= 1
+            if not +self.awaiting:
+                self.echoed.set()
+
+    async def receive(self) -> None:
+        while True:
+            try:
+                async for message in self.client:
+                    self.show(message)
+                return
+            except ChatError as exc:
+                problem(str(exc))
+            except ClientError as exc:  # unauthorized: nothing more will come
+                problem(str(exc))
+                self.failures += 1
+                return
+
+    async def join(self, room: str) -> None:
+        try:
+            await self.client.join(room)
+        except ChatError as exc:
+            problem(f"could not join {room}: {exc}")
+            self.failures += 1
+            return
+        self.current = room
+        info(f"joined {room}; typed lines go to {room}")
+
+    async def leave(self, room: str | None) -> None:
+        room = room or self.current
+        if room is None:
+            problem("not in any room")
+            return
+        try:
+            await self.client.leave(room)
+        except ChatError as exc:
+            problem(f"could not leave {room}: {exc}")
+            return
+        info(f"left {room}")
+        if self.current == room:
+            self.current = max(self.client.rooms) if self.client.rooms else None
+            if self.current is not None:
+                info(f"typed lines go to {self.current}")
+
+    def rooms(self) -> None:
+        if not self.client.rooms:
+            info("in no room")
+            return
+        listed = [f"{r} (current)" if r == self.current else r for r in sorted(self.client.rooms)]
+        info("rooms: " + ", ".join(listed))
+
+    async def say(self, text: str) -> None:
+        room = self.current
+        if room is None:
+            problem("join a room first: /join ROOM")
+            self.failures += 1
+            return
+        for attempt in range(RETRIES):
+            try:
+                self.awaiting[(room, text)] += 1
+                self.echoed.clear()
+                await self.client.send(room, text)
+                return
+            except (RateLimited, Unavailable):
+                self._forget(room, text)
+                await asyncio.sleep(min(1.0, 0.05 * (attempt + 1)))
+            except ConnectionLost:
+                self._forget(room, text)
+                problem(f"connection lost while sending to {room}; it may not have arrived")
+                self.failures += 1
+                return
+            except ChatError as exc:
+                self._forget(room, text)
+                problem(f"not sent to {room}: {exc}")
+                self.failures += 1
+                return
+        problem(f"not sent to {room}: still refused after {RETRIES} tries")
+        self.failures += 1
+
+    def _forget(self, room: str, text: str) -> None:
+        self.awaiting[(room, text)] -= 1
+        if not +self.awaiting:
+            self.echoed.set()
+
+    async def command(self, line: str) -> bool:
+        """Handle one input line; False means quit."""
+        if line.startswith("//"):
+            await self.say(line[1:])
+            return True
+        if not line.startswith("/"):
+            if line.strip():
+                await self.say(line)
+            return True
+        verb, _, arg = line[1:].partition(" ")
+        arg = arg.strip()
+        match verb:
+            case "join" if arg:
+                await self.join(arg)
+            case "leave":
+                await self.leave(arg or None)
+            case "rooms":
+                self.rooms()
+            case "quit" | "exit":
+                return False
+            case "help":
+                info(HELP)
+            case _:
+                problem(f"unknown command {line!r}; {HELP}")
+        return True
+
+    async def drain(self) -> bool:
+        """Wait until every message we sent has come back to us; bound it with a timeout."""
+        if +self.awaiting:
+            await self.echoed.wait()
+        return True
+
+    def missing(self) -> int:
+        return sum((+self.awaiting).values())
+
+
+def read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
+    """Feed stdin lines to the event loop from a daemon thread (works for TTYs,
+    pipes and files alike, and never keeps the process alive at exit)."""
+
+    def put(item: str | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def run() -> None:
+        for raw in sys.stdin.buffer:
+            put(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        put(None)
+
+    threading.Thread(target=run, name="stdin", daemon=True).start()
+
+
+async def run(args: argparse.Namespace) -> int:
+    client = connect(
+        args.urls, token=args.token, connect_timeout=args.connect_timeout, on_status=on_status
+    )
+    try:
+        await client.start()
+    except (ConnectionError, ClientError) as exc:
+        problem(str(exc))
+        return 1
+    async with client:
+        session = Session(client, args.name)
+        receiver = asyncio.create_task(session.receive(), name="receive")
+        for room in args.room or []:
+            await session.join(room)
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        read_lines(asyncio.get_running_loop(), lines)
+        while (line := await lines.get()) is not None:
+            if not await session.command(line):
+                break
+        delivered = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(args.echo_timeout):
+                delivered = await session.drain()
+        if not delivered:
+            problem(
+                f"{session.missing()} sent message(s) did not come back "
+                f"within {args.echo_timeout:g} s"
+            )
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiver
+    return 0 if delivered and not session.failures else 1
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="chat-client",
+        description="Chat in roomcast rooms from a terminal or a script. " + HELP,
+    )
+    parser.add_argument(
+        "urls", nargs="+", metavar="URL",
+        help="edge WebSocket URLs (ws://host:port/), tried in turn on failure",
+    )
+    parser.add_argument("--room", action="append", help="room to join at start (repeatable)")
+    parser.add_argument("--name", help="how your own messages are shown (never sent)")
+    parser.add_argument(
+        "--token", default=os.environ.get("CHAT_TOKEN") or None,
+        help="access token, when the edges require one [env CHAT_TOKEN]",
+    )
+    parser.add_argument(
+        "--connect-timeout", type=float, default=30.0, help="seconds to reach a first edge"
+    )
+    parser.add_argument(
+        "--echo-timeout", type=float, default=ECHO_TIMEOUT,
+        help="seconds to wait at the end for your own messages to come back",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

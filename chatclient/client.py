@@ -1,0 +1,462 @@
+"""The asyncio chat client: one WebSocket at a time, failing over across edges.
+
+    async with connect(["ws://127.0.0.1:8081/", "ws://127.0.0.1:8082/"]) as client:
+        await client.join("lobby")
+        await client.send("lobby", "hello")
+        async for message in client:
+            print(message.room_id, message.sender, message.message)
+
+When the connection drops, the client waits (exponential backoff, full
+jitter), connects to the next URL of the list, and rejoins its rooms before
+any new request goes out. Requests made meanwhile wait for that. A chat in
+flight when the connection dropped raises `ConnectionLost` rather than being
+sent twice.
+
+This module only moves bytes; `chatclient.core` decides what they mean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import aiohttp
+import msgspec
+from yarl import URL
+
+from chatclient.backoff import Backoff
+from chatclient.core import Delivered, Done, Request, Stray, Tracker
+from chatclient.errors import (
+    ChatError,
+    ClientClosed,
+    ClientError,
+    ConnectionLost,
+    Unauthorized,
+)
+from protocol.codec import decode_server_frame
+from protocol.messages import ChatDelivery
+
+log = logging.getLogger("chatclient")
+
+REQUEST_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 30.0
+HANDSHAKE_TIMEOUT = 5.0
+HEARTBEAT = 10.0  # seconds between WebSocket pings; no pong within half of it drops the link
+INBOX_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    url: str
+    generation: int  # 1 for the first connection, +1 per reconnect
+    rooms: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    url: str
+    reason: str
+    retry_in: float
+    next_url: str
+
+
+Status = Connected | Disconnected
+
+
+def split_urls(urls: str | Sequence[str]) -> list[str]:
+    """A list of URLs, or one string with URLs separated by commas or spaces."""
+    items = [urls] if isinstance(urls, str) else list(urls)
+    out = [u for item in items for u in item.replace(",", " ").split() if u]
+    if not out:
+        raise ValueError("no WebSocket URL given")
+    return out
+
+
+class ChatClient:
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        *,
+        token: str | None = None,
+        backoff: Backoff | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        heartbeat: float | None = HEARTBEAT,
+        inbox_size: int = INBOX_SIZE,
+        on_status: Callable[[Status], None] | None = None,
+    ) -> None:
+        self.urls = split_urls(urls)
+        self.token = token
+        self.backoff = backoff or Backoff()
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.heartbeat = heartbeat
+        self.on_status = on_status
+        self.rooms: set[str] = set()  # rooms to be in; rejoined after every reconnect
+        self.url: str | None = None  # the edge currently connected to
+        self.connection_id: str | None = None
+        self.connection_ids: set[str] = set()  # every id this client had: its own messages
+        self.generation = 0
+        self.dropped = 0  # deliveries discarded because the inbox was full
+        self._url_index = 0
+        self._tracker = Tracker()
+        self._waiters: dict[Request, asyncio.Future[Request]] = {}
+        self._inbox: asyncio.Queue[ChatDelivery | ClientError | None] = asyncio.Queue(inbox_size)
+        self._changed = asyncio.Condition()
+        self._ready = False
+        self._closed = False
+        self._fatal: ClientError | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
+
+    # Lifecycle.
+
+    async def start(self) -> ChatClient:
+        """Connect (trying every URL with backoff) within `connect_timeout` seconds."""
+        if self._runner is not None:
+            return self
+        self._session = aiohttp.ClientSession()
+        self._runner = asyncio.create_task(self._run(), name="chatclient")
+        try:
+            await asyncio.wait_for(self.wait_connected(), self.connect_timeout)
+        except TimeoutError:
+            await self.close()
+            raise ConnectionError(
+                f"no edge reachable within {self.connect_timeout:g} s: {', '.join(self.urls)}"
+            ) from None
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        if self._ws is not None:
+            await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+        self._fail_waiting(ClientClosed("client closed"))
+        self._put(None)
+        await self._notify(ready=False)
+
+    async def __aenter__(self) -> ChatClient:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._ready
+
+    async def wait_connected(self, after: int = 0) -> None:
+        """Wait until a connection newer than generation `after` is up, rooms rejoined."""
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self._stopped() or (self._ready and self.generation > after)
+            )
+        self._raise_if_stopped()
+
+    # Requests.
+
+    async def join(self, room_id: str) -> str:
+        """Join a room; return this connection's id once the room is live."""
+        self.rooms.add(room_id)
+        while True:
+            try:
+                request = await self._request(Request.join(room_id))
+            except ConnectionLost:
+                continue  # the reconnect rejoins it; ask again on the new connection
+            except BaseException:
+                self.rooms.discard(room_id)
+                raise
+            assert request.connection_id is not None
+            return request.connection_id
+
+    async def leave(self, room_id: str) -> None:
+        was_member = room_id in self.rooms
+        self.rooms.discard(room_id)
+        if was_member and not self._ready:
+            return  # the next connection will not rejoin it
+        try:
+            await self._request(Request.leave(room_id))
+        except ConnectionLost:
+            pass
+        except ChatError as exc:
+            if not (was_member and exc.code == "not_in_room"):
+                raise
+
+    async def send(self, room_id: str | None, message: str) -> None:
+        """Send a chat; return once the edge accepted it (every member, this client
+        included, then receives it). `room_id=None` uses the short form."""
+        await self._request(Request.chat(room_id, message))
+
+    async def ping(self) -> float:
+        """Round-trip time to the edge, in seconds."""
+        started = time.perf_counter()
+        await self._request(Request.ping())
+        return time.perf_counter() - started
+
+    async def send_raw(self, frame: str | bytes) -> None:
+        """Send any text frame and wait for the edge's verdict (for testing servers)."""
+        await self._request(Request.raw(frame.encode() if isinstance(frame, str) else frame))
+
+    # Receiving.
+
+    def __aiter__(self) -> ChatClient:
+        return self
+
+    async def __anext__(self) -> ChatDelivery:
+        item = await self._inbox.get()
+        if item is None:
+            self._inbox.put_nowait(None)  # every later call ends too
+            raise StopAsyncIteration
+        if isinstance(item, ClientError):
+            raise item
+        return item
+
+    async def receive(self) -> ChatDelivery:
+        """The next chat message of any joined room (bound the wait with `asyncio.timeout`)."""
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise ClientClosed("client closed") from None
+
+    def is_own(self, message: ChatDelivery) -> bool:
+        return message.sender in self.connection_ids
+
+    # Internals.
+
+    def _stopped(self) -> bool:
+        return self._closed or self._fatal is not None
+
+    def _raise_if_stopped(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closed:
+            raise ClientClosed("client closed")
+
+    async def _notify(self, ready: bool) -> None:
+        async with self._changed:
+            self._ready = ready
+            self._changed.notify_all()
+
+    async def _request(self, request: Request, wait: bool = True) -> Request:
+        if wait:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self._stopped() or self._ready)
+        self._raise_if_stopped()
+        ws = self._ws
+        if ws is None:
+            raise ConnectionLost("not connected")
+        future: asyncio.Future[Request] = asyncio.get_running_loop().create_future()
+        self._waiters[request] = future
+        try:
+            async with self._write_lock:
+                if self._ws is not ws or future.done():
+                    raise ConnectionError("connection replaced")
+                # A request and its ping go out back to back: see chatclient.core.
+                for frame in self._tracker.send(request):
+                    await ws.send_frame(frame, aiohttp.WSMsgType.TEXT)
+        except (ConnectionError, aiohttp.ClientError, RuntimeError):
+            self._waiters.pop(request, None)
+            raise ConnectionLost("connection lost while sending") from None
+        try:
+            done = await asyncio.wait_for(asyncio.shield(future), self.request_timeout)
+        except TimeoutError:
+            self._waiters.pop(request, None)
+            raise TimeoutError(
+                f"no answer to {request.kind.value} within {self.request_timeout:g} s"
+            ) from None
+        if done.error is not None:
+            raise done.error
+        return done
+
+    def _fail_waiting(self, error: ClientError) -> None:
+        for request in self._tracker.lost():
+            future = self._waiters.pop(request, None)
+            if future is not None and not future.done():
+                future.set_exception(error)
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(error)
+        self._waiters.clear()
+
+    def _put(self, item: ChatDelivery | ClientError | None) -> None:
+        if self._inbox.full():
+            self._inbox.get_nowait()  # a consumer that falls behind loses the oldest
+            self.dropped += 1
+        self._inbox.put_nowait(item)
+
+    def _status(self, status: Status) -> None:
+        if self.on_status is not None:
+            try:
+                self.on_status(status)
+            except Exception:  # a faulty callback must not stop reconnecting
+                log.exception("on_status callback failed")
+
+    def _target(self, url: str) -> URL:
+        target = URL(url)
+        if self.token:
+            target = target.update_query(token=self.token)
+        return target
+
+    async def _run(self) -> None:
+        assert self._session is not None
+        while not self._stopped():
+            url = self.urls[self._url_index]
+            reason = "closed"
+            try:
+                ws = await asyncio.wait_for(self._open(url), HANDSHAKE_TIMEOUT)
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status in (401, 403):
+                    await self._give_up(Unauthorized(url, exc.status))
+                    return
+                reason = f"HTTP {exc.status}"
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                reason = str(exc) or type(exc).__name__
+            else:
+                reason = await self._serve(ws, url)
+            if self._stopped():
+                return
+            delay = self.backoff.next()
+            self._url_index = (self._url_index + 1) % len(self.urls)
+            next_url = self.urls[self._url_index]
+            log.info("%s: %s; next try %s in %.2f s", url, reason, next_url, delay)
+            self._status(Disconnected(url, reason, delay, next_url))
+            await asyncio.sleep(delay)
+
+    async def _open(self, url: str) -> aiohttp.ClientWebSocketResponse:
+        assert self._session is not None
+        return await self._session.ws_connect(
+            self._target(url),
+            autoping=True,
+            heartbeat=self.heartbeat,
+            timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+        )
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse, url: str) -> str:
+        """Run one connection: rejoin, then read until it drops; return why it ended."""
+        self._ws = ws
+        self.url = url
+        reader = asyncio.create_task(self._read(ws), name="chatclient-reader")
+        try:
+            if not await self._rejoin():
+                return await reader if reader.done() else "rejoining failed"
+            self.generation += 1
+            self.backoff.reset()
+            log.info("connected to %s (generation %d)", url, self.generation)
+            self._status(Connected(url, self.generation, tuple(sorted(self.rooms))))
+            await self._notify(ready=True)
+            return await reader
+        finally:
+            self._ws = None
+            self.connection_id = None
+            await self._notify(ready=False)
+            self._fail_waiting(ConnectionLost(f"connection to {url} lost"))
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def _rejoin(self) -> bool:
+        rooms = sorted(self.rooms)
+        if not rooms:
+            return True
+        results = await asyncio.gather(
+            *(self._request(Request.join(room), wait=False) for room in rooms),
+            return_exceptions=True,
+        )
+        ok = True
+        for room, result in zip(rooms, results, strict=True):
+            if isinstance(result, ChatError):
+                # The edge refuses the room now (a new limit, a token that no
+                # longer allows it): keep the rest rather than retry forever.
+                log.warning("could not rejoin %r: %s", room, result)
+                self.rooms.discard(room)
+            elif isinstance(result, BaseException):
+                ok = False
+        return ok
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> str:
+        try:
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    self._on_text(msg.data)
+                elif msg.type is aiohttp.WSMsgType.ERROR:
+                    return f"connection error: {ws.exception()}"
+            return f"closed by the edge (code {ws.close_code})"
+        finally:
+            self._fail_waiting(ConnectionLost("connection lost"))
+
+    def _on_text(self, data: str) -> None:
+        try:
+            frame = decode_server_frame(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.debug("ignoring a frame this client does not understand: %.200s", data)
+            return
+        for event in self._tracker.receive(frame):
+            match event:
+                case Delivered(message):
+                    self._put(message)
+                case Done(request):
+                    future = self._waiters.pop(request, None)
+                    if future is not None and not future.done():
+                        future.set_result(request)
+                case Stray(error):
+                    self._put(error)
+        own = self._tracker.connection_id
+        if own is not None and own != self.connection_id:
+            self.connection_id = own
+            self.connection_ids.add(own)
+
+    async def _give_up(self, error: ClientError) -> None:
+        log.error("giving up: %s", error)
+        self._fatal = error
+        self._fail_waiting(error)
+        self._put(error)
+        await self._notify(ready=False)
+
+
+def connect(
+    urls: str | Sequence[str],
+    *,
+    token: str | None = None,
+    backoff: Backoff | None = None,
+    request_timeout: float = REQUEST_TIMEOUT,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    heartbeat: float | None = HEARTBEAT,
+    inbox_size: int = INBOX_SIZE,
+    on_status: Callable[[Status], None] | None = None,
+) -> ChatClient:
+    """A client for `urls`, tried in order; use `async with connect(...) as client:`."""
+    return ChatClient(
+        urls,
+        token=token,
+        backoff=backoff,
+        request_timeout=request_timeout,
+        connect_timeout=connect_timeout,
+        heartbeat=heartbeat,
+        inbox_size=inbox_size,
+        on_status=on_status,
+    )

@@ -1,0 +1,166 @@
+"""Publish into rooms straight through the broker, from any backend process.
+
+    with Publisher.open("tcp://127.0.0.1:5559", "tcp://127.0.0.1:5560", sender="ticker") as pub:
+        pub.publish("prices", "SOL 142.17")
+
+A message published here is the same bytes an edge publishes for a chat
+(`protocol.codec.encode_chat`), so every edge forwards it unchanged to the
+room's members.
+
+A freshly connected ZeroMQ PUB drops what it sends until the broker's
+subscription has reached it, silently. So before it is used, a publisher
+proves its path live the way an edge does: it subscribes to its own probe
+topic and publishes probes on it until one comes back through the broker.
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Any
+
+import msgspec
+import zmq
+
+from broker.keys import apply_client, client_keys
+from chatconfig import DEFAULT_BROKER_PUB, DEFAULT_BROKER_SUB
+from protocol.codec import encode_chat
+from protocol.ids import Sequence, new_instance_id
+from protocol.messages import RoomId
+from protocol.topics import edge_topic, parse_probe, probe_body, room_topic
+
+PROBE_EVERY = 0.05  # seconds between probes while the path is not yet proven
+LIVE_TIMEOUT = 10.0
+HWM = 100_000
+DEFAULT_SENDER = "server"
+
+
+class Publisher:
+    def __init__(
+        self,
+        broker_pub: str = DEFAULT_BROKER_PUB,
+        broker_sub: str = DEFAULT_BROKER_SUB,
+        *,
+        sender: str = DEFAULT_SENDER,
+        max_message_chars: int = 4096,
+        curve_secret_key: str = "",
+        curve_broker_key: str = "",
+    ) -> None:
+        """Connect (without waiting); call `wait_live` before the first `publish`.
+
+        `sender` becomes the `from` of every message. With CURVE on the broker,
+        give this process's `.key_secret` file and the broker's `.key` file.
+        """
+        self.sender = sender
+        self.max_message_chars = max_message_chars
+        self.instance_id = new_instance_id()
+        self._ids = Sequence(self.instance_id, "-")
+        self._probe_topic = edge_topic(self.instance_id)
+        self._token = 0
+        self.live = False
+        self.published = 0
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._pub: zmq.Socket[bytes] = self._ctx.socket(zmq.PUB)
+        self._sub: zmq.Socket[bytes] = self._ctx.socket(zmq.SUB)
+        try:
+            curve = client_keys(curve_secret_key, curve_broker_key)
+            for sock in (self._pub, self._sub):
+                sock.setsockopt(zmq.SNDHWM, HWM)
+                sock.setsockopt(zmq.RCVHWM, HWM)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.RECONNECT_IVL, 100)
+                sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+                if curve is not None:
+                    apply_client(sock, *curve)
+            self._sub.setsockopt(zmq.SUBSCRIBE, self._probe_topic)
+            self._pub.connect(broker_pub)
+            self._sub.connect(broker_sub)
+        except BaseException:
+            self._ctx.destroy(linger=0)
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        broker_pub: str = DEFAULT_BROKER_PUB,
+        broker_sub: str = DEFAULT_BROKER_SUB,
+        *,
+        timeout: float = LIVE_TIMEOUT,
+        **kwargs: Any,
+    ) -> Publisher:
+        """Connect and wait until the broker path is live."""
+        publisher = cls(broker_pub, broker_sub, **kwargs)
+        try:
+            publisher.wait_live(timeout)
+        except BaseException:
+            publisher.close(linger=0)
+            raise
+        return publisher
+
+    def wait_live(self, timeout: float = LIVE_TIMEOUT) -> float:
+        """Probe the broker path until a probe comes back; return its round trip in seconds.
+
+        Call it again after a broker restart to know when publishing works again.
+        From asyncio code: `await asyncio.to_thread(publisher.wait_live)`.
+        """
+        deadline = time.monotonic() + timeout
+        sent: dict[int, float] = {}
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                raise TimeoutError(f"broker path not live within {timeout:g} s")
+            self._token += 1
+            sent[self._token] = now
+            self._pub.send_multipart(
+                (self._probe_topic, probe_body(self.instance_id, self._token)), zmq.NOBLOCK
+            )
+            wait_until = min(deadline, now + PROBE_EVERY)
+            while (left := wait_until - time.monotonic()) > 0:
+                if not self._sub.poll(max(1, int(left * 1000))):
+                    continue
+                _, body = self._sub.recv_multipart()
+                parsed = parse_probe(body)
+                if parsed is not None and parsed[0] == self.instance_id and parsed[1] in sent:
+                    self.live = True
+                    return time.monotonic() - sent[parsed[1]]
+
+    def publish(self, room_id: str, message: str, *, sender: str | None = None) -> str:
+        """Publish a chat to every member of `room_id` on every edge; return its id.
+
+        Never blocks: ZeroMQ queues the message (and drops it at the high-water
+        mark, or while the broker is unreachable).
+        """
+        try:
+            msgspec.convert(room_id, RoomId)
+        except msgspec.ValidationError:
+            raise ValueError(
+                "room id must be 1 to 128 characters without control characters"
+            ) from None
+        if len(message) > self.max_message_chars:
+            raise ValueError(f"message is longer than {self.max_message_chars} characters")
+        message_id = self._ids.next()
+        body = encode_chat(
+            room_id, message, message_id, sender or self.sender, time.time_ns() // 1_000_000
+        )
+        self._pub.send_multipart((room_topic(room_id), body), zmq.NOBLOCK)
+        self.published += 1
+        return message_id
+
+    def close(self, linger: float = 1.0) -> None:
+        """Close, first giving queued messages up to `linger` seconds to leave."""
+        if self._ctx.closed:
+            return
+        self._pub.close(linger=int(linger * 1000))
+        self._sub.close(linger=0)
+        self._ctx.term()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,120 @@
+"""The edge's plain-HTTP side: the chat page, the edge list, and publishing by API key.
+
+`POST /api/rooms/{roomId}/messages` lets a backend that holds the API key post
+into a room without a WebSocket; the message goes through the broker like any
+other chat, so members on every edge receive it. Its errors have the shape of
+protocol error frames, so one parser serves both.
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+import msgspec
+from aiohttp import web
+
+from chatconfig import EdgeSettings
+from edge.hub import Hub
+from protocol.codec import encode
+from protocol.messages import Error, ErrorBody, RoomId
+
+STATIC_DIR = Path(__file__).parent / "static"
+INDEX_PAGE = STATIC_DIR / "index.html"
+API_SENDER = "api"  # `from` of messages posted through the HTTP API
+
+# The page needs nothing from elsewhere: injected markup could neither run
+# script nor load anything, even if rendering ever went wrong.
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self' ws: wss:; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class PostedMessage(msgspec.Struct):
+    message: str
+
+
+_posted_decoder = msgspec.json.Decoder(PostedMessage)
+
+
+def add_routes(app: web.Application, settings: EdgeSettings, hub: web.AppKey[Hub]) -> None:
+    api = Api(settings, hub)
+    app.router.add_get("/api/edges", api.edges)
+    # `.+` so that a room id with a `/` in it (sent as %2F) is still addressable.
+    app.router.add_post("/api/rooms/{room_id:.+}/messages", api.post_message)
+    app.router.add_static("/static/", STATIC_DIR)
+
+
+async def page(request: web.Request) -> web.StreamResponse:
+    """The chat page (GET / without a WebSocket upgrade)."""
+    return web.FileResponse(INDEX_PAGE, headers=PAGE_HEADERS)
+
+
+def peer_urls(raw: str) -> list[str]:
+    return [url.strip() for url in raw.split(",") if url.strip()]
+
+
+def api_error(status: int, code: str, message: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=encode(Error(ErrorBody(code, message))),
+        content_type="application/json",
+    )
+
+
+def bearer_matches(authorization: str | None, key: str) -> bool:
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # Constant time, so the key cannot be guessed byte by byte from timings.
+    return hmac.compare_digest(value.strip().encode(), key.encode())
+
+
+class Api:
+    def __init__(self, settings: EdgeSettings, hub: web.AppKey[Hub]) -> None:
+        self.settings = settings
+        self.peers = peer_urls(settings.peers)
+        self.hub = hub
+
+    async def edges(self, request: web.Request) -> web.Response:
+        """Where a web client may (re)connect: every edge, or only this one."""
+        scheme = "wss" if request.secure else "ws"
+        own = f"{scheme}://{request.host}/"
+        return web.json_response({"edges": self.peers or [own], "self": own})
+
+    async def post_message(self, request: web.Request) -> web.Response:
+        key = self.settings.api_key
+        if not key:
+            return api_error(404, "not_found", "the HTTP publish API is not enabled here")
+        if not bearer_matches(request.headers.get("Authorization"), key):
+            response = api_error(401, "unauthorized", "send `Authorization: Bearer <API key>`")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="roomcast"'
+            return response
+        try:
+            room_id = msgspec.convert(request.match_info["room_id"], RoomId)
+        except msgspec.ValidationError:
+            return api_error(
+                400, "invalid_payload",
+                "room id must be 1 to 128 characters without control characters",
+            )
+        try:
+            posted = _posted_decoder.decode(await request.read())
+        except msgspec.ValidationError as exc:
+            return api_error(400, "invalid_payload", str(exc))
+        except msgspec.DecodeError:
+            return api_error(400, "bad_json", 'body must be JSON: {"message": "..."}')
+        limit = self.settings.max_message_chars
+        if len(posted.message) > limit:
+            return api_error(400, "invalid_payload", f"message is longer than {limit} characters")
+        hub = request.app[self.hub]
+        if not hub.healthy():
+            return api_error(503, "unavailable", "broker unreachable: message not sent")
+        message_id = hub.publish_external(room_id, posted.message, API_SENDER)
+        return web.json_response({"id": message_id, "roomId": room_id}, status=202)

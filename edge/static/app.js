@@ -1,0 +1,483 @@
+// roomcast web chat: protocol v1 over one WebSocket, several rooms at once.
+//
+// Everything a server or another user sends is shown with textContent, never
+// parsed as HTML. The connection fails over to the next edge of the list the
+// server gives at /api/edges, with exponential backoff and full jitter, and
+// rejoins every room. The chosen name never goes on the wire: the protocol
+// has none, so the page shows it for its own messages and shows everyone else
+// by the `from` the server stamped (see docs/clients.md).
+"use strict";
+
+(() => {
+  const BACKOFF_BASE_MS = 250;
+  const BACKOFF_MAX_MS = 8000;
+  const KEEPALIVE_MS = 15000;
+  const SILENCE_LIMIT_MS = 40000; // nothing heard for this long: the connection is dead
+  const MAX_LINES = 500; // per room; older lines are dropped from the page
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    status: $("status"),
+    statusText: $("status-text"),
+    joinForm: $("join-form"),
+    name: $("name"),
+    room: $("room"),
+    token: $("token"),
+    tokenBox: $("token-box"),
+    rooms: $("rooms"),
+    logs: $("logs"),
+    empty: $("empty"),
+    sendForm: $("send-form"),
+    message: $("message"),
+    send: $("send"),
+    shareBox: $("share-box"),
+    share: $("share"),
+    notice: $("notice"),
+  };
+
+  const state = {
+    edges: [],
+    edgeIndex: 0,
+    attempt: 0, // failed attempts since the last working connection
+    ws: null,
+    retryTimer: null,
+    url: null,
+    connectionId: null,
+    ownIds: new Set(), // every connection id this page has had: its own messages
+    rooms: new Map(), // room id -> {joined, tab, log, badge, unread}
+    active: null,
+    name: "",
+    token: "",
+    lastHeard: 0,
+    // Requests awaiting the server's verdict, oldest first. Each request is
+    // followed by a ping and the server answers in order, so an error belongs
+    // to the oldest request whose pong has not come back yet.
+    inFlight: [],
+  };
+
+  // Connection.
+
+  function setStatus(kind, text) {
+    ui.status.dataset.state = kind;
+    ui.statusText.textContent = text;
+    const ready = kind === "connected";
+    ui.send.disabled = !ready || !activeJoined();
+  }
+
+  function describeConnected() {
+    const who = state.name ? `${state.name} · ` : "";
+    const id = state.connectionId ? ` as ${state.connectionId}` : "";
+    setStatus("connected", `${who}connected to ${state.url}${id}`);
+  }
+
+  function withToken(url) {
+    if (!state.token) return url;
+    const u = new URL(url);
+    u.searchParams.set("token", state.token);
+    return u.toString();
+  }
+
+  function connect() {
+    clearTimeout(state.retryTimer);
+    state.retryTimer = null;
+    const url = state.edges[state.edgeIndex];
+    state.url = url;
+    setStatus("connecting", `connecting to ${url}…`);
+    let ws;
+    try {
+      ws = new WebSocket(withToken(url));
+    } catch (err) {
+      retry(`cannot connect to ${url}`);
+      return;
+    }
+    state.ws = ws;
+    ws.onopen = () => {
+      if (ws !== state.ws) return;
+      state.lastHeard = Date.now();
+      state.inFlight = [];
+      describeConnected();
+      for (const roomId of state.rooms.keys()) request({ type: "join", payload: { roomId } });
+      if (state.rooms.size === 0) request({ type: "ping" });
+    };
+    ws.onmessage = (event) => {
+      if (ws !== state.ws) return;
+      state.lastHeard = Date.now();
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch (err) {
+        return;
+      }
+      handle(frame);
+    };
+    ws.onclose = (event) => {
+      if (ws !== state.ws) return;
+      lost(`connection to ${url} closed (${event.code})`);
+    };
+  }
+
+  function lost(why) {
+    const ws = state.ws;
+    state.ws = null;
+    state.connectionId = null;
+    state.inFlight = [];
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      try {
+        ws.close();
+      } catch (err) {
+        // already closed
+      }
+    }
+    for (const room of state.rooms.values()) markJoined(room, false);
+    retry(why);
+  }
+
+  function retry(why) {
+    // Exponential backoff with full jitter, each attempt on the next edge.
+    state.edgeIndex = (state.edgeIndex + 1) % state.edges.length;
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** state.attempt);
+    const delay = Math.round(Math.random() * ceiling);
+    state.attempt += 1;
+    const next = state.edges[state.edgeIndex];
+    setStatus("reconnecting", `${why}; trying ${next} in ${(delay / 1000).toFixed(1)} s`);
+    state.retryTimer = setTimeout(connect, delay);
+  }
+
+  function request(frame) {
+    const ws = state.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(frame));
+    if (frame.type !== "ping") ws.send('{"type":"ping"}');
+    state.inFlight.push(frame);
+    return true;
+  }
+
+  setInterval(() => {
+    const ws = state.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    if (Date.now() - state.lastHeard > SILENCE_LIMIT_MS) {
+      lost(`no reply from ${state.url}`);
+    } else {
+      request({ type: "ping" });
+    }
+  }, KEEPALIVE_MS);
+
+  // Frames from the server.
+
+  function handle(frame) {
+    const payload = frame.payload || {};
+    switch (frame.type) {
+      case "chat":
+        showChat(payload);
+        break;
+      case "joined": {
+        state.attempt = 0;
+        state.connectionId = payload.connectionId;
+        state.ownIds.add(payload.connectionId);
+        const room = state.rooms.get(payload.roomId);
+        if (room) {
+          if (room.everJoined) {
+            systemLine(room, `rejoined through ${state.url}`);
+          }
+          room.everJoined = true;
+          markJoined(room, true);
+        }
+        describeConnected();
+        break;
+      }
+      case "left":
+        break;
+      case "pong":
+        state.attempt = 0;
+        state.inFlight.shift();
+        break;
+      case "error":
+        showError(payload);
+        break;
+      default:
+        break;
+    }
+  }
+
+  function showError(payload) {
+    const text = `${payload.code}: ${payload.message}`;
+    const frame = state.inFlight.length ? state.inFlight[0] : null;
+    if (frame && frame.type === "join") {
+      const roomId = frame.payload.roomId;
+      notify(`could not join ${roomId}: ${text}`);
+      removeRoom(roomId);
+      return;
+    }
+    const roomId = frame && frame.payload && frame.payload.roomId;
+    const room = state.rooms.get(roomId) || state.rooms.get(state.active);
+    if (room) systemLine(room, `not sent: ${text}`, "error");
+    else notify(text);
+  }
+
+  // Rooms.
+
+  function addRoom(roomId) {
+    if (state.rooms.has(roomId)) {
+      activate(roomId);
+      return;
+    }
+    const tab = document.createElement("li");
+    tab.className = "tab";
+    tab.dataset.room = roomId;
+    tab.dataset.joined = "false";
+    const pick = document.createElement("button");
+    pick.type = "button";
+    pick.className = "pick";
+    const label = document.createElement("span");
+    label.className = "label";
+    label.textContent = roomId;
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    pick.append(label, badge);
+    pick.addEventListener("click", () => activate(roomId));
+    const leave = document.createElement("button");
+    leave.type = "button";
+    leave.className = "leave";
+    leave.title = `Leave ${roomId}`;
+    leave.setAttribute("aria-label", `Leave ${roomId}`);
+    leave.textContent = "×";
+    leave.addEventListener("click", () => leaveRoom(roomId));
+    tab.append(pick, leave);
+    ui.rooms.append(tab);
+
+    const log = document.createElement("div");
+    log.className = "log";
+    log.dataset.room = roomId;
+    log.setAttribute("role", "log");
+    log.setAttribute("aria-live", "polite");
+    ui.logs.append(log);
+
+    const room = { id: roomId, joined: false, everJoined: false, tab, log, badge, unread: 0 };
+    state.rooms.set(roomId, room);
+    activate(roomId);
+    request({ type: "join", payload: { roomId } });
+    updateShare();
+  }
+
+  function leaveRoom(roomId) {
+    const room = state.rooms.get(roomId);
+    if (!room) return;
+    if (room.joined) request({ type: "leave", payload: { roomId } });
+    removeRoom(roomId);
+  }
+
+  function removeRoom(roomId) {
+    const room = state.rooms.get(roomId);
+    if (!room) return;
+    room.tab.remove();
+    room.log.remove();
+    state.rooms.delete(roomId);
+    if (state.active === roomId) {
+      const next = state.rooms.keys().next();
+      state.active = null;
+      if (!next.done) activate(next.value);
+    }
+    refreshComposer();
+    updateShare();
+  }
+
+  function activate(roomId) {
+    state.active = roomId;
+    for (const room of state.rooms.values()) {
+      const on = room.id === roomId;
+      room.tab.classList.toggle("active", on);
+      room.log.hidden = !on;
+      if (on) {
+        room.unread = 0;
+        room.badge.textContent = "";
+        room.log.scrollTop = room.log.scrollHeight;
+      }
+    }
+    refreshComposer();
+    ui.message.focus();
+  }
+
+  function markJoined(room, joined) {
+    room.joined = joined;
+    room.tab.dataset.joined = String(joined);
+    refreshComposer();
+  }
+
+  function activeJoined() {
+    const room = state.rooms.get(state.active);
+    return Boolean(room && room.joined);
+  }
+
+  function refreshComposer() {
+    const hasRoom = state.active !== null;
+    ui.empty.hidden = hasRoom;
+    ui.message.disabled = !hasRoom;
+    ui.message.placeholder = hasRoom ? `Message #${state.active} (Enter sends)` : "Join a room first";
+    ui.send.disabled = !(state.ws && state.ws.readyState === WebSocket.OPEN && activeJoined());
+  }
+
+  // Messages.
+
+  function two(n) {
+    return String(n).padStart(2, "0");
+  }
+
+  function clock(ms) {
+    const t = new Date(ms);
+    return `${two(t.getHours())}:${two(t.getMinutes())}:${two(t.getSeconds())}`;
+  }
+
+  function append(room, line) {
+    const log = room.log;
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+    log.append(line);
+    while (log.childElementCount > MAX_LINES) log.firstElementChild.remove();
+    if (atBottom || room.id !== state.active) log.scrollTop = log.scrollHeight;
+  }
+
+  function span(cls, text) {
+    const s = document.createElement("span");
+    s.className = cls;
+    s.textContent = text; // text, never markup
+    return s;
+  }
+
+  function showChat(p) {
+    const room = state.rooms.get(p.roomId);
+    if (!room) return;
+    const mine = state.ownIds.has(p.from);
+    const line = document.createElement("div");
+    line.className = mine ? "msg mine" : "msg";
+    line.dataset.id = String(p.id);
+    line.dataset.from = String(p.from);
+    const time = span("time", clock(p.ts || Date.now()));
+    time.title = new Date(p.ts || Date.now()).toISOString();
+    const from = span("from", mine ? `${state.name} (you)` : String(p.from));
+    line.append(time, from, span("text", String(p.message)));
+    append(room, line);
+    if (room.id !== state.active) {
+      room.unread += 1;
+      room.badge.textContent = String(room.unread);
+    }
+  }
+
+  function systemLine(room, text, kind) {
+    const line = document.createElement("div");
+    line.className = kind === "error" ? "msg system error" : "msg system";
+    line.append(span("time", clock(Date.now())), span("text", text));
+    append(room, line);
+  }
+
+  function notify(text) {
+    ui.notice.textContent = text;
+  }
+
+  // Sending and joining.
+
+  function sendMessage() {
+    const text = ui.message.value;
+    if (!text.trim() || state.active === null) return;
+    if (!activeJoined()) {
+      notify("not connected yet: the message is kept, send it again in a moment");
+      return;
+    }
+    if (request({ type: "chat", payload: { roomId: state.active, message: text } })) {
+      ui.message.value = "";
+      notify("");
+    }
+  }
+
+  ui.message.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      sendMessage();
+    }
+  });
+  ui.sendForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendMessage();
+  });
+
+  function chooseName() {
+    const typed = ui.name.value.trim();
+    if (typed) return typed;
+    const guest = `guest-${Math.floor(Math.random() * 0x10000).toString(16).padStart(4, "0")}`;
+    ui.name.value = guest;
+    return guest;
+  }
+
+  ui.joinForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.name = chooseName();
+    const token = ui.token.value.trim();
+    const roomId = ui.room.value.trim();
+    if (!roomId) {
+      notify("type a room name");
+      return;
+    }
+    ui.room.value = "";
+    notify("");
+    if (token !== state.token) {
+      // A new token only applies to a new connection.
+      state.token = token;
+      sessionStorage.setItem("roomcast.token", token);
+      addRoom(roomId);
+      if (state.ws) lost("reconnecting with the new token");
+      return;
+    }
+    addRoom(roomId);
+    if (state.ws) describeConnected();
+  });
+
+  function updateShare() {
+    const params = new URLSearchParams();
+    for (const roomId of state.rooms.keys()) params.append("room", roomId);
+    if (state.name) params.set("name", state.name);
+    const link = `${location.pathname}?${params}`;
+    ui.share.href = link;
+    ui.share.textContent = `${location.host}${link}`;
+    ui.shareBox.hidden = state.rooms.size === 0;
+    // The address bar becomes the shareable link; a token is never put in it.
+    history.replaceState(null, "", state.rooms.size ? link : location.pathname);
+  }
+
+  // Start-up.
+
+  async function loadEdges() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const own = `${scheme}//${location.host}/`;
+    try {
+      const reply = await fetch("/api/edges", { cache: "no-store" });
+      const body = await reply.json();
+      const edges = (body.edges || []).filter((u) => typeof u === "string" && u);
+      const self = typeof body.self === "string" ? body.self : own;
+      const at = edges.indexOf(self);
+      if (at >= 0) return { edges, start: at };
+      return { edges: [self, ...edges], start: 0 };
+    } catch (err) {
+      return { edges: [own], start: 0 };
+    }
+  }
+
+  async function start() {
+    const params = new URLSearchParams(location.search);
+    state.token = params.get("token") || sessionStorage.getItem("roomcast.token") || "";
+    if (state.token) sessionStorage.setItem("roomcast.token", state.token);
+    ui.token.value = state.token;
+    ui.name.value = params.get("name") || "";
+    state.name = ui.name.value.trim();
+    const wanted = params.getAll("room").map((r) => r.trim()).filter(Boolean);
+    if (wanted.length && !state.name) state.name = chooseName();
+    const { edges, start: first } = await loadEdges();
+    state.edges = edges;
+    state.edgeIndex = first;
+    for (const roomId of wanted) addRoom(roomId);
+    if (wanted.length) activate(wanted[0]);
+    refreshComposer();
+    updateShare();
+    connect();
+  }
+
+  start();
+})();
