@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import resource
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +24,16 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+def _raise_fd_limit() -> None:
+    """Each connection is a file descriptor: use all the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse(EdgeSettings, argv, prog="chat-edge")
     logging.basicConfig(
@@ -29,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    _raise_fd_limit()
     web.run_app(
         create_app(settings),
         host=settings.host,
