@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem = f"{session['stamp']}-{args.command}"
     plot = None
     if session["sweeps"]:
-        plot = plot_sweeps(session["sweeps"], args.out / f"{stem}-sweep.png",
+        plot = plot_sweeps(session["sweeps"], args.out / f"{stem}-latency.png",
                            f"chat-bench latency sweep, {session['date']}")
     paths = report.write(args.out, stem, session, plot)
     print(report.markdown(session, plot.name if plot else None))

@@ -31,6 +31,7 @@ class Share:
     rate: float = 20.0  # rate: messages per second per sender
     churners: int = 0  # churn: connections cycling at once in this process
     drain: float = 5.0  # seconds to wait for stragglers after the last send
+    warmup: float = 0.0  # seconds at the start whose messages are left out of latency
     connect_concurrency: int = 200
 
     def room_id(self, room: int) -> str:

@@ -112,11 +112,12 @@ def _section(workload: str, runs: list[dict[str, Any]], sweeps: list[dict[str, A
             r["server"], num(r["connections"]), num(r["connect_s"], 2), num(r["connects_per_s"]),
             num(r["server_rss_idle_mib"], 1), num(r["server_rss_held_mib"], 1),
             num(r["rss_per_connection_kib"], 2), num(r["server_setup_cpu_s"], 2),
-            num(r["server_peak_rss_mib"], 1),
+            num(r["loadgen_setup_cpu_s"], 2), num(r["server_peak_rss_mib"], 1),
         ] for r in runs]
         lines += table(["server", "connections", "connect s", "connects/s",
                         "server RSS idle MiB", "server RSS held MiB", "RSS / connection KiB",
-                        "server CPU s while connecting", "server peak RSS MiB"], rows)
+                        "server CPU s while connecting", "load gen CPU s while connecting",
+                        "server peak RSS MiB"], rows)
         return [*lines, ""]
     header, rows = list(TRAFFIC_HEADER), _traffic_rows(runs)
     if workload == "churn":

@@ -149,7 +149,9 @@ async def run_shares(
         procs = server_procs + gen_procs
         ready = await workers.collect("ready", setup_timeout)
         held = _sample_all(procs)
+        # Generators did nothing before connecting but start up: count all they used.
         setup_cpu = {p.pid: held[p.pid].cpu_s - idle[p.pid].cpu_s for p in server_procs}
+        setup_cpu |= {p.pid: held[p.pid].cpu_s for p in gen_procs[:-1]}
         go_at = time.monotonic()
         workers.tell_all("go")
         progress.start()

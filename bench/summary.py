@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.ledger import loss
 from bench.pinning import CpuPlan
 from bench.runner import RawRun
 from bench.servers import ServerSet
@@ -48,7 +47,7 @@ def summarize(workload: str, servers: ServerSet, params: dict[str, Any], raw: Ra
                  - min(r["connect_start"] for r in raw.ready))
     rss_idle = sum(raw.idle[p.pid].rss_bytes for p in raw.procs if p.role == "server")
     rss_held = sum(raw.held[p.pid].rss_bytes for p in raw.procs if p.role == "server")
-    lost = loss(expected, received)
+    lost = sum(r["missing"] for r in results)
     return {
         "workload": workload,
         "server": servers.name,
@@ -77,6 +76,9 @@ def summarize(workload: str, servers: ServerSet, params: dict[str, Any], raw: Ra
         "connect_s": round(connect_s, 3),
         "connects_per_s": connections / connect_s if connect_s > 0 else None,
         "server_setup_cpu_s": round(sum(p["setup_cpu_s"] for p in servers_only), 3),
+        "loadgen_setup_cpu_s": round(
+            sum(p["setup_cpu_s"] for p in processes if p["role"] == "loadgen"), 3
+        ),
         "server_rss_idle_mib": round(rss_idle / MIB, 1),
         "server_rss_held_mib": round(rss_held / MIB, 1),
         "rss_per_connection_kib": (

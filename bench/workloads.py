@@ -40,6 +40,7 @@ class Workload:
         self.expected = 0
         self.failures = 0  # requests that failed or timed out on the generator side
         # (sender, seq) -> deliveries still due; gone once every member has it.
+        # What is left at the end is the loss.
         self.pending: dict[tuple[int, int], int] = {}
         self.windows: dict[int, asyncio.Semaphore] = {}
         self.stopping = False
@@ -112,6 +113,7 @@ class Workload:
             "sent": self.sent,
             "expected": self.expected,
             "received": ledger.received,
+            "missing": sum(self.pending.values()),
             "leaks": ledger.leaks,
             "order_violations": ledger.order_violations,
             "errors": sum(c.errors for c in self.conns) + self.failures,
@@ -161,6 +163,7 @@ class Traffic(Workload):
         self.started = time.monotonic()
         start_ns = time.monotonic_ns()
         end_ns = start_ns + int(share.duration * 1e9)
+        self.ledger.latency_from_ns = start_ns + int(share.warmup * 1e9)
         if share.mode == "fanout":
             jobs = [self._closed_loop(s, r, c, end_ns) for s, r, c in self.senders]
         else:
@@ -288,8 +291,8 @@ class Churn(Workload):
             stamp = ledger.check(member, got_room, message)
             if stamp is None or stamp.sender != sender:
                 return  # a leak (counted) or another churner's chat (not ours to count)
-            ledger.accept(member, stamp, clock())
-            self.acknowledge(stamp)
+            if ledger.accept(member, stamp, clock()):
+                self.acknowledge(stamp)
             if stamp.seq == seq and not echo.done():
                 echo.set_result(None)
 

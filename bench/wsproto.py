@@ -15,6 +15,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import socket
 import struct
 from collections.abc import Callable
 from typing import cast
@@ -141,6 +142,10 @@ class ClientProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Small chat frames must leave at once, not wait on Nagle for an ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:

@@ -37,7 +37,8 @@ IDENTITY = web.RequestKey("identity", Identity)
 OPEN_PATHS = frozenset({"/healthz", "/metrics"})
 PAGE_PATHS = frozenset({"/", "/api/edges"})
 PAGE_PREFIX = "/static/"
-OWN_KEY_PREFIX = "/api/rooms/"  # the publish API: `Authorization: Bearer <API key>`
+# The publish API, POST /api/rooms/{room}/messages: `Authorization: Bearer <API key>`.
+OWN_KEY_PREFIX, OWN_KEY_SUFFIX = "/api/rooms/", "/messages"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,7 +53,7 @@ def needs_token(path: str, method: str, upgrade: bool) -> bool:
         return False
     if upgrade:
         return True
-    if path.startswith(OWN_KEY_PREFIX):
+    if method == "POST" and path.startswith(OWN_KEY_PREFIX) and path.endswith(OWN_KEY_SUFFIX):
         return False
     page = method in ("GET", "HEAD") and (path in PAGE_PATHS or path.startswith(PAGE_PREFIX))
     return not page

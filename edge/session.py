@@ -1,8 +1,10 @@
 """What a client frame means, as data: the pure core of an edge.
 
 `FrameHandler.handle` takes the raw text of one client frame and returns the
-intents that carry it out (reply, publish, subscribe, unsubscribe). It never
-touches a socket; the I/O shell (`edge.hub`) executes the intents.
+intents that carry it out (reply, publish, subscribe, unsubscribe, close). It
+never touches a socket; the I/O shell (`edge.hub`) executes the intents. Room
+permissions and rate limits are asked of callables given at construction, so
+they are decided here too, per frame.
 """
 
 from __future__ import annotations

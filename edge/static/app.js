@@ -91,8 +91,10 @@
       return;
     }
     state.ws = ws;
+    let opened = false;
     ws.onopen = () => {
       if (ws !== state.ws) return;
+      opened = true;
       state.lastHeard = Date.now();
       state.inFlight = [];
       describeConnected();
@@ -112,7 +114,9 @@
     };
     ws.onclose = (event) => {
       if (ws !== state.ws) return;
-      lost(`connection to ${url} closed (${event.code})`);
+      // A refused upgrade (edge down, or a token required) closes before opening.
+      const hint = state.token ? "" : " (is a token required?)";
+      lost(opened ? `connection to ${url} closed (${event.code})` : `cannot connect to ${url}${hint}`);
     };
   }
 
@@ -177,9 +181,8 @@
         state.ownIds.add(payload.connectionId);
         const room = state.rooms.get(payload.roomId);
         if (room) {
-          if (room.everJoined) {
-            systemLine(room, `rejoined through ${state.url}`);
-          }
+          const again = room.everJoined ? "rejoined" : "joined";
+          systemLine(room, `${again} through ${state.url} as ${payload.connectionId}`);
           room.everJoined = true;
           markJoined(room, true);
         }
@@ -354,6 +357,7 @@
     const time = span("time", clock(p.ts || Date.now()));
     time.title = new Date(p.ts || Date.now()).toISOString();
     const from = span("from", mine ? `${state.name} (you)` : String(p.from));
+    from.title = String(p.from);
     line.append(time, from, span("text", String(p.message)));
     append(room, line);
     if (room.id !== state.active) {

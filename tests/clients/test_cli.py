@@ -19,7 +19,7 @@ def room(label: str = "room") -> str:
 
 async def read_until(stream: asyncio.StreamReader, pattern: str) -> str:
     """Lines from `stream` up to and including the first one matching `pattern`."""
-    seen = []
+    seen: list[str] = []
     async with asyncio.timeout(WAIT):
         while True:
             line = (await stream.readline()).decode()

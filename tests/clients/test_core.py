@@ -16,18 +16,22 @@ from protocol.codec import (
     encode_left,
 )
 from protocol.errors import ErrorCode
+from protocol.messages import ServerFrame
 
 PONG = decode_server_frame(PONG_FRAME)
 
 
-def error(code: ErrorCode) -> object:
+def error(code: ErrorCode) -> ServerFrame:
     return decode_server_frame(encode_error(code, "refused"))
 
 
 def test_every_request_is_followed_by_a_ping() -> None:
     tracker = Tracker()
     frames = tracker.send(Request.chat("r", "hi"))
-    assert frames == [b'{"type":"chat","payload":{"message":"hi","roomId":"r"}}', b'{"type":"ping"}']
+    assert frames == [
+        b'{"type":"chat","payload":{"message":"hi","roomId":"r"}}',
+        b'{"type":"ping"}',
+    ]
     assert tracker.send(Request.ping()) == [b'{"type":"ping"}']
 
 
@@ -45,7 +49,7 @@ def test_an_error_answers_the_oldest_unanswered_request() -> None:
     tracker.send(first)
     tracker.send(second)
     [done] = tracker.receive(error(ErrorCode.NOT_IN_ROOM))
-    assert done.request is first and isinstance(first.error, NotInRoom)
+    assert isinstance(done, Done) and done.request is first and isinstance(first.error, NotInRoom)
     assert tracker.receive(PONG) == []  # first's pong: already reported
     assert tracker.receive(PONG) == [Done(second)]
     assert second.error is None

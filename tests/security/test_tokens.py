@@ -42,7 +42,7 @@ def _hs512() -> str:
         return jwt.encode(claims, SECRET, algorithm="HS512")
 
 
-BAD_TOKENS = {
+BAD_TOKENS: dict[str, Callable[[], str]] = {
     "bad_signature": lambda: mint("not-the-secret-0123456789abcdef-xx", "mallory"),
     "wrong_algorithm": _hs512,
     "alg_none": _alg_none,
@@ -95,6 +95,7 @@ async def test_health_and_metrics_need_no_token(secure_cluster: Cluster) -> None
     assert http_get(edge.http + "/healthz")[0] == 200
     assert http_get(edge.http + "/metrics")[0] == 200
     assert http_get(edge.http + "/ws")[0] == 401  # anything else does
+    assert http_get(edge.http + "/nowhere")[0] == 401
 
 
 async def test_forbidden_rooms_exact_and_glob(secure_cluster: Cluster, clients: Open) -> None:

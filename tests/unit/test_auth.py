@@ -24,6 +24,7 @@ from edge.auth import (
     parse_origins,
     verify,
 )
+from edge.guard import needs_token
 from edge.rooms import RoomRegistry
 from edge.session import FrameHandler, Reply, Subscribe
 from edge.tokens import main as chat_token
@@ -284,3 +285,29 @@ def test_chat_keys_writes_loadable_keypairs(tmp_path: Path) -> None:
 )
 def test_is_local_endpoint(endpoint: str, local: bool) -> None:
     assert keys.is_local_endpoint(endpoint) is local
+
+
+# Which requests need a token (edge.guard).
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "upgrade", "needed"),
+    [
+        ("/healthz", "GET", False, False),
+        ("/metrics", "GET", False, False),
+        ("/healthz", "GET", True, False),
+        ("/", "GET", True, True),
+        ("/ws", "GET", True, True),
+        ("/ws", "GET", False, True),
+        ("/", "GET", False, False),  # the chat page's shell
+        ("/static/app.js", "GET", False, False),
+        ("/api/edges", "GET", False, False),
+        ("/", "POST", False, True),
+        ("/api/rooms/r/messages", "POST", False, False),  # checks its own API key
+        ("/api/rooms/r/messages", "GET", False, True),
+        ("/api/rooms/r/history", "POST", False, True),
+        ("/anything-else", "GET", False, True),
+    ],
+)
+def test_needs_token(path: str, method: str, upgrade: bool, needed: bool) -> None:
+    assert needs_token(path, method, upgrade) is needed

@@ -1,0 +1,252 @@
+"""The chat page in a real headless Chromium, against real edges.
+
+Screenshots of every run land in test-artifacts/web/.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import Browser, Dialog, Locator, Page, expect, sync_playwright
+
+from tests.clients.conftest import API_KEY
+from tests.support.procs import ROOT, Cluster
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+ARTIFACTS = ROOT / "test-artifacts" / "web"
+WAIT_MS = 10_000
+
+expect.set_options(timeout=WAIT_MS)
+
+OpenPage = Callable[[str], Page]
+
+
+def room(label: str = "room") -> str:
+    return f"{label}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(browser: Browser) -> Iterator[OpenPage]:
+    """`open_page(url)`: a page in a browser context of its own, closed after the test."""
+    contexts = []
+
+    def make(url: str) -> Page:
+        context = browser.new_context(viewport={"width": 1100, "height": 640})
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(url)
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def chat_url(http: str, *rooms: str, name: str | None = None, token: str | None = None) -> str:
+    query = [f"room={quote(r)}" for r in rooms]
+    if name is not None:
+        query.append(f"name={quote(name)}")
+    if token is not None:
+        query.append(f"token={quote(token)}")
+    return f"{http}/?{'&'.join(query)}"
+
+
+def joined(page: Page, room_id: str) -> None:
+    expect(page.locator(f'.tab[data-room="{room_id}"]')).to_have_attribute("data-joined", "true")
+
+
+def say(page: Page, text: str) -> None:
+    page.fill("#message", text)
+    page.press("#message", "Enter")
+
+
+def messages(page: Page, room_id: str) -> Locator:
+    return page.locator(f'.log[data-room="{room_id}"] .msg:not(.system)')
+
+
+def last_text(page: Page, room_id: str) -> Locator:
+    return page.locator(f'.log[data-room="{room_id}"] .msg:not(.system) .text').last
+
+
+def test_plain_get_serves_the_page(client_cluster: Cluster, open_page: OpenPage) -> None:
+    page = open_page(client_cluster.edges[0].http + "/")
+    expect(page).to_have_title("roomcast")
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#message")).to_be_disabled()  # no room yet
+
+
+def test_two_pages_on_different_edges_chat(client_cluster: Cluster, open_page: OpenPage) -> None:
+    r = room("lobby")
+    first, second = client_cluster.edges[0], client_cluster.edges[1]
+    alice = open_page(chat_url(first.http, r, name="alice"))
+    bob = open_page(chat_url(second.http, r, name="bob"))
+    joined(alice, r)
+    joined(bob, r)
+    expect(alice.locator("#status-text")).to_contain_text(f"connected to {first.url}")
+    expect(bob.locator("#status-text")).to_contain_text(f"connected to {second.url}")
+
+    say(alice, "hello from alice")
+    expect(last_text(bob, r)).to_have_text("hello from alice")
+    expect(last_text(alice, r)).to_have_text("hello from alice")
+    expect(alice.locator("#message")).to_have_value("")
+    say(bob, "hi alice")
+    expect(last_text(alice, r)).to_have_text("hi alice")
+
+    # Own messages carry the chosen name; others' carry the id the server stamped.
+    mine = messages(alice, r).first
+    alice_id = mine.get_attribute("data-from")
+    expect(mine.locator(".from")).to_have_text("alice (you)")
+    expect(messages(bob, r).first.locator(".from")).to_have_text(alice_id or "?")
+    expect(messages(bob, r).first.locator(".time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
+    shot(alice, "two-pages-alice")
+    shot(bob, "two-pages-bob")
+
+
+def test_several_rooms_form_join_share_link_and_http_publish(
+    client_cluster: Cluster, open_page: OpenPage
+) -> None:
+    import json
+    import urllib.request
+
+    r1, r2 = room("one"), room("two")
+    edge = client_cluster.edges[2]
+    page = open_page(edge.http + "/")
+    page.fill("#name", "carol")
+    for r in (r1, r2):
+        page.fill("#room", r)
+        page.click("#join")
+        joined(page, r)
+    expect(page.locator(".tab.active")).to_have_attribute("data-room", r2)
+    assert f"room={r1}&room={r2}&name=carol" in page.url
+    expect(page.locator("#share")).to_have_attribute("href", re.compile(f"room={r1}&room={r2}"))
+
+    say(page, "into two")
+    expect(last_text(page, r2)).to_have_text("into two")
+
+    request = urllib.request.Request(
+        f"{client_cluster.edges[0].http}/api/rooms/{r1}/messages",
+        data=json.dumps({"message": "announcement"}).encode(),
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        assert resp.status == 202
+    expect(page.locator(f'.tab[data-room="{r1}"] .badge')).to_have_text("1")
+    page.click(f'.tab[data-room="{r1}"] .pick')
+    expect(last_text(page, r1)).to_have_text("announcement")
+    expect(messages(page, r1).last.locator(".from")).to_have_text("api")
+    expect(page.locator(f'.tab[data-room="{r1}"] .badge')).to_have_text("")
+    shot(page, "several-rooms")
+
+    page.click(f'.tab[data-room="{r1}"] .leave')
+    expect(page.locator(".tab")).to_have_count(1)
+    expect(page.locator(".tab.active")).to_have_attribute("data-room", r2)
+
+
+def test_html_in_a_message_is_shown_as_text(client_cluster: Cluster, open_page: OpenPage) -> None:
+    r = room("xss")
+    evil = "<img src=x onerror=alert(1)>"
+    sender = open_page(chat_url(client_cluster.edges[0].http, r, name="<b>mallory</b>"))
+    reader = open_page(chat_url(client_cluster.edges[1].http, r, name="reader"))
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    for page in (sender, reader):
+        page.on("dialog", on_dialog)
+    joined(sender, r)
+    joined(reader, r)
+    say(sender, evil)
+    for page in (sender, reader):
+        expect(last_text(page, r)).to_have_text(evil)
+        expect(page.locator(".log img")).to_have_count(0)
+    expect(messages(sender, r).last.locator(".from")).to_have_text("<b>mallory</b> (you)")
+    expect(sender.locator(".log b")).to_have_count(0)
+    shot(reader, "html-as-text")
+    assert dialogs == []
+
+
+def test_page_fails_over_when_its_edge_is_killed(
+    fresh_cluster: Callable[..., Cluster], open_page: OpenPage
+) -> None:
+    cluster = fresh_cluster(edges=3)
+    doomed, survivor, _ = cluster.edges
+    r = room("failover")
+    alice = open_page(chat_url(doomed.http, r, name="alice"))
+    bob = open_page(chat_url(survivor.http, r, name="bob"))
+    joined(alice, r)
+    joined(bob, r)
+    say(alice, "before")
+    expect(last_text(bob, r)).to_have_text("before")
+    shot(alice, "failover-before")
+
+    doomed.proc.kill9()
+
+    # The next edge of the list the page got from /api/edges.
+    expect(alice.locator("#status-text")).to_contain_text(f"connected to {survivor.url}")
+    joined(alice, r)
+    expect(alice.locator(f'.log[data-room="{r}"] .system').last).to_contain_text("rejoined")
+    say(alice, "after the crash")
+    expect(last_text(bob, r)).to_have_text("after the crash")
+    say(bob, "welcome back")
+    expect(last_text(alice, r)).to_have_text("welcome back")
+    shot(alice, "failover-after")
+
+
+SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
+
+
+def test_page_passes_its_token_on_the_websocket_url(
+    fresh_cluster: Callable[..., Cluster], open_page: OpenPage
+) -> None:
+    from edge.tokens import mint
+
+    cluster = fresh_cluster(edges=1, env={"CHAT_JWT_SECRET": SECRET})
+    token = mint(SECRET, "alice", rooms=["team-*"])
+    edge = cluster.edges[0]
+    page = open_page(chat_url(edge.http, "team-a", name="alice", token=token))
+    joined(page, "team-a")
+    assert "token=" not in page.url  # kept out of the address bar and the share link
+    say(page, "signed in")
+    expect(last_text(page, "team-a")).to_have_text("signed in")
+    expect(messages(page, "team-a").last).to_have_attribute("data-from", "alice")
+
+    # The token field works too: a fresh page, token typed in, room joined.
+    sockets: list[str] = []
+    other = open_page(edge.http + "/")
+    other.on("websocket", lambda ws: sockets.append(ws.url))
+    expect(other.locator("#status")).not_to_have_attribute("data-state", "connected")
+    other.click("#token-box summary")
+    other.fill("#token", mint(SECRET, "bob"))
+    other.fill("#name", "bob")
+    other.fill("#room", "team-a")
+    other.click("#join")
+    joined(other, "team-a")
+    assert any("token=" in url for url in sockets)
+    expect(other.locator(".tab")).to_have_count(1)
