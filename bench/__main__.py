@@ -122,6 +122,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "runs": [],
         "sweeps": [],
         "skipped": {},
+        "failed": {},
     }
     progress.note(cpus.note)
     for workload in COMMANDS[args.command]:
@@ -135,6 +136,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             except Unavailable as exc:
                 session["skipped"][name] = str(exc)
                 progress.note(f"skipping {name}: {exc}")
+                continue
+            except Exception as exc:  # one design failing must not lose the others' results
+                session["failed"][f"{workload} {name}"] = f"{type(exc).__name__}: {exc}"
+                progress.note(f"{workload} {name} FAILED: {type(exc).__name__}: {exc}")
                 continue
             if workload == "sweep":
                 session["sweeps"].append(result)
@@ -158,13 +163,15 @@ def one_line(r: dict[str, Any]) -> str:
 
 
 def smoke_failures(session: dict[str, Any]) -> list[str]:
-    failures = []
+    failures = [f"{what}: {why}" for what, why in session["failed"].items()]
     for r in session["runs"]:
         for key in ("loss", "order_violations", "leaks"):
             if r[key]:
                 failures.append(f"{r['server']} {r['workload']}: {key} = {r[key]}")
         if not r["received"]:
             failures.append(f"{r['server']} {r['workload']}: nothing was delivered")
+    if not session["runs"] and not failures:
+        failures.append("no run completed")
     return failures
 
 

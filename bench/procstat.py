@@ -49,6 +49,16 @@ def sample(pid: int) -> Sample:
     return Sample(cpu, rss, peak)
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent on anything but idling and waiting for I/O, since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    # guest time is already inside user time
+    busy = sum(fields[:8]) - idle if len(fields) >= 8 else sum(fields) - idle
+    return busy / _TICKS
+
+
 def raise_fd_limit() -> int:
     """Raise the soft open-files limit to the hard one; return the new soft limit."""
     import resource

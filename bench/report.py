@@ -62,6 +62,7 @@ def _traffic_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
             ms(lat["p50"]), ms(lat["p90"]), ms(lat["p99"]), ms(lat["p99.9"]), ms(lat["max"]),
             f"{num(r['server_cpu_s'], 2)} ({num(r['server_cpu_pct'])} %)",
             num(r["deliveries_per_server_cpu_s"]), gen, num(r["server_peak_rss_mib"], 1),
+            f"{num(r['other_cpu_pct'])} %",
         ])
     return rows
 
@@ -70,7 +71,7 @@ TRAFFIC_HEADER = [
     "server", "sent", "expected", "received", "loss", "order viol.", "leaks", "errors",
     "delivered/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
     "server CPU s (% of its cores)", "deliveries / server CPU-s",
-    "load gen CPU s (% of its cores)", "server peak RSS MiB",
+    "load gen CPU s (% of its cores)", "server peak RSS MiB", "other load on the machine",
 ]
 
 
@@ -95,10 +96,11 @@ def _section(workload: str, runs: list[dict[str, Any]], sweeps: list[dict[str, A
                     sweep["server"], num(r["params"]["offered_per_s"]), num(r["sent_per_s"]),
                     num(r["delivered_per_s"]), f"{r['loss_pct']:.2f} %", ms(lat["p50"]),
                     ms(lat["p99"]), ms(lat["p99.9"]), num(r["server_cpu_pct"]),
-                    num(r["loadgen_cpu_pct"]),
+                    num(r["loadgen_cpu_pct"]), num(r["other_cpu_pct"]),
                 ])
         lines += table(["server", "offered msgs/s", "sent/s", "delivered/s", "loss", "p50 ms",
-                        "p99 ms", "p99.9 ms", "server CPU %", "load gen CPU %"], rows)
+                        "p99 ms", "p99.9 ms", "server CPU %", "load gen CPU %",
+                        "other load %"], rows)
         lines.append("")
         lines += [f"- **{s['server']}**: {s['knee_text']}" for s in sweeps]
         if plot:
@@ -146,9 +148,13 @@ def markdown(session: dict[str, Any], plot: str | None = None) -> str:
         "- latency: from the time a message was due to be sent (monotonic clock, same "
         "machine) to its arrival at each member; CPU seconds count from go to the last "
         "delivery or drain timeout",
+        "- other load: CPU used by processes outside the run while it ran, as a share of "
+        "all cores; high values mean the numbers are noisy",
     ]
     for name, why in session.get("skipped", {}).items():
         lines.append(f"- skipped {name}: {why}")
+    for what, why in session.get("failed", {}).items():
+        lines.append(f"- **failed** {what}: {why}")
     lines.append("")
     runs = session["runs"]
     for workload in ORDER:

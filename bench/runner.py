@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.pinning import CpuPlan
 from bench.plan import Share
-from bench.procstat import Sample, sample
+from bench.procstat import Sample, machine_busy_seconds, sample
 from bench.progress import Progress
 from bench.servers import ServerSet
 
@@ -55,6 +55,7 @@ class RawRun:
     end_at: float
     loadgen_cores: int
     setup_cpu: dict[int, float] = field(default_factory=dict)
+    machine_busy_s: float = 0.0  # every process on the machine, between go and end
 
 
 def _sample_all(procs: list[Proc]) -> dict[int, Sample]:
@@ -152,6 +153,7 @@ async def run_shares(
         # Generators did nothing before connecting but start up: count all they used.
         setup_cpu = {p.pid: held[p.pid].cpu_s - idle[p.pid].cpu_s for p in server_procs}
         setup_cpu |= {p.pid: held[p.pid].cpu_s for p in gen_procs[:-1]}
+        busy_at_go = machine_busy_seconds()
         go_at = time.monotonic()
         workers.tell_all("go")
         progress.start()
@@ -168,8 +170,9 @@ async def run_shares(
         results = await workers.collect("result", run_for + shares[0].drain + 60.0, on_progress)
         end_at = time.monotonic()
         end = _sample_all(procs)
+        busy = machine_busy_seconds() - busy_at_go
         progress.done()
     finally:
         await workers.stop()
     return RawRun(ready, results, procs, idle, held, end, spawned_at, go_at, end_at,
-                  len(cpus.loadgen), setup_cpu)
+                  len(cpus.loadgen), setup_cpu, busy)

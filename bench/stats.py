@@ -81,6 +81,8 @@ class Histogram:
         if self.count == 0:
             return math.nan
         rank = max(1, math.ceil(q / 100.0 * self.count))
+        if rank >= self.count:
+            return self.max_us
         seen = 0
         for index in sorted(self.buckets):
             seen += self.buckets[index]

@@ -71,6 +71,12 @@ def summarize(workload: str, servers: ServerSet, params: dict[str, Any], raw: Ra
         "loadgen_cpu_s": round(loadgen_cpu, 3),
         "loadgen_cpu_pct": loadgen_pct,
         "loadgen_saturated": loadgen_pct >= SATURATED,
+        # CPU that went to processes outside this run (other work on the machine): noise.
+        "other_cpu_s": round(max(0.0, raw.machine_busy_s - server_cpu - loadgen_cpu), 2),
+        "other_cpu_pct": (
+            100.0 * max(0.0, raw.machine_busy_s - server_cpu - loadgen_cpu)
+            / ((raw.end_at - raw.go_at) * (len(set(cpus.servers) | set(cpus.loadgen))))
+        ),
         "server_peak_rss_mib": round(sum(p["peak_rss_mib"] for p in servers_only), 1),
         "connections": connections,
         "connect_s": round(connect_s, 3),

@@ -59,7 +59,9 @@ async def serve() -> int:
         # collector from walking them again while latencies are measured.
         gc.collect()
         gc.freeze()
-        await commands.readline()  # go
+        if not await commands.readline():  # EOF instead of go: the parent is gone
+            await workload.close()
+            return 1
         ticker = asyncio.create_task(_report_progress(workload))
         try:
             await workload.run()

@@ -240,7 +240,6 @@ class Churn(Workload):
         super().__init__(share, session)
         self.cycles = 0
         self.cycle_time = Histogram()
-        self.connects = 0
 
     async def setup(self) -> None:
         anchors = [self.join_member(r, 0) for r in self.share.rooms]

@@ -36,7 +36,9 @@ from chatclient.errors import (
     ClientClosed,
     ClientError,
     ConnectionLost,
+    RateLimited,
     Unauthorized,
+    Unavailable,
 )
 from protocol.codec import decode_server_frame
 from protocol.messages import ChatDelivery
@@ -48,6 +50,7 @@ CONNECT_TIMEOUT = 30.0
 HANDSHAKE_TIMEOUT = 5.0
 HEARTBEAT = 10.0  # seconds between WebSocket pings; no pong within half of it drops the link
 INBOX_SIZE = 10_000
+REJOIN_TRIES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,8 +387,7 @@ class ChatClient:
         if not rooms:
             return True
         results = await asyncio.gather(
-            *(self._request(Request.join(room), wait=False) for room in rooms),
-            return_exceptions=True,
+            *(self._rejoin_one(room) for room in rooms), return_exceptions=True
         )
         ok = True
         for room, result in zip(rooms, results, strict=True):
@@ -397,6 +399,17 @@ class ChatClient:
             elif isinstance(result, BaseException):
                 ok = False
         return ok
+
+    async def _rejoin_one(self, room: str) -> None:
+        # Many rooms at once can exceed the edge's join rate: wait and ask again.
+        for attempt in range(1, REJOIN_TRIES + 1):
+            try:
+                await self._request(Request.join(room), wait=False)
+                return
+            except (RateLimited, Unavailable):
+                if attempt == REJOIN_TRIES:
+                    raise
+                await asyncio.sleep(min(1.0, 0.1 * attempt))
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> str:
         try:

@@ -9,13 +9,12 @@ import resource
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from chatconfig import EdgeSettings, parse
-from edge.app import create_app
+from edge.server import serve
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where available: faster I/O, less memory per connection."""
     try:
         import uvloop
     except ImportError:
@@ -42,16 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     _raise_fd_limit()
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout,
-        access_log=None,
-        backlog=4096,
-        print=None,
-        loop=_new_loop(),
-    )
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        runner.run(serve(settings))
     return 0
 
 

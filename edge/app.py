@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from chatconfig import EdgeSettings
@@ -15,23 +15,26 @@ from edge import api, guard
 from edge.bus import Bus
 from edge.hub import TICK, Hub
 from edge.metrics import EdgeCollector
-from protocol.frames import pong_frame
 
 log = logging.getLogger("edge")
 
 SETTINGS = web.AppKey("settings", EdgeSettings)
 HUB = web.AppKey("hub", Hub)
+GATE = web.AppKey("gate", guard.Gate)
 METRICS = web.AppKey("metrics", CollectorRegistry)
 
 
 def create_app(settings: EdgeSettings) -> web.Application:
-    # Token, origin and per-IP checks run before any route (docs/security.md).
-    app = web.Application(middlewares=[guard.middleware(settings)])
+    # Token checks run before any route (docs/security.md); WebSocket upgrades
+    # are checked by the same Gate in edge.server.
+    gate = guard.Gate(settings)
+    app = web.Application(middlewares=[guard.middleware(gate)])
     app[SETTINGS] = settings
+    app[GATE] = gate
     app.cleanup_ctx.append(_hub_lifecycle)
     app.on_shutdown.append(_close_clients)
     app.router.add_get("/", index)
-    app.router.add_get("/ws", websocket)
+    app.router.add_get("/ws", websocket_only)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     api.add_routes(app, settings, HUB)
@@ -51,7 +54,7 @@ async def _every(seconds: float, job: object) -> None:
 async def _hub_lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     bus = Bus(settings)
-    hub = Hub(settings, bus)
+    hub = Hub(settings, bus, app[GATE])
     app[HUB] = hub
     registry = CollectorRegistry()
     registry.register(EdgeCollector(hub.stats, hub.gauges))
@@ -84,54 +87,13 @@ async def _close_clients(app: web.Application) -> None:
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    if request.headers.get("Upgrade", "").lower() == "websocket":
-        return await websocket(request)
     return await api.page(request)
 
 
-async def websocket(request: web.Request) -> web.StreamResponse:
-    hub = request.app[HUB]
-    settings = request.app[SETTINGS]
-    if hub.probes.last_seen is None:
-        return web.Response(status=503, text="edge not ready: broker not reached yet\n")
-    if len(hub.connections) >= settings.max_connections:
-        return web.Response(status=503, text="edge full: too many connections\n")
-    ws = web.WebSocketResponse(
-        autoping=False,
-        max_msg_size=settings.max_frame_bytes,
-        compress=False,
-        decode_text=False,
-    )
-    await ws.prepare(request)
-    transport = request.transport
-    if transport is None:
-        return ws
-    conn = hub.open(transport, guard.identity_of(request))
-    why = "abrupt"
-    try:
-        while True:
-            msg = await ws.receive()
-            kind = msg.type
-            if kind is WSMsgType.TEXT:
-                hub.receive(conn, msg.data)
-            elif kind is WSMsgType.BINARY:
-                hub.receive_binary(conn)
-            elif kind is WSMsgType.PING:
-                conn.silent = False
-                conn.write(pong_frame(msg.data))
-            elif kind is WSMsgType.PONG:
-                conn.silent = False
-            elif kind is WSMsgType.CLOSE:
-                why = "client"
-                break
-            elif kind is WSMsgType.ERROR:
-                why = "too_big" if ws.close_code == 1009 else "protocol_error"
-                break
-            else:
-                break
-    finally:
-        hub.forget(conn, why)
-    return ws
+async def websocket_only(request: web.Request) -> web.StreamResponse:
+    # WebSocket upgrades never reach aiohttp (edge.server takes them first).
+    return web.Response(status=426, text="WebSocket endpoint: connect with ws://\n",
+                        headers={"Upgrade": "websocket"})
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,20 +1,21 @@
-"""The edge's front door: token, origin and per-IP checks before any handler runs.
+"""The edge's front door policy: token, origin and per-IP checks.
 
-An aiohttp middleware, so the checks happen before a WebSocket upgrade is
-answered (a refused client gets a plain HTTP status, never a 101). With a
-secret set, every WebSocket upgrade and every route needs a token, except:
-`/healthz` and `/metrics`; the chat page's shell (`GET /` without an
+`Gate` decides, from header values alone, whether a WebSocket upgrade or an
+HTTP request may proceed; the WebSocket front door (`edge.server`) and an
+aiohttp middleware only read the request and turn a refusal into a response.
+With a secret set, every WebSocket upgrade and every route needs a token,
+except: `/healthz` and `/metrics`; the chat page's shell (`GET /` without an
 upgrade, `/static/...`, `/api/edges`), which holds no chat data and asks the
 user for the token it then sends with its upgrade; and the HTTP publish API,
 which checks its own key (`--api-key`). The decisions themselves are the
-pure functions of `edge.auth` and `edge.ratelimit`; this module only reads
-the request and turns a refusal into a response.
+pure functions of `edge.auth` and `edge.ratelimit`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -37,10 +38,76 @@ IDENTITY = web.RequestKey("identity", Identity)
 OPEN_PATHS = frozenset({"/healthz", "/metrics"})
 PAGE_PATHS = frozenset({"/", "/api/edges"})
 PAGE_PREFIX = "/static/"
-# The publish API, POST /api/rooms/{room}/messages: `Authorization: Bearer <API key>`.
-OWN_KEY_PREFIX, OWN_KEY_SUFFIX = "/api/rooms/", "/messages"
+OWN_KEY_PREFIX = "/api/rooms/"  # the publish API: `Authorization: Bearer <API key>`
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    text: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    identity: Identity | None  # None when the edge runs without a secret
+
+
+def needs_token(path: str, method: str) -> bool:
+    if path in OPEN_PATHS or path.startswith(OWN_KEY_PREFIX):
+        return False
+    page = method in ("GET", "HEAD") and (path in PAGE_PATHS or path.startswith(PAGE_PREFIX))
+    return not page
+
+
+class Gate:
+    def __init__(self, settings: EdgeSettings) -> None:
+        self.secret = settings.jwt_secret
+        self.origins = parse_origins(settings.allowed_origins)
+        self.require_origin = settings.require_origin
+        self.per_ip: ConcurrencyCap[str] = ConcurrencyCap(settings.max_conns_per_ip)
+        if self.secret and len(self.secret.encode()) < MIN_SECRET_BYTES:
+            log.warning(
+                "--jwt-secret is shorter than %d bytes: easy to brute-force", MIN_SECRET_BYTES
+            )
+        if not self.secret:
+            log.info("no --jwt-secret: clients connect without a token")
+
+    def _identity(self, authorization: str | None, token: str | None) -> Identity | Refusal:
+        assert self.secret
+        try:
+            return verify(bearer_token(authorization, token), self.secret)
+        except AuthError as exc:
+            return Refusal(401, str(exc), {"WWW-Authenticate": "Bearer"})
+
+    def upgrade(
+        self, origin: str | None, authorization: str | None, token: str | None, ip: str
+    ) -> Admitted | Refusal:
+        """May this WebSocket upgrade proceed? On Admitted, `release(ip)` when it ends."""
+        if not origin_allowed(origin, self.origins, self.require_origin):
+            return Refusal(403, "origin not allowed")
+        identity: Identity | None = None
+        if self.secret:
+            checked = self._identity(authorization, token)
+            if isinstance(checked, Refusal):
+                return checked
+            identity = checked
+        if not self.per_ip.acquire(ip):
+            return Refusal(429, "too many connections from this address")
+        return Admitted(identity)
+
+    def release(self, ip: str) -> None:
+        self.per_ip.release(ip)
+
+    def http(
+        self, path: str, method: str, authorization: str | None, token: str | None
+    ) -> Identity | Refusal | None:
+        """May this plain HTTP request proceed? The identity its token names, if any."""
+        if not self.secret or not needs_token(path, method):
+            return None
+        return self._identity(authorization, token)
 
 
 def identity_of(request: web.Request) -> Identity | None:
@@ -48,50 +115,19 @@ def identity_of(request: web.Request) -> Identity | None:
     return request.get(IDENTITY)
 
 
-def needs_token(path: str, method: str, upgrade: bool) -> bool:
-    if path in OPEN_PATHS:
-        return False
-    if upgrade:
-        return True
-    if method == "POST" and path.startswith(OWN_KEY_PREFIX) and path.endswith(OWN_KEY_SUFFIX):
-        return False
-    page = method in ("GET", "HEAD") and (path in PAGE_PATHS or path.startswith(PAGE_PREFIX))
-    return not page
-
-
-def _refuse(status: int, text: str, **headers: str) -> web.Response:
-    return web.Response(status=status, text=text + "\n", headers=headers)
-
-
-def middleware(settings: EdgeSettings) -> Middleware:
-    secret = settings.jwt_secret
-    origins = parse_origins(settings.allowed_origins)
-    require_origin = settings.require_origin
-    per_ip: ConcurrencyCap[str] = ConcurrencyCap(settings.max_conns_per_ip)
-    if secret and len(secret.encode()) < MIN_SECRET_BYTES:
-        log.warning("--jwt-secret is shorter than %d bytes: easy to brute-force", MIN_SECRET_BYTES)
-    if not secret:
-        log.info("no --jwt-secret: clients connect without a token")
-
+def middleware(gate: Gate) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-        if upgrade and not origin_allowed(request.headers.get("Origin"), origins, require_origin):
-            return _refuse(403, "origin not allowed")
-        if secret and needs_token(request.path, request.method, upgrade):
-            token = bearer_token(request.headers.get("Authorization"), request.query.get("token"))
-            try:
-                request[IDENTITY] = verify(token, secret)
-            except AuthError as exc:
-                return _refuse(401, str(exc), **{"WWW-Authenticate": "Bearer"})
-        if not upgrade:
-            return await handler(request)
-        ip = request.remote or ""
-        if not per_ip.acquire(ip):
-            return _refuse(429, "too many connections from this address")
-        try:
-            return await handler(request)
-        finally:
-            per_ip.release(ip)
+        checked = gate.http(
+            request.path, request.method,
+            request.headers.get("Authorization"), request.query.get("token"),
+        )
+        if isinstance(checked, Refusal):
+            return web.Response(
+                status=checked.status, text=checked.text + "\n", headers=checked.headers
+            )
+        if checked is not None:
+            request[IDENTITY] = checked
+        return await handler(request)
 
     return guard

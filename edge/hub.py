@@ -18,55 +18,35 @@ from typing import Any
 from chatconfig import EdgeSettings
 from edge.auth import Deadlines, Identity, may_join
 from edge.bus import Batch, Bus
+from edge.connection import Connection
+from edge.guard import Gate
 from edge.metrics import Stats
 from edge.probes import ProbeClock
 from edge.ratelimit import ConnectionLimits, limits_factory
 from edge.rooms import RoomRegistry
 from edge.session import Close, FrameHandler, Intent, Publish, Reply, Subscribe, Unsubscribe
 from protocol.codec import encode_chat
-from protocol.frames import PING_FRAME, close_frame, text_frame
+from protocol.frames import PING_FRAME, close_frame, pong_frame, text_frame
 from protocol.ids import Sequence, new_instance_id
 from protocol.topics import PROBE_MARK_BYTE, probe_body, room_topic
+from protocol.websocket import (
+    CLOSE_TOO_BIG,
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    Control,
+    Event,
+    FrameParser,
+    Message,
+    Violation,
+    close_code,
+)
 
 log = logging.getLogger("edge")
 
 PROBE_RETRY = 0.1  # seconds between probes of a path or room not yet proven live
 TICK = 0.05
 CLOSE_GRACE = 5.0  # seconds a closing connection gets to flush before it is aborted
-
-
-class Connection:
-    """One client WebSocket, as the shell sees it; `__slots__` keeps it small."""
-
-    __slots__ = (
-        "__weakref__", "close_reason", "conn_id", "identity", "limits", "silent", "transport"
-    )
-
-    def __init__(
-        self,
-        conn_id: str,
-        transport: asyncio.Transport,
-        identity: Identity | None = None,
-        limits: ConnectionLimits | None = None,
-    ) -> None:
-        self.conn_id = conn_id
-        self.transport = transport
-        self.identity = identity  # from the token; None when the edge runs without a secret
-        self.limits = limits
-        self.silent = False  # no frame from the peer since the last ping
-        self.close_reason: str | None = None
-
-    def write(self, data: bytes) -> None:
-        if self.close_reason is None:
-            self.transport.write(data)
-
-    def backlog(self) -> int:
-        return self.transport.get_write_buffer_size()
-
-    @property
-    def sender(self) -> str:
-        """`from` on this connection's messages: the token's `sub`, else the connection id."""
-        return self.conn_id if self.identity is None else self.identity.sub
 
 
 def _connection_id(conn: Connection) -> str:
@@ -82,8 +62,9 @@ def _limits(conn: Connection) -> ConnectionLimits | None:
 
 
 class Hub:
-    def __init__(self, settings: EdgeSettings, bus: Bus) -> None:
+    def __init__(self, settings: EdgeSettings, bus: Bus, gate: Gate | None = None) -> None:
         self.settings = settings
+        self.gate = gate
         self.bus = bus
         self.instance_id = new_instance_id()
         self.registry: RoomRegistry[Connection] = RoomRegistry(settings.max_rooms)
@@ -115,17 +96,43 @@ class Hub:
 
     # Connections.
 
-    def open(self, transport: asyncio.Transport, identity: Identity | None = None) -> Connection:
-        conn = Connection(self.connection_ids.next(), transport, identity, self._new_limits())
+    def open(
+        self, transport: asyncio.Transport, identity: Identity | None = None, ip: str = ""
+    ) -> Connection:
+        conn = Connection(
+            self, self.connection_ids.next(), transport,
+            FrameParser(self.settings.max_frame_bytes), identity, self._new_limits(), ip,
+        )
         if identity is not None:
             self.expiries.set(conn, identity.exp)
         self.connections.add(conn)
         self.stats.connections_total += 1
         return conn
 
-    def receive(self, conn: Connection, data: str) -> None:
+    def on_event(self, conn: Connection, event: Event) -> None:
+        """A frame from a client, parsed."""
+        conn.silent = False
+        match event:
+            case Message(opcode, data):
+                if opcode == OP_TEXT:
+                    self.receive(conn, data)
+                else:
+                    self.receive_binary(conn)
+            case Control(opcode, data):
+                if opcode == OP_PING:
+                    conn.write(pong_frame(data))
+                elif opcode == OP_CLOSE:
+                    self._closed_by_peer(conn, close_code(data))
+            case Violation(code, reason):
+                self._mark_closed(conn, "too_big" if code == CLOSE_TOO_BIG else "protocol_error")
+                self._finish(conn, code, reason)
+
+    def receive(self, conn: Connection, data: str | bytes) -> None:
         conn.silent = False
         self._execute(conn, self.handler.handle(conn, conn.sender, data))
+        if conn.close_reason is None and conn.backlog() > self.outbox_bytes:
+            # Its own replies piled up: a client that sends but does not read.
+            self.close(conn, 1013, "too slow: outbox full", "slow")
 
     def receive_binary(self, conn: Connection) -> None:
         conn.silent = False
@@ -135,10 +142,20 @@ class Hub:
         """Close from our side: the close frame goes out after what is already queued."""
         if conn.close_reason is not None:
             return
-        log.info("closing %s with %d (%s), %d bytes still queued",
-                 conn.conn_id, code, why, conn.backlog())
-        conn.transport.write(close_frame(code, reason))
+        if why != "shutdown":
+            log.info("closing %s with %d (%s), %d bytes still queued",
+                     conn.conn_id, code, why, conn.backlog())
         self._mark_closed(conn, why)
+        self._finish(conn, code, reason)
+
+    def _closed_by_peer(self, conn: Connection, code: int | None) -> None:
+        """The client sent a close frame: answer it (RFC 6455 echoes the code), then close."""
+        if conn.close_reason is None:
+            self._mark_closed(conn, "client")
+            self._finish(conn, 1000 if code is None else code, "")
+
+    def _finish(self, conn: Connection, code: int, reason: str) -> None:
+        conn.transport.write(close_frame(code, reason))
         self._leave_all(conn)
         conn.transport.close()
         asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort_late, conn)
@@ -155,6 +172,8 @@ class Hub:
             return
         self.connections.discard(conn)
         self.expiries.discard(conn)
+        if self.gate is not None:
+            self.gate.release(conn.ip)
         if not self.connections and self._all_gone is not None:
             self._all_gone.set()
         self._mark_closed(conn, why)

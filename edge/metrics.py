@@ -21,6 +21,7 @@ class Stats:
         "messages_in",
         "messages_out",
         "probes_sent",
+        "refused",
     )
 
     def __init__(self) -> None:
@@ -28,6 +29,7 @@ class Stats:
         self.messages_out = 0  # frames of chat delivered to local members
         self.connections_total = 0
         self.probes_sent = 0
+        self.refused: Counter[int] = Counter()  # WebSocket upgrades refused, by HTTP status
         self.errors: Counter[str] = Counter()
         self.disconnects: Counter[str] = Counter()
 
@@ -70,3 +72,11 @@ class EdgeCollector(Collector):
         for reason, n in sorted(s.disconnects.items()):
             disconnects.add_metric([reason], n)
         yield disconnects
+        refused = CounterMetricFamily(
+            "chat_upgrades_refused",
+            "WebSocket upgrades refused by the token, origin or per-IP checks, by status",
+            labels=["status"],
+        )
+        for status, n in sorted(s.refused.items()):
+            refused.add_metric([str(status)], n)
+        yield refused

@@ -208,6 +208,14 @@
     const frame = state.inFlight.length ? state.inFlight[0] : null;
     if (frame && frame.type === "join") {
       const roomId = frame.payload.roomId;
+      if (payload.code === "rate_limited" || payload.code === "unavailable") {
+        // Many rooms rejoined at once can exceed the join rate: ask again shortly.
+        setTimeout(() => {
+          const room = state.rooms.get(roomId);
+          if (room && !room.joined) request(frame);
+        }, 1000);
+        return;
+      }
       notify(`could not join ${roomId}: ${text}`);
       removeRoom(roomId);
       return;

@@ -63,17 +63,19 @@ async def test_iterating_and_leaving(client_cluster: Cluster, open_client: OpenC
         await a.join(r)
         await b.join(r)
     await b.send(r1, "one")
+    assert (await next_message(a)).message == "one"
     await a.leave(r1)
     assert a.rooms == {r2}
     await b.send(r1, "not for a")
     await b.send(r2, "two")
+    await b.send(r2, "three")
     seen: list[tuple[str, str]] = []
     async with asyncio.timeout(WAIT):
         async for message in a:
             seen.append((message.room_id, message.message))
-            if message.message == "two":
+            if message.message == "three":
                 break
-    assert seen == [(r1, "one"), (r2, "two")]
+    assert seen == [(r2, "two"), (r2, "three")]
 
 
 async def test_reconnects_to_the_next_edge_and_rejoins(

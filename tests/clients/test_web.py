@@ -250,3 +250,16 @@ def test_page_passes_its_token_on_the_websocket_url(
     joined(other, "team-a")
     assert any("token=" in url for url in sockets)
     expect(other.locator(".tab")).to_have_count(1)
+
+
+def test_page_script_parses_and_uses_no_markup_sinks() -> None:
+    import shutil
+    import subprocess
+
+    script = ROOT / "edge" / "static" / "app.js"
+    node = shutil.which("node")
+    if node is not None:
+        subprocess.run([node, "--check", str(script)], check=True, timeout=30)
+    source = script.read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in source, sink

@@ -38,7 +38,7 @@ async def test_healthz_follows_the_broker(cluster_factory: Callable[..., Cluster
         await client.join("h")
         cluster.broker.kill9()
         wait_until(lambda: edge.health()[0] == 503, 10, "healthz 503 with the broker gone")
-        status, body = edge.health()
+        _, body = edge.health()
         assert body["status"] == "unavailable"
         assert edge.metrics()["chat_broker_up"] == 0
         # Chats are refused loudly while the path is down, not silently lost.

@@ -62,7 +62,7 @@ class RawWs:
         while len(self.buf) < n:
             chunk = self.sock.recv(1 << 20)
             if not chunk:
-                raise ConnectionError(f"connection closed after {len(self.buf)} buffered bytes: {self.buf[:60]!r}")
+                raise ConnectionError(f"closed with {len(self.buf)} bytes of a frame buffered")
             self.buf += chunk
 
     def read_frame(self) -> tuple[int, bytes]:

@@ -291,23 +291,34 @@ def test_is_local_endpoint(endpoint: str, local: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "method", "upgrade", "needed"),
+    ("path", "method", "needed"),
     [
-        ("/healthz", "GET", False, False),
-        ("/metrics", "GET", False, False),
-        ("/healthz", "GET", True, False),
-        ("/", "GET", True, True),
-        ("/ws", "GET", True, True),
-        ("/ws", "GET", False, True),
-        ("/", "GET", False, False),  # the chat page's shell
-        ("/static/app.js", "GET", False, False),
-        ("/api/edges", "GET", False, False),
-        ("/", "POST", False, True),
-        ("/api/rooms/r/messages", "POST", False, False),  # checks its own API key
-        ("/api/rooms/r/messages", "GET", False, True),
-        ("/api/rooms/r/history", "POST", False, True),
-        ("/anything-else", "GET", False, True),
+        ("/healthz", "GET", False),
+        ("/metrics", "GET", False),
+        ("/ws", "GET", True),
+        ("/", "GET", False),  # the chat page's shell
+        ("/static/app.js", "GET", False),
+        ("/api/edges", "GET", False),
+        ("/", "POST", True),
+        ("/api/rooms/r/messages", "POST", False),  # checks its own API key
+        ("/api/rooms/r/messages", "GET", False),
+        ("/api/rooms/r/history", "POST", False),
+        ("/anything-else", "GET", True),
     ],
 )
-def test_needs_token(path: str, method: str, upgrade: bool, needed: bool) -> None:
-    assert needs_token(path, method, upgrade) is needed
+def test_needs_token(path: str, method: str, needed: bool) -> None:
+    assert needs_token(path, method) is needed
+
+
+def test_every_websocket_upgrade_needs_a_token_when_a_secret_is_set() -> None:
+    from chatconfig import EdgeSettings
+    from edge.guard import Admitted, Gate, Refusal
+
+    gate = Gate(EdgeSettings(jwt_secret="s" * 32))
+    refused = gate.upgrade(None, None, None, "1.2.3.4")
+    assert isinstance(refused, Refusal) and refused.status == 401
+    token = mint("s" * 32, "alice", None, 60)
+    admitted = gate.upgrade(None, None, token, "1.2.3.4")
+    assert isinstance(admitted, Admitted) and admitted.identity is not None
+    assert admitted.identity.sub == "alice"
+    assert isinstance(Gate(EdgeSettings()).upgrade(None, None, None, "ip"), Admitted)

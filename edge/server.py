@@ -1,0 +1,148 @@
+"""The edge's listening socket: WebSocket upgrades served lean, the rest by aiohttp.
+
+Every accepted TCP connection starts with a `FrontDoor` that reads the
+request head. An upgrade to `/` or `/ws` is checked (ready, capacity, origin,
+token, per-IP cap), answered with 101 by the sans-I/O handshake, and the
+transport is handed to a small `edge.connection.Connection`. Anything else
+(the chat page, `/healthz`, `/metrics`, the HTTP API) is handed, bytes and
+all, to aiohttp's own request handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from typing import cast
+
+from aiohttp import web
+
+from chatconfig import EdgeSettings
+from edge.app import GATE, HUB, create_app
+from edge.guard import Gate, Refusal
+from edge.hub import Hub
+from protocol.websocket import (
+    MAX_HEAD_BYTES,
+    BadRequest,
+    Request,
+    handshake_accept,
+    handshake_refusal,
+    http_response,
+    parse_request_head,
+)
+
+log = logging.getLogger("edge")
+
+WEBSOCKET_PATHS = frozenset({"/", "/ws"})
+_REASONS = {401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests"}
+
+
+class FrontDoor(asyncio.Protocol):
+    __slots__ = ("gate", "head", "http_factory", "hub", "transport")
+
+    def __init__(self, hub: Hub, gate: Gate, http_factory: Callable[[], asyncio.Protocol]):
+        self.hub = hub
+        self.gate = gate
+        self.http_factory = http_factory
+        self.head = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.head += data
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.head) > MAX_HEAD_BYTES:
+                self._answer(http_response(431, "Request Header Fields Too Large"))
+            return
+        try:
+            request = parse_request_head(self.head[:end])
+        except BadRequest:
+            self._hand_over()  # aiohttp answers malformed requests itself
+            return
+        if request.is_websocket_upgrade and request.path in WEBSOCKET_PATHS:
+            self._upgrade(request, self.head[end + 4 :])
+        else:
+            self._hand_over()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def _hand_over(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        protocol = self.http_factory()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(self.head)
+        self.head = b""
+
+    def _answer(self, response: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(response)
+        self.transport.close()
+
+    def _upgrade(self, request: Request, rest: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        hub = self.hub
+        refusal = handshake_refusal(request)
+        if refusal is not None:
+            return self._answer(refusal)
+        if hub.probes.last_seen is None:
+            return self._answer(http_response(
+                503, "Service Unavailable", "edge not ready: broker not reached yet\n"
+            ))
+        if len(hub.connections) >= hub.settings.max_connections:
+            return self._answer(
+                http_response(503, "Service Unavailable", "edge full: too many connections\n")
+            )
+        peer = transport.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) else ""
+        admitted = self.gate.upgrade(
+            request.header("origin"), request.header("authorization"), request.query("token"), ip
+        )
+        if isinstance(admitted, Refusal):
+            hub.stats.refused[admitted.status] += 1
+            reason = _REASONS.get(admitted.status, "Refused")
+            return self._answer(
+                http_response(admitted.status, reason, admitted.text + "\n", **admitted.headers)
+            )
+        transport.write(handshake_accept(request))
+        conn = hub.open(transport, admitted.identity, ip)
+        transport.set_protocol(conn)
+        self.head = b""
+        if rest:
+            conn.data_received(rest)
+
+
+async def serve(settings: EdgeSettings, ready: Callable[[], None] | None = None) -> None:
+    """Run an edge until SIGTERM or SIGINT, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()  # starts the hub and its broker sockets
+    hub, gate = app[HUB], app[GATE]
+    http_factory = runner.server
+    assert http_factory is not None
+    server = await loop.create_server(
+        lambda: FrontDoor(hub, gate, http_factory), settings.host, settings.port, backlog=4096
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready()
+    try:
+        await stop.wait()
+        log.info("stopping: no new connections; flushing and closing clients")
+    finally:
+        server.close()  # stop accepting
+        await hub.shutdown(settings.shutdown_timeout)
+        await runner.cleanup()  # aiohttp's shutdown, then the hub's broker sockets
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
