@@ -98,8 +98,10 @@ class EdgeSettings:
     require_origin: bool = setting(False, "refuse upgrades without an Origin header (403)")
     rate_limit: float = setting(20.0, "chats per second per connection (0 turns limiting off)")
     rate_burst: int = setting(40, "chats a connection may send at once before the rate applies")
-    join_rate_limit: float = setting(10.0, "joins and leaves per second per connection (0: off)")
-    join_rate_burst: int = setting(20, "joins and leaves a connection may send at once")
+    join_rate_limit: float = setting(20.0, "joins and leaves per second per connection (0: off)")
+    join_rate_burst: int = setting(
+        64, "joins and leaves a connection may send at once (twice the default room cap)"
+    )
     max_conns_per_ip: int = setting(
         1000, "concurrent WebSocket connections per client IP (0 means no cap); beyond it 429"
     )

@@ -84,9 +84,6 @@ def supervised_system(tmp: Path) -> Iterator[Supervised]:
         "CHAT_BROKER_PUB": f"tcp://127.0.0.1:{free_port()}",
         "CHAT_BROKER_SUB": f"tcp://127.0.0.1:{free_port()}",
         "CHAT_EDGE_PORT": str(base),
-        # The black-box suite sends bursts of 100 chats and joins 33 rooms back to back
-        # from one connection: beyond the default per-connection rate limits.
-        "CHAT_RATE_LIMIT": "0",
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
     })
     popen = subprocess.Popen(
