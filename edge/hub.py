@@ -28,7 +28,7 @@ from edge.session import Close, FrameHandler, Intent, Publish, Reply, Subscribe,
 from protocol.codec import encode_chat
 from protocol.frames import PING_FRAME, close_frame, pong_frame, text_frame
 from protocol.ids import Sequence, new_instance_id
-from protocol.topics import PROBE_MARK_BYTE, probe_body, room_topic
+from protocol.topics import PROBE_MARK, probe_body, room_topic
 from protocol.websocket import (
     CLOSE_TOO_BIG,
     OP_CLOSE,
@@ -91,6 +91,8 @@ class Hub:
         self.outbox_bytes = settings.outbox_bytes
         self._all_gone: asyncio.Event | None = None
         self._barriers: dict[int, asyncio.Event] = {}
+        self._outgoing: dict[bytes, list[bytes]] = {}  # chats to publish, per room topic
+        self._flush_scheduled = False
         self._barrier_token = 0
         bus.subscribe(self.probes.topic)
 
@@ -189,9 +191,29 @@ class Hub:
         """Publish a chat from outside any room membership (the HTTP API); return its id."""
         message_id = self.handler.message_ids.next()
         body = encode_chat(room_id, message, message_id, sender, time.time_ns() // 1_000_000)
-        self.bus.publish(room_topic(room_id), body)
-        self.stats.messages_in += 1
+        self._queue_publish(room_topic(room_id), body)
         return message_id
+
+    def _queue_publish(self, topic: bytes, body: bytes) -> None:
+        """Publish at the end of this loop iteration, with the room's other chats."""
+        self.stats.messages_in += 1
+        pending = self._outgoing.get(topic)
+        if pending is None:
+            self._outgoing[topic] = [body]
+        else:
+            pending.append(body)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_publishes)
+
+    def _flush_publishes(self) -> None:
+        self._flush_scheduled = False
+        outgoing, self._outgoing = self._outgoing, {}
+        for topic, bodies in outgoing.items():
+            if len(bodies) == 1:
+                self.bus.publish(topic, bodies[0])
+            else:
+                self.bus.publish_many(topic, bodies)
 
     def _leave_all(self, conn: Connection) -> None:
         for intent in self.handler.disconnect(conn):
@@ -201,8 +223,7 @@ class Hub:
         for intent in intents:
             match intent:
                 case Publish(topic, body):
-                    self.bus.publish(topic, body)
-                    self.stats.messages_in += 1
+                    self._queue_publish(topic, body)
                 case Reply(frame, error):
                     conn.write(text_frame(frame))
                     if error is not None:
@@ -223,23 +244,38 @@ class Hub:
         touched: dict[Connection, list[bytes]] = {}
         delivered = 0
         for parts in batch:
-            if len(parts) != 2:
+            n = len(parts)
+            if n < 2:
                 continue
-            topic, body = parts
-            if body and body[0] == PROBE_MARK_BYTE:
-                self._on_probe(topic, body)
-                continue
+            topic = parts[0]
+            if n == 2:  # the common case: one chat
+                body = parts[1]
+                if body[:1] == PROBE_MARK:
+                    self._on_probe(topic, body)
+                    continue
+                frame = text_frame(body)
+                count = 1
+            else:  # several chats of one room, published together
+                chunks = []
+                for body in parts[1:]:
+                    if body[:1] == PROBE_MARK:
+                        self._on_probe(topic, body)
+                    else:
+                        chunks.append(text_frame(body))
+                if not chunks:
+                    continue
+                frame = b"".join(chunks)
+                count = len(chunks)
             room = room_of(topic)
             if room is None:
                 continue  # unsubscribed a moment ago
-            frame = text_frame(body)
             for member in room.members:
                 pending = touched.get(member)
                 if pending is None:
                     touched[member] = [frame]
                 else:
                     pending.append(frame)
-            delivered += len(room.members)
+            delivered += count * len(room.members)
         self.stats.messages_out += delivered
         limit = self.outbox_bytes
         for conn, frames in touched.items():

@@ -1,6 +1,8 @@
 """Topic framing and the envelope that crosses the broker.
 
-Every broker message has two ZeroMQ frames: `[topic, body]`.
+Every broker message is `[topic, body, ...]`: a topic frame, then one or
+more body frames for that topic (an edge publishes a burst of chats into one
+room as one message).
 
 ZeroMQ matches subscriptions by byte prefix, so a bare room id would let a
 subscriber of `r1` also receive `r10`. Topics are therefore framed: a kind
