@@ -4,6 +4,10 @@ Reading drains the SUB socket in bounded batches with non-blocking reads and
 yields to the event loop between batches: a plain `await recv()` loop never
 yields while messages are queued, so a flood from the broker would starve the
 WebSockets.
+
+Both sockets live on the aiohttp event loop. ZeroMQ tells the loop through
+its notification FD (registered once with `add_reader`), and the sockets are
+used with non-blocking calls only.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ BATCH_SIZE = 512
 # Plain ints: pyzmq's flag enums cost an enum operation per call on the hot path.
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_POLLIN = int(zmq.POLLIN)
 RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 1000
 HEARTBEAT_IVL_MS = 1000
@@ -61,6 +66,8 @@ class Bus:
         self._pub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._pub.underlying)
         self._monitors: list[zmq.asyncio.Socket] = []
         self._sub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._sub.underlying)
+        self._on_batch: Callable[[Batch], None] | None = None
+        self._drain_scheduled = False
 
     def publish(self, topic: bytes, body: bytes) -> None:
         # PUB never blocks: at its HWM it drops.
@@ -82,23 +89,58 @@ class Bus:
 
     def subscribe(self, topic: bytes) -> None:
         self._sub_now.setsockopt(zmq.SUBSCRIBE, topic)
+        self._recheck()
 
     def unsubscribe(self, topic: bytes) -> None:
         self._sub_now.setsockopt(zmq.UNSUBSCRIBE, topic)
+        self._recheck()
+
+    def _recheck(self) -> None:
+        # Any operation on a ZeroMQ socket may consume the edge of its
+        # notification FD; look again rather than miss a wake-up.
+        if self._on_batch is not None and not self._drain_scheduled:
+            self._drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain)
 
     async def run(self, on_batch: Callable[[Batch], None]) -> None:
+        """Deliver batches to `on_batch` until cancelled.
+
+        The SUB socket's notification FD stays registered with the event loop
+        for good: no future, task or epoll change per wake-up. Each callback
+        reads at most BATCH_SIZE messages and, if more are waiting, schedules
+        itself after whatever else the loop has ready.
+        """
+        loop = asyncio.get_running_loop()
+        self._on_batch = on_batch
+        fd = int(self._sub_now.getsockopt(zmq.FD))
+        loop.add_reader(fd, self._drain)
+        self._recheck()
+        try:
+            await asyncio.Future()  # runs until cancelled
+        finally:
+            loop.remove_reader(fd)
+            self._on_batch = None
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        on_batch = self._on_batch
+        if on_batch is None:
+            return
         recv = self._sub_now.recv_multipart
-        while True:
-            await self._sub.poll()  # POLLIN by default
-            batch: Batch = []
-            try:
-                for _ in range(BATCH_SIZE):
-                    batch.append(recv(zmq.NOBLOCK))
-            except zmq.Again:
-                pass
-            if batch:
-                on_batch(batch)
-            await asyncio.sleep(0)
+        batch: Batch = []
+        try:
+            for _ in range(BATCH_SIZE):
+                batch.append(recv(_NOBLOCK))
+        except zmq.Again:
+            pass
+        if batch:
+            on_batch(batch)
+        # The FD is edge-triggered: while messages remain, come back (after
+        # the WebSockets have had their turn) instead of waiting for an edge.
+        events = int(self._sub_now.getsockopt(zmq.EVENTS))
+        if events & _POLLIN and not self._drain_scheduled:
+            self._drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain)
 
     async def watch(self, on_disconnect: Callable[[], None]) -> None:
         """Report a dropped broker connection the moment libzmq sees it.
