@@ -1,4 +1,6 @@
-"""The aiohttp application of an edge: routes, WebSocket handler, lifecycle."""
+"""The aiohttp application of an edge: the page, health, metrics and HTTP API,
+and the lifecycle of the hub and its broker sockets. WebSocket upgrades never
+reach it: `edge.server` serves them."""
 
 from __future__ import annotations
 
@@ -32,7 +34,6 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app[SETTINGS] = settings
     app[GATE] = gate
     app.cleanup_ctx.append(_hub_lifecycle)
-    app.on_shutdown.append(_close_clients)
     app.router.add_get("/", index)
     app.router.add_get("/ws", websocket_only)
     app.router.add_get("/healthz", healthz)
@@ -76,14 +77,6 @@ async def _hub_lifecycle(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         bus.close()
-
-
-async def _close_clients(app: web.Application) -> None:
-    """Graceful shutdown: every client gets close 1001 after its queued messages."""
-    hub = app[HUB]
-    await hub.shutdown(app[SETTINGS].shutdown_timeout)
-    for conn in list(hub.connections):
-        conn.transport.abort()
 
 
 async def index(request: web.Request) -> web.StreamResponse:

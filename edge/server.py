@@ -143,6 +143,8 @@ async def serve(settings: EdgeSettings, ready: Callable[[], None] | None = None)
     finally:
         server.close()  # stop accepting
         await hub.shutdown(settings.shutdown_timeout)
+        for conn in list(hub.connections):  # what did not close in time
+            conn.transport.abort()
         await runner.cleanup()  # aiohttp's shutdown, then the hub's broker sockets
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
