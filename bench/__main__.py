@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     **{w: (w,) for w in WORKLOADS},
 }
 HELP = {
-    "all": "every workload against every server (about 10 minutes)",
+    "all": "every workload against every server (about 5 minutes)",
     "smoke": "a short fan-out run against ours; exits 1 on loss, misorder or leaks",
     "fanout": "R rooms x M members, S senders per room, closed loop with a window",
     "latency": "open loop at a fixed total rate; reports p50..max",
@@ -116,6 +116,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": now.strftime("%Y-%m-%d %H:%M UTC"),
         "stamp": stamp,
         "machine": machine.describe(),
+        "revision": machine.revision(),
         "cpus": cpus.to_json(),
         "params": {k: getattr(params, k) for k in Params.__slots__},
         "servers": servers,
@@ -152,10 +153,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def one_line(r: dict[str, Any]) -> str:
+    if r["workload"] == "scale":
+        return (
+            f"scale {r['server']}: {r['connections']:,} connections in {r['connect_s']:.2f} s, "
+            f"server RSS +{r['server_rss_held_mib'] - r['server_rss_idle_mib']:.1f} MiB "
+            f"({r['rss_per_connection_kib']} KiB per connection)"
+        )
     lat = r["latency_ms"]
     return (
         f"{r['workload']} {r['server']}: sent {r['sent']:,} received {r['received']:,}/"
         f"{r['expected']:,} loss {r['loss']:,} order {r['order_violations']} "
+        f"dup {r['duplicates']} "
         f"leaks {r['leaks']} | {r['delivered_per_s']:,.0f} deliveries/s, "
         f"p99 {report.ms(lat['p99'])} ms | server CPU {r['server_cpu_s']:.2f} s, "
         f"load gen CPU {r['loadgen_cpu_s']:.2f} s"

@@ -58,7 +58,7 @@ def _traffic_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
         rows.append([
             r["server"], num(r["sent"]), num(r["expected"]), num(r["received"]),
             f"{num(r['loss'])} ({r['loss_pct']:.2f} %)", num(r["order_violations"]),
-            num(r["leaks"]), num(r["errors"]), num(r["delivered_per_s"]),
+            num(r["duplicates"]), num(r["leaks"]), num(r["errors"]), num(r["delivered_per_s"]),
             ms(lat["p50"]), ms(lat["p90"]), ms(lat["p99"]), ms(lat["p99.9"]), ms(lat["max"]),
             f"{num(r['server_cpu_s'], 2)} ({num(r['server_cpu_pct'])} %)",
             num(r["deliveries_per_server_cpu_s"]), gen, num(r["server_peak_rss_mib"], 1),
@@ -68,7 +68,7 @@ def _traffic_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
 
 
 TRAFFIC_HEADER = [
-    "server", "sent", "expected", "received", "loss", "order viol.", "leaks", "errors",
+    "server", "sent", "expected", "received", "loss", "order viol.", "dup.", "leaks", "errors",
     "delivered/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
     "server CPU s (% of its cores)", "deliveries / server CPU-s",
     "load gen CPU s (% of its cores)", "server peak RSS MiB", "other load on the machine",
@@ -145,6 +145,8 @@ def markdown(session: dict[str, Any], plot: str | None = None) -> str:
         f"- machine: {m['nproc']} cores ({m['cpu_model']}), Linux {m['kernel']}, "
         f"Python {m['python']}, Node {m['node'] or 'absent'}, {m['redis'] or 'no redis'}",
         f"- cores: {session['cpus']['note']}",
+        f"- code: commit {session.get('revision') or 'unknown'}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items() if v),
         "- latency: from the time a message was due to be sent (monotonic clock, same "
         "machine) to its arrival at each member; CPU seconds count from go to the last "
         "delivery or drain timeout",

@@ -59,6 +59,7 @@ def summarize(workload: str, servers: ServerSet, params: dict[str, Any], raw: Ra
         "loss": lost,
         "loss_pct": 100.0 * lost / expected if expected else 0.0,
         "order_violations": sum(r["order_violations"] for r in results),
+        "duplicates": sum(r["duplicates"] for r in results),
         "leaks": sum(r["leaks"] for r in results),
         "errors": sum(r["errors"] for r in results),
         "duration_s": round(window, 3),

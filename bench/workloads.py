@@ -116,6 +116,7 @@ class Workload:
             "missing": sum(self.pending.values()),
             "leaks": ledger.leaks,
             "order_violations": ledger.order_violations,
+            "duplicates": ledger.duplicates,
             "errors": sum(c.errors for c in self.conns) + self.failures,
             "latency": ledger.latency.to_json(),
             "started": self.started,
@@ -233,7 +234,8 @@ class Churn(Workload):
 
     One anchor per room stays joined throughout, so each chat is due twice
     (the churner's own echo and the anchor's copy) and the rooms stay open.
-    Chats from other churners in the same room are checked for leaks only.
+    Chats from other churners in the same room are checked for leaks only;
+    anything that reaches a churner after its leave was confirmed is a leak.
     """
 
     def __init__(self, share: Share, session: aiohttp.ClientSession) -> None:
@@ -288,11 +290,14 @@ class Churn(Workload):
 
         def on_chat(got_room: str, message: str) -> None:
             stamp = ledger.check(member, got_room, message)
-            if stamp is None or stamp.sender != sender:
-                return  # a leak (counted) or another churner's chat (not ours to count)
+            if stamp is None or stamp.sender != sender or stamp.seq != seq:
+                # A leak (counted), or a chat due to others: another churner's, or
+                # this churner's previous one, still on its way when this
+                # connection joined.
+                return
             if ledger.accept(member, stamp, clock()):
                 self.acknowledge(stamp)
-            if stamp.seq == seq and not echo.done():
+            if not echo.done():
                 echo.set_result(None)
 
         conn = await open_conn(self.share.transport, self.session, url, on_chat)
@@ -303,6 +308,7 @@ class Churn(Workload):
             await conn.chat(room_id, message)
             await asyncio.wait_for(echo, CHURN_ECHO_TIMEOUT)
             await conn.leave(room_id)
+            member.left = True
         finally:
             self.failures += conn.errors
             await conn.close()

@@ -104,13 +104,15 @@ def test_in_order_deliveries_are_acknowledged() -> None:
     assert ledger.latency.count == 3
 
 
-def test_duplicates_and_reordering_are_violations_not_acknowledgements() -> None:
+def test_late_and_duplicate_copies_are_order_violations() -> None:
     ledger, member = Ledger(), Member("r1", 1)
-    assert ledger.deliver(member, "r1", _msg(1, 9, 2), 0) is not None
-    assert ledger.deliver(member, "r1", _msg(1, 9, 1), 0) is None  # late
-    assert ledger.deliver(member, "r1", _msg(1, 9, 2), 0) is None  # again
-    assert ledger.deliver(member, "r1", _msg(1, 8, 1), 0) is not None  # other sender
-    assert (ledger.received, ledger.order_violations) == (4, 2)
+    assert ledger.deliver(member, "r1", _msg(1, 9, 3), 0) is not None  # 1 and 2 skipped
+    assert ledger.deliver(member, "r1", _msg(1, 9, 1), 0) is not None  # late, still new
+    assert ledger.deliver(member, "r1", _msg(1, 9, 1), 0) is None  # a second copy
+    assert ledger.deliver(member, "r1", _msg(1, 9, 3), 0) is None  # a second copy
+    assert ledger.deliver(member, "r1", _msg(1, 8, 1), 0) is not None  # another sender
+    assert (ledger.received, ledger.order_violations, ledger.duplicates) == (5, 3, 2)
+    assert member.gaps[9] == {2}
 
 
 def test_messages_from_another_room_are_leaks() -> None:
@@ -119,6 +121,14 @@ def test_messages_from_another_room_are_leaks() -> None:
     assert ledger.deliver(member, "r1", _msg(10, 9, 1), 0) is None  # stamp of room 10
     assert ledger.deliver(member, "r1", "not a bench message", 0) is None
     assert (ledger.leaks, ledger.received) == (3, 0)
+
+
+def test_messages_after_a_confirmed_leave_are_leaks() -> None:
+    ledger, member = Ledger(), Member("r1", 1)
+    assert ledger.deliver(member, "r1", _msg(1, 9, 1), 0) is not None
+    member.left = True
+    assert ledger.deliver(member, "r1", _msg(1, 9, 2), 0) is None
+    assert (ledger.leaks, ledger.received) == (1, 1)
 
 
 def test_warm_up_counts_deliveries_but_not_their_latency() -> None:
@@ -143,7 +153,7 @@ def test_loss_is_what_was_never_acknowledged() -> None:
     handlers[0]("r0", _msg(0, 0, 2))
     handlers[0]("r0", _msg(0, 0, 2))  # a duplicate must not stand in for a missing copy
     assert work.result()["missing"] == 2
-    assert work.result()["order_violations"] == 1
+    assert (work.result()["order_violations"], work.result()["duplicates"]) == (1, 1)
     assert (work.sent, work.expected, work.ledger.received) == (2, 6, 5)
 
 
