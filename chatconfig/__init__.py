@@ -73,6 +73,9 @@ class EdgeSettings:
     probe_timeout: float = setting(
         3.0, "seconds without a probe round trip before /healthz reports 503"
     )
+    handshake_timeout: float = setting(
+        10.0, "seconds a new connection may take to send its HTTP request head"
+    )
     shutdown_timeout: float = setting(
         5.0, "seconds a graceful shutdown may spend flushing and closing clients"
     )

@@ -128,6 +128,15 @@ def middleware(gate: Gate) -> Middleware:
             )
         if checked is not None:
             request[IDENTITY] = checked
-        return await handler(request)
+        # One request per connection: a later request on a kept-alive
+        # connection could be a WebSocket upgrade, and only a fresh connection
+        # passes the front door that serves those.
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.force_close()
+            raise
+        response.force_close()
+        return response
 
     return guard

@@ -39,7 +39,7 @@ _REASONS = {401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests"}
 
 
 class FrontDoor(asyncio.Protocol):
-    __slots__ = ("gate", "head", "http_factory", "hub", "transport")
+    __slots__ = ("deadline", "gate", "head", "http_factory", "hub", "transport")
 
     def __init__(self, hub: Hub, gate: Gate, http_factory: Callable[[], asyncio.Protocol]):
         self.hub = hub
@@ -47,10 +47,21 @@ class FrontDoor(asyncio.Protocol):
         self.http_factory = http_factory
         self.head = b""
         self.transport: asyncio.Transport | None = None
+        self.deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        # A client that never finishes its request head must not hold a socket forever.
+        self.deadline = asyncio.get_running_loop().call_later(
+            self.hub.settings.handshake_timeout, self.transport.abort
+        )
+
+    def _leave(self) -> None:
+        """This connection is decided: no more head reading, no more deadline."""
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
 
     def data_received(self, data: bytes) -> None:
         self.head += data
@@ -70,9 +81,11 @@ class FrontDoor(asyncio.Protocol):
             self._hand_over()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._leave()
         self.transport = None
 
     def _hand_over(self) -> None:
+        self._leave()
         transport = self.transport
         assert transport is not None
         protocol = self.http_factory()
@@ -82,6 +95,7 @@ class FrontDoor(asyncio.Protocol):
         self.head = b""
 
     def _answer(self, response: bytes) -> None:
+        self._leave()
         assert self.transport is not None
         self.transport.write(response)
         self.transport.close()
@@ -112,6 +126,7 @@ class FrontDoor(asyncio.Protocol):
             return self._answer(
                 http_response(admitted.status, reason, admitted.text + "\n", **admitted.headers)
             )
+        self._leave()
         transport.write(handshake_accept(request))
         conn = hub.open(transport, admitted.identity, ip)
         transport.set_protocol(conn)

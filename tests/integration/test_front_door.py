@@ -1,0 +1,59 @@
+"""The front door: what a connection gets before it is a WebSocket."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from tests.support.procs import Cluster
+
+UPGRADE = (
+    "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+)
+
+
+def exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send `data`, read until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+def test_http_is_one_request_per_connection(shared_cluster: Cluster) -> None:
+    port = shared_cluster.edges[0].port
+    reply = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+    head = reply.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 200")
+    assert b"connection: close" in head  # and the server did close: exchange() returned
+    missing = exchange(port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert missing.startswith(b"HTTP/1.1 404")
+
+
+def test_upgrade_refusals(shared_cluster: Cluster) -> None:
+    port = shared_cluster.edges[0].port
+    old = exchange(port, UPGRADE.format(path="/", version="8").encode())
+    assert old.startswith(b"HTTP/1.1 426") and b"Sec-WebSocket-Version: 13" in old
+    badkey = exchange(port, UPGRADE.format(path="/ws", version="13").replace(
+        "dGhlIHNhbXBsZSBub25jZQ==", "short").encode())
+    assert badkey.startswith(b"HTTP/1.1 400")
+    elsewhere = exchange(port, UPGRADE.format(path="/other", version="13").encode())
+    assert elsewhere.startswith(b"HTTP/1.1 404")
+    huge = exchange(port, b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000)
+    assert huge.startswith(b"HTTP/1.1 431")
+
+
+def test_an_unfinished_request_head_is_dropped(cluster_factory: Callable[..., Cluster]) -> None:
+    cluster = cluster_factory(edges=1, edge_args=["--handshake-timeout", "0.3"])
+    port = cluster.edges[0].port
+    # Half a request, then silence: the edge hangs up instead of waiting forever.
+    assert exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n", timeout=10) == b""
