@@ -133,8 +133,13 @@ class Bus:
                 batch.append(recv(_NOBLOCK))
         except zmq.Again:
             pass
-        if batch:
-            on_batch(batch)
+        try:
+            if batch:
+                on_batch(batch)
+        finally:
+            self._schedule_if_pending()
+
+    def _schedule_if_pending(self) -> None:
         # The FD is edge-triggered: while messages remain, come back (after
         # the WebSockets have had their turn) instead of waiting for an edge.
         events = int(self._sub_now.getsockopt(zmq.EVENTS))

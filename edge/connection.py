@@ -22,6 +22,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "__weakref__",
         "close_reason",
+        "closer",
         "conn_id",
         "hub",
         "identity",
@@ -45,20 +46,26 @@ class Connection(asyncio.Protocol):
         self.hub = hub
         self.conn_id = conn_id
         self.transport = transport
-        self.parser = parser
+        self.parser: FrameParser | None = parser  # None once closing: nothing more to parse
         self.identity = identity  # from the token; None when the edge runs without a secret
         self.limits = limits
         self.ip = ip
         self.silent = False  # no frame from the peer since the last ping
         self.close_reason: str | None = None
+        self.closer: asyncio.TimerHandle | None = None  # aborts a close that takes too long
 
     # asyncio.Protocol
 
     def data_received(self, data: bytes) -> None:
-        if self.close_reason is not None:
-            return  # closing: whatever else the peer says no longer matters
-        for event in self.parser.feed(data):
-            self.hub.on_event(self, event)
+        parser = self.parser
+        if parser is None:
+            return  # closing: read and drop, so unread input never turns into a reset
+        hub = self.hub
+        for event in parser.feed(data):
+            hub.on_event(self, event)
+            if self.close_reason is not None:
+                return  # frames after a close (in the same read) mean nothing
+        hub.check_outbox(self)
 
     def eof_received(self) -> bool:
         return False  # the peer half-closed: close our side too

@@ -123,9 +123,11 @@ def middleware(gate: Gate) -> Middleware:
             request.headers.get("Authorization"), request.query.get("token"),
         )
         if isinstance(checked, Refusal):
-            return web.Response(
+            refusal = web.Response(
                 status=checked.status, text=checked.text + "\n", headers=checked.headers
             )
+            refusal.force_close()
+            return refusal
         if checked is not None:
             request[IDENTITY] = checked
         # One request per connection: a later request on a kept-alive

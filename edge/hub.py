@@ -94,6 +94,7 @@ class Hub:
         self._outgoing: dict[bytes, list[bytes]] = {}  # chats to publish, per room topic
         self._flush_scheduled = False
         self._barrier_token = 0
+        self.closing = False
         bus.subscribe(self.probes.topic)
 
     # Connections.
@@ -132,8 +133,10 @@ class Hub:
     def receive(self, conn: Connection, data: str | bytes) -> None:
         conn.silent = False
         self._execute(conn, self.handler.handle(conn, conn.sender, data))
+
+    def check_outbox(self, conn: Connection) -> None:
+        """After a client's input: replies (pongs, errors) count against its outbox too."""
         if conn.close_reason is None and conn.backlog() > self.outbox_bytes:
-            # Its own replies piled up: a client that sends but does not read.
             self.close(conn, 1013, "too slow: outbox full", "slow")
 
     def receive_binary(self, conn: Connection) -> None:
@@ -157,10 +160,21 @@ class Hub:
             self._finish(conn, 1000 if code is None else code, "")
 
     def _finish(self, conn: Connection, code: int, reason: str) -> None:
-        conn.transport.write(close_frame(code, reason))
+        transport = conn.transport
+        transport.write(close_frame(code, reason))
         self._leave_all(conn)
-        conn.transport.close()
-        asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort_late, conn)
+        conn.parser = None  # frees any half-received message
+        # FIN after what is queued, but keep reading (and dropping) until the
+        # peer closes: closing a socket with unread input sends a reset, and a
+        # reset destroys the queued messages and the close frame with them.
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()
+        if conn.closer is None:
+            conn.closer = asyncio.get_running_loop().call_later(
+                CLOSE_GRACE, self._abort_late, conn
+            )
 
     def _abort_late(self, conn: Connection) -> None:
         if not conn.transport.is_closing() or conn.backlog():
@@ -174,6 +188,10 @@ class Hub:
             return
         self.connections.discard(conn)
         self.expiries.discard(conn)
+        if conn.closer is not None:
+            conn.closer.cancel()
+            conn.closer = None
+        conn.parser = None
         if self.gate is not None:
             self.gate.release(conn.ip)
         if not self.connections and self._all_gone is not None:
@@ -300,6 +318,8 @@ class Hub:
                 log.info("broker path live (round trip %.1f ms)", self.probes.last_rtt * 1000)
                 self._reverify_rooms(now)
             return
+        if not self.probes.room_probe_matches(topic, token):
+            return  # from an earlier subscription of this room, or stale
         self.probes.room_settled(topic)
         for conn, frame in self.handler.acknowledge_live(topic, _connection_id):
             conn.write(text_frame(frame))
@@ -337,6 +357,7 @@ class Hub:
         # The path was broken (broker restart?): ZeroMQ resends subscriptions on
         # reconnect; probing every room proves each one made it.
         for room in self.registry.mark_all_unverified():
+            self.probes.room_settled(room.topic)  # probes sent before the break are void
             self._probe_room(room.topic, now)
 
     def tick(self) -> None:
@@ -349,7 +370,7 @@ class Hub:
             self.stats.probes_sent += 1
         if was_healthy and not self.probes.healthy(now):
             log.warning("broker path down: no probe back for %.1f s", self.probes.timeout)
-        for room in list(self.registry.pending()):
+        for room in self.registry.pending():
             self._probe_room(room.topic, now)
         for conn in self.expiries.pop_due(time.time()):
             self.close(conn, 4001, "token expired", "token_expired")
@@ -372,6 +393,7 @@ class Hub:
 
     async def shutdown(self, grace: float) -> None:
         """Deliver what is in flight, close every client with 1001 at once, wait for them."""
+        self.closing = True  # the front door refuses upgrades from now on
         deadline = time.monotonic() + grace
         if self.connections and self.healthy():
             await self.flush_from_broker(min(1.0, grace / 2))
@@ -389,7 +411,7 @@ class Hub:
             "chat_connections": len(self.connections),
             "chat_rooms": rooms,
             "chat_subscriptions": rooms,
-            "chat_pending_rooms": sum(1 for _ in self.registry.pending()),
+            "chat_pending_rooms": self.registry.pending_count(),
             "chat_broker_up": 1.0 if self.healthy() else 0.0,
             "chat_broker_rtt_seconds": rtt if rtt is not None else float("nan"),
         }

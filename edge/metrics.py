@@ -74,7 +74,8 @@ class EdgeCollector(Collector):
         yield disconnects
         refused = CounterMetricFamily(
             "chat_upgrades_refused",
-            "WebSocket upgrades refused by the token, origin or per-IP checks, by status",
+            "WebSocket upgrades refused, by HTTP status (401 token, 403 origin, 429 per-IP"
+            " cap, 503 not ready or full, 400/426/431 malformed)",
             labels=["status"],
         )
         for status, n in sorted(s.refused.items()):

@@ -24,8 +24,11 @@ class ProbeClock:
         self._last_sent = float("-inf")
         self.last_seen: float | None = None
         self.last_rtt: float | None = None
-        self._room_probe = probe_body(edge_id, 0)
         self._room_sent: dict[bytes, float] = {}
+        # A token per subscription: a probe left over from an earlier
+        # subscription of the same room must not make a new one look live.
+        self._room_tokens: dict[bytes, int] = {}
+        self._room_token_seq = 0
 
     # Health of the whole path.
 
@@ -68,10 +71,19 @@ class ProbeClock:
     # Liveness of one room's subscription.
 
     def room_probe_due(self, topic: bytes, now: float) -> bytes | None:
+        token = self._room_tokens.get(topic)
+        if token is None:
+            self._room_token_seq += 1
+            token = self._room_tokens[topic] = self._room_token_seq
         if now - self._room_sent.get(topic, float("-inf")) < self.retry:
             return None
         self._room_sent[topic] = now
-        return self._room_probe
+        return probe_body(self.edge_id, token)
+
+    def room_probe_matches(self, topic: bytes, token: int) -> bool:
+        return self._room_tokens.get(topic) == token
 
     def room_settled(self, topic: bytes) -> None:
+        """Stop probing the room; a later subscription gets a fresh token."""
         self._room_sent.pop(topic, None)
+        self._room_tokens.pop(topic, None)

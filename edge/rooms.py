@@ -39,7 +39,8 @@ class Room(Generic[M]):
         self.topic = room_topic(room_id)
         self.members: set[M] = set()
         self.live = False
-        self.waiting: list[M] = []  # members whose `joined` reply waits for liveness
+        # Members whose `joined` reply waits for liveness (a dict: ordered, no repeats).
+        self.waiting: dict[M, None] = {}
 
 
 class RoomRegistry(Generic[M]):
@@ -48,6 +49,7 @@ class RoomRegistry(Generic[M]):
         self._by_topic: dict[bytes, Room[M]] = {}
         self._by_id: dict[str, Room[M]] = {}
         self._memberships: dict[M, dict[str, Room[M]]] = {}
+        self._pending: dict[bytes, Room[M]] = {}  # rooms not yet proven live
 
     # Queries.
 
@@ -69,8 +71,11 @@ class RoomRegistry(Generic[M]):
     def is_member(self, member: M, room_id: str) -> bool:
         return room_id in self._memberships.get(member, {})
 
-    def pending(self) -> Iterator[Room[M]]:
-        return (room for room in self._by_id.values() if not room.live)
+    def pending(self) -> list[Room[M]]:
+        return list(self._pending.values())
+
+    def pending_count(self) -> int:
+        return len(self._pending)
 
     # Transitions.
 
@@ -80,7 +85,7 @@ class RoomRegistry(Generic[M]):
             room = mine[room_id]
             if room.live:
                 return JoinOutcome.JOINED
-            room.waiting.append(member)
+            room.waiting[member] = None  # one `joined` answers every pending join
             return JoinOutcome.WAIT
         if mine is not None and len(mine) >= self.max_rooms_per_member:
             return JoinOutcome.TOO_MANY_ROOMS
@@ -96,13 +101,14 @@ class RoomRegistry(Generic[M]):
             room = Room(room_id)
             self._by_id[room_id] = room
             self._by_topic[room.topic] = room
+            self._pending[room.topic] = room
             outcome = JoinOutcome.SUBSCRIBE
         room.members.add(member)
         if mine is None:
             mine = self._memberships[member] = {}
         mine[room_id] = room
         if outcome is not JoinOutcome.JOINED:
-            room.waiting.append(member)
+            room.waiting[member] = None
         return outcome
 
     def leave(self, member: M, room_id: str) -> tuple[LeaveOutcome, Room[M] | None]:
@@ -131,22 +137,24 @@ class RoomRegistry(Generic[M]):
         if room is None or room.live:
             return []
         room.live = True
-        waiting, room.waiting = room.waiting, []
-        return waiting
+        self._pending.pop(topic, None)
+        waiting, room.waiting = room.waiting, {}
+        return list(waiting)
 
     def mark_all_unverified(self) -> list[Room[M]]:
         """After the broker path broke, every room must prove its subscription again."""
         rooms = list(self._by_id.values())
         for room in rooms:
             room.live = False
+            self._pending[room.topic] = room
         return rooms
 
     def _remove(self, member: M, room: Room[M]) -> LeaveOutcome:
         room.members.discard(member)
-        if member in room.waiting:
-            room.waiting = [m for m in room.waiting if m != member]
+        room.waiting.pop(member, None)
         if room.members:
             return LeaveOutcome.LEFT
         del self._by_id[room.room_id]
         del self._by_topic[room.topic]
+        self._pending.pop(room.topic, None)
         return LeaveOutcome.UNSUBSCRIBE

@@ -85,7 +85,9 @@ class FrontDoor(asyncio.Protocol):
         self.transport = None
 
     def _hand_over(self) -> None:
-        self._leave()
+        # The deadline stays: a plain HTTP connection (one request, then
+        # closed) must be done within the same time, body included.
+        self.deadline = None
         transport = self.transport
         assert transport is not None
         protocol = self.http_factory()
@@ -97,6 +99,7 @@ class FrontDoor(asyncio.Protocol):
     def _answer(self, response: bytes) -> None:
         self._leave()
         assert self.transport is not None
+        self.hub.stats.refused[int(response[9:12])] += 1  # "HTTP/1.1 NNN"
         self.transport.write(response)
         self.transport.close()
 
@@ -107,9 +110,10 @@ class FrontDoor(asyncio.Protocol):
         refusal = handshake_refusal(request)
         if refusal is not None:
             return self._answer(refusal)
-        if hub.probes.last_seen is None:
+        if hub.closing or not hub.healthy():
+            # What /healthz says: a load balancer should send this client elsewhere.
             return self._answer(http_response(
-                503, "Service Unavailable", "edge not ready: broker not reached yet\n"
+                503, "Service Unavailable", "edge not ready: broker path down or shutting down\n"
             ))
         if len(hub.connections) >= hub.settings.max_connections:
             return self._answer(
@@ -121,7 +125,6 @@ class FrontDoor(asyncio.Protocol):
             request.header("origin"), request.header("authorization"), request.query("token"), ip
         )
         if isinstance(admitted, Refusal):
-            hub.stats.refused[admitted.status] += 1
             reason = _REASONS.get(admitted.status, "Refused")
             return self._answer(
                 http_response(admitted.status, reason, admitted.text + "\n", **admitted.headers)
@@ -139,7 +142,9 @@ async def serve(settings: EdgeSettings, ready: Callable[[], None] | None = None)
     """Run an edge until SIGTERM or SIGINT, then shut down gracefully."""
     loop = asyncio.get_running_loop()
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # aiohttp only serves short one-request connections here; at shutdown it
+    # gets a second, not the clients' grace period, to finish them.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()  # starts the hub and its broker sockets
     hub, gate = app[HUB], app[GATE]
     http_factory = runner.server

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD_BYTES = 16 * 1024
+FRAGMENT_COST = 64
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -75,6 +76,10 @@ def parse_request_head(head: bytes) -> Request:
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         raise BadRequest("malformed request line")
+    try:
+        urlsplit(parts[1])
+    except ValueError:
+        raise BadRequest("malformed request target") from None
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
@@ -240,7 +245,9 @@ class FrameParser:
 
     def _append(self, fin: bool, payload: bytes) -> Event | None:
         assert self._fragments is not None
-        self._fragments_size += len(payload)
+        # Every fragment costs at least FRAGMENT_COST: a message of a million
+        # empty continuation frames is as "big" as one of real bytes.
+        self._fragments_size += len(payload) + FRAGMENT_COST
         if self._fragments_size > self.max_size:
             return Violation(CLOSE_TOO_BIG, "message too big")
         self._fragments.append(payload)

@@ -57,3 +57,25 @@ def test_an_unfinished_request_head_is_dropped(cluster_factory: Callable[..., Cl
     port = cluster.edges[0].port
     # Half a request, then silence: the edge hangs up instead of waiting forever.
     assert exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n", timeout=10) == b""
+
+
+def test_refusals_close_the_connection_too(cluster_factory: Callable[..., Cluster]) -> None:
+    cluster = cluster_factory(edges=1, env={"CHAT_JWT_SECRET": "s" * 32})
+    port = cluster.edges[0].port
+    # 401 from the HTTP side, then an upgrade on the same connection: it must
+    # never reach aiohttp, so the connection ends after the first answer.
+    reply = exchange(
+        port,
+        b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+        + UPGRADE.format(path="/ws", version="13").encode(),
+    )
+    assert reply.startswith(b"HTTP/1.1 401")
+    assert reply.count(b"HTTP/1.1 ") == 1
+
+
+def test_a_target_that_does_not_parse_gets_a_clean_answer(shared_cluster: Cluster) -> None:
+    # The front door refuses to parse it and hands it to aiohttp, which answers.
+    reply = exchange(
+        shared_cluster.edges[1].port, UPGRADE.format(path="//[x/ws", version="13").encode()
+    )
+    assert reply.startswith(b"HTTP/1.1 4")

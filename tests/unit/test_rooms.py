@@ -77,3 +77,12 @@ def test_unverified_rooms_are_probed_again() -> None:
     assert [r.room_id for r in reg.mark_all_unverified()] == ["r"]
     assert reg.join("b", "r") is JoinOutcome.WAIT
     assert reg.mark_live(room_topic("r")) == ["b"]
+
+
+def test_repeated_joins_of_a_pending_room_wait_once() -> None:
+    reg: RoomRegistry[str] = RoomRegistry(32)
+    reg.join("a", "r")
+    for _ in range(5):
+        assert reg.join("a", "r") is JoinOutcome.WAIT
+    assert reg.mark_live(room_topic("r")) == ["a"]
+    assert reg.pending_count() == 0

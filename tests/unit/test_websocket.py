@@ -146,3 +146,15 @@ def test_any_chunking_gives_the_same_messages(payloads: list[bytes], cuts: list[
 @given(st.binary(max_size=400))
 def test_garbage_never_raises(data: bytes) -> None:
     FrameParser(200).feed(data)
+
+
+def test_empty_fragments_count_toward_the_size_cap() -> None:
+    p = FrameParser(1000)
+    stream = mask_frame(OP_TEXT, b"", fin=False) + mask_frame(0x0, b"", fin=False) * 100
+    events = p.feed(stream)
+    assert isinstance(events[-1], Violation) and events[-1].code == 1009
+
+
+def test_a_request_target_that_does_not_parse_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest):
+        parse_request_head(b"GET //[x/ws HTTP/1.1\r\nHost: h")
