@@ -10,6 +10,7 @@ connect, join, chat, leave, disconnect against rooms kept alive by anchors.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import random
@@ -28,7 +29,7 @@ CLOSE_TIMEOUT = 10.0
 CHURN_ECHO_TIMEOUT = 5.0
 
 
-class Workload:
+class Workload(abc.ABC):
     """Counters and acknowledgements shared by every mode."""
 
     def __init__(self, share: Share, session: aiohttp.ClientSession) -> None:
@@ -91,11 +92,11 @@ class Workload:
         await conn.join(member.room_id)
         return conn
 
-    async def setup(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def setup(self) -> None: ...
 
-    async def run(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def run(self) -> None: ...
 
     async def drain(self) -> None:
         self.stopping = True

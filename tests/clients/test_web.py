@@ -37,7 +37,7 @@ def room(label: str = "room") -> str:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
+        pytest.fail(f"needs Chromium at {CHROMIUM}: scripts/test.sh installs it (apt-get)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
