@@ -451,25 +451,5 @@ class ChatClient:
         await self._notify(ready=False)
 
 
-def connect(
-    urls: str | Sequence[str],
-    *,
-    token: str | None = None,
-    backoff: Backoff | None = None,
-    request_timeout: float = REQUEST_TIMEOUT,
-    connect_timeout: float = CONNECT_TIMEOUT,
-    heartbeat: float | None = HEARTBEAT,
-    inbox_size: int = INBOX_SIZE,
-    on_status: Callable[[Status], None] | None = None,
-) -> ChatClient:
-    """A client for `urls`, tried in order; use `async with connect(...) as client:`."""
-    return ChatClient(
-        urls,
-        token=token,
-        backoff=backoff,
-        request_timeout=request_timeout,
-        connect_timeout=connect_timeout,
-        heartbeat=heartbeat,
-        inbox_size=inbox_size,
-        on_status=on_status,
-    )
+# `async with connect(urls) as client:` reads better than the class name; same object.
+connect = ChatClient
