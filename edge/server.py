@@ -22,7 +22,7 @@ from chatconfig import EdgeSettings
 from edge.app import GATE, HUB, create_app
 from edge.guard import Gate, Refusal
 from edge.hub import Hub
-from protocol.websocket import (
+from protocol.handshake import (
     MAX_HEAD_BYTES,
     BadRequest,
     Request,

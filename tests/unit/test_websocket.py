@@ -1,4 +1,4 @@
-"""The sans-I/O WebSocket handshake and frame parser."""
+"""The sans-I/O WebSocket frame parser."""
 
 from __future__ import annotations
 
@@ -14,53 +14,13 @@ from protocol.websocket import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    BadRequest,
     Control,
     FrameParser,
     Message,
     Violation,
-    accept_key,
-    handshake_accept,
-    handshake_refusal,
-    parse_request_head,
     unmask,
 )
 from tests.support.rawws import mask_frame
-
-HEAD = (
-    b"GET /ws?token=abc%20d&x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\n"
-    b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    b"Sec-WebSocket-Version: 13\r\nOrigin: https://a.example"
-)
-
-
-def test_rfc_accept_key() -> None:
-    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-
-
-def test_handshake() -> None:
-    req = parse_request_head(HEAD)
-    assert req.is_websocket_upgrade
-    assert req.path == "/ws"
-    assert req.query("token") == "abc d"
-    assert req.query("nope") is None
-    assert req.header("origin") == "https://a.example"
-    assert handshake_refusal(req) is None
-    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in handshake_accept(req)
-
-
-def test_handshake_refusals() -> None:
-    old = parse_request_head(HEAD.replace(b"Version: 13", b"Version: 8"))
-    refusal = handshake_refusal(old)
-    assert refusal is not None and refusal.startswith(b"HTTP/1.1 426")
-    badkey = parse_request_head(HEAD.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"short"))
-    refusal = handshake_refusal(badkey)
-    assert refusal is not None and refusal.startswith(b"HTTP/1.1 400")
-    plain = parse_request_head(b"GET / HTTP/1.1\r\nHost: h")
-    assert not plain.is_websocket_upgrade
-    for bad in (b"GARBAGE", b"GET / HTTP/1.1\r\nno colon here", b"GET /\r\n"):
-        with pytest.raises(BadRequest):
-            parse_request_head(bad)
 
 
 def test_messages_and_controls() -> None:
@@ -153,8 +113,3 @@ def test_empty_fragments_count_toward_the_size_cap() -> None:
     stream = mask_frame(OP_TEXT, b"", fin=False) + mask_frame(0x0, b"", fin=False) * 100
     events = p.feed(stream)
     assert isinstance(events[-1], Violation) and events[-1].code == 1009
-
-
-def test_a_request_target_that_does_not_parse_is_a_bad_request() -> None:
-    with pytest.raises(BadRequest):
-        parse_request_head(b"GET //[x/ws HTTP/1.1\r\nHost: h")
