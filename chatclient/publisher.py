@@ -19,14 +19,13 @@ import time
 from types import TracebackType
 from typing import Any
 
-import msgspec
 import zmq
 
 from broker.keys import apply_client, client_keys
 from chatconfig import DEFAULT_BROKER_PUB, DEFAULT_BROKER_SUB
+from protocol.chats import check_chat
 from protocol.codec import encode_chat
 from protocol.ids import Sequence, new_instance_id
-from protocol.messages import RoomId
 from protocol.topics import edge_topic, parse_probe, probe_body, room_topic
 
 PROBE_EVERY = 0.05  # seconds between probes while the path is not yet proven
@@ -130,14 +129,11 @@ class Publisher:
         Never blocks: ZeroMQ queues the message (and drops it at the high-water
         mark, or while the broker is unreachable).
         """
-        try:
-            msgspec.convert(room_id, RoomId)
-        except msgspec.ValidationError:
-            raise ValueError(
-                "room id must be 1 to 128 characters without control characters"
-            ) from None
-        if len(message) > self.max_message_chars:
-            raise ValueError(f"message is longer than {self.max_message_chars} characters")
+        # The same rules as a chat sent through an edge. The path is not
+        # known here: ZeroMQ queues while the broker is away (see wait_live).
+        refused = check_chat(room_id, message, self.max_message_chars, path_up=True)
+        if refused is not None:
+            raise ValueError(refused.text)
         message_id = self._ids.next()
         body = encode_chat(
             room_id, message, message_id, sender or self.sender, time.time_ns() // 1_000_000

@@ -15,9 +15,11 @@ import msgspec
 from aiohttp import web
 
 from chatconfig import EdgeSettings
-from edge.hub import Hub
+from edge.node import Edge
+from protocol.chats import check_chat, check_room_id
 from protocol.codec import encode
-from protocol.messages import Error, ErrorBody, RoomId
+from protocol.errors import ErrorCode
+from protocol.messages import Error, ErrorBody
 
 STATIC_DIR = Path(__file__).parent / "static"
 INDEX_PAGE = STATIC_DIR / "index.html"
@@ -44,8 +46,8 @@ class PostedMessage(msgspec.Struct):
 _posted_decoder = msgspec.json.Decoder(PostedMessage)
 
 
-def add_routes(app: web.Application, settings: EdgeSettings, hub: web.AppKey[Hub]) -> None:
-    api = Api(settings, hub)
+def add_routes(app: web.Application, settings: EdgeSettings, edge: web.AppKey[Edge]) -> None:
+    api = Api(settings, edge)
     app.router.add_get("/api/edges", api.edges)
     # `.+` so that a room id with a `/` in it (sent as %2F) is still addressable.
     app.router.add_post("/api/rooms/{room_id:.+}/messages", api.post_message)
@@ -78,10 +80,10 @@ def bearer_matches(authorization: str | None, key: str) -> bool:
 
 
 class Api:
-    def __init__(self, settings: EdgeSettings, hub: web.AppKey[Hub]) -> None:
+    def __init__(self, settings: EdgeSettings, edge: web.AppKey[Edge]) -> None:
         self.settings = settings
         self.peers = peer_urls(settings.peers)
-        self.hub = hub
+        self.edge = edge
 
     async def edges(self, request: web.Request) -> web.Response:
         """Where a web client may (re)connect: every edge, or only this one."""
@@ -97,24 +99,23 @@ class Api:
             response = api_error(401, "unauthorized", "send `Authorization: Bearer <API key>`")
             response.headers["WWW-Authenticate"] = 'Bearer realm="roomcast"'
             return response
-        try:
-            room_id = msgspec.convert(request.match_info["room_id"], RoomId)
-        except msgspec.ValidationError:
-            return api_error(
-                400, "invalid_payload",
-                "room id must be 1 to 128 characters without control characters",
-            )
+        room_id = request.match_info["room_id"]
+        refused = check_room_id(room_id)
+        if refused is not None:
+            return api_error(400, refused.code, refused.text)
         try:
             posted = _posted_decoder.decode(await request.read())
         except msgspec.ValidationError as exc:
             return api_error(400, "invalid_payload", str(exc))
         except msgspec.DecodeError:
             return api_error(400, "bad_json", 'body must be JSON: {"message": "..."}')
-        limit = self.settings.max_message_chars
-        if len(posted.message) > limit:
-            return api_error(400, "invalid_payload", f"message is longer than {limit} characters")
-        hub = request.app[self.hub]
-        if not hub.healthy():
-            return api_error(503, "unavailable", "broker unreachable: message not sent")
-        message_id = hub.publish_external(room_id, posted.message, API_SENDER)
+        edge = request.app[self.edge]
+        refused = check_chat(
+            room_id, posted.message, self.settings.max_message_chars, edge.healthy(),
+            room_checked=True,
+        )
+        if refused is not None:
+            status = 503 if refused.code is ErrorCode.UNAVAILABLE else 400
+            return api_error(status, refused.code, refused.text)
+        message_id = edge.publish_external(room_id, posted.message, API_SENDER)
         return web.json_response({"id": message_id, "roomId": room_id}, status=202)

@@ -1,5 +1,5 @@
 """The aiohttp application of an edge: the page, health, metrics and HTTP API,
-and the lifecycle of the hub and its broker sockets. WebSocket upgrades never
+and the lifecycle of the edge's parts and its broker sockets. WebSocket upgrades never
 reach it: `edge.server` serves them."""
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from chatconfig import EdgeSettings
 from edge import api, guard
 from edge.bus import Bus
-from edge.hub import TICK, Hub
+from edge.liveness import TICK
 from edge.metrics import EdgeCollector
+from edge.node import Edge
 
 log = logging.getLogger("edge")
 
 SETTINGS = web.AppKey("settings", EdgeSettings)
-HUB = web.AppKey("hub", Hub)
+EDGE = web.AppKey("edge", Edge)
 GATE = web.AppKey("gate", guard.Gate)
 METRICS = web.AppKey("metrics", CollectorRegistry)
 
@@ -33,12 +34,12 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app = web.Application(middlewares=[guard.middleware(gate)])
     app[SETTINGS] = settings
     app[GATE] = gate
-    app.cleanup_ctx.append(_hub_lifecycle)
+    app.cleanup_ctx.append(_edge_lifecycle)
     app.router.add_get("/", index)
     app.router.add_get("/ws", websocket_only)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    api.add_routes(app, settings, HUB)
+    api.add_routes(app, settings, EDGE)
     return app
 
 
@@ -52,22 +53,22 @@ async def _every(seconds: float, job: object) -> None:
             log.exception("periodic job failed")
 
 
-async def _hub_lifecycle(app: web.Application) -> AsyncIterator[None]:
+async def _edge_lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     bus = Bus(settings)
-    hub = Hub(settings, bus, app[GATE])
-    app[HUB] = hub
+    edge = Edge(settings, bus, app[GATE])
+    app[EDGE] = edge
     registry = CollectorRegistry()
-    registry.register(EdgeCollector(hub.stats, hub.gauges))
+    registry.register(EdgeCollector(edge.stats, edge.gauges))
     app[METRICS] = registry
     tasks = [
-        asyncio.create_task(bus.run(hub.on_batch), name="bus"),
-        asyncio.create_task(bus.watch(hub.on_broker_disconnect), name="bus-watch"),
-        asyncio.create_task(_every(TICK, hub.tick), name="probes"),
-        asyncio.create_task(_every(settings.heartbeat, hub.heartbeat), name="heartbeat"),
+        asyncio.create_task(bus.run(edge.fanout.on_batch), name="bus"),
+        asyncio.create_task(bus.watch(edge.path.disconnected), name="bus-watch"),
+        asyncio.create_task(_every(TICK, edge.tick), name="tick"),
+        asyncio.create_task(_every(settings.heartbeat, edge.clients.heartbeat), name="heartbeat"),
     ]
-    hub.tick()
-    log.info("edge %s up on %s:%d", hub.instance_id, settings.host, settings.port)
+    edge.tick()
+    log.info("edge %s up on %s:%d", edge.instance_id, settings.host, settings.port)
     try:
         yield
     finally:
@@ -90,8 +91,7 @@ async def websocket_only(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    body = hub.health()
+    body = request.app[EDGE].health()
     return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
 

@@ -2,9 +2,9 @@
 
 "The socket is connected" proves little: a broker can accept connections and
 still not forward. So an edge periodically publishes a probe on its own topic
-and counts the broker path healthy only while those probes come back. New
-room subscriptions are probed the same way on the room's topic, and a
-`joined` reply waits until the room's probe has come back.
+and counts the broker path healthy only while those probes come back. (New
+room subscriptions are probed the same way on the room's topic; their
+tokens live with the room, in `edge.rooms`.)
 """
 
 from __future__ import annotations
@@ -24,11 +24,6 @@ class ProbeClock:
         self._last_sent = float("-inf")
         self.last_seen: float | None = None
         self.last_rtt: float | None = None
-        self._room_sent: dict[bytes, float] = {}
-        # A token per subscription: a probe left over from an earlier
-        # subscription of the same room must not make a new one look live.
-        self._room_tokens: dict[bytes, int] = {}
-        self._room_token_seq = 0
 
     # Health of the whole path.
 
@@ -67,23 +62,3 @@ class ProbeClock:
             self.last_rtt = now - sent
         self.last_seen = now
         return recovered
-
-    # Liveness of one room's subscription.
-
-    def room_probe_due(self, topic: bytes, now: float) -> bytes | None:
-        token = self._room_tokens.get(topic)
-        if token is None:
-            self._room_token_seq += 1
-            token = self._room_tokens[topic] = self._room_token_seq
-        if now - self._room_sent.get(topic, float("-inf")) < self.retry:
-            return None
-        self._room_sent[topic] = now
-        return probe_body(self.edge_id, token)
-
-    def room_probe_matches(self, topic: bytes, token: int) -> bool:
-        return self._room_tokens.get(topic) == token
-
-    def room_settled(self, topic: bytes) -> None:
-        """Stop probing the room; a later subscription gets a fresh token."""
-        self._room_sent.pop(topic, None)
-        self._room_tokens.pop(topic, None)

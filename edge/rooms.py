@@ -2,9 +2,11 @@
 
 All membership state of an edge lives here and only this class changes it.
 It decides when the edge must subscribe to a room's topic (first local
-member) and unsubscribe (last local member gone), and tracks whether a room's
-subscription is known to be live end to end, so that a `joined` reply is
-only sent once messages published into the room will reach this edge.
+member) and unsubscribe (last local member gone), and owns each room's
+subscription state: whether it is known to be live end to end, the token of
+the probe that will prove it, and the `joined` replies that wait for it, so
+that a `joined` reply is only sent once messages published into the room
+will reach this edge.
 """
 
 from __future__ import annotations
@@ -32,15 +34,21 @@ class LeaveOutcome(Enum):
 
 
 class Room(Generic[M]):
-    __slots__ = ("live", "members", "room_id", "topic", "waiting")
+    __slots__ = ("live", "members", "probe_sent", "probe_token", "room_id", "topic", "waiting")
 
     def __init__(self, room_id: str) -> None:
         self.room_id = room_id
         self.topic = room_topic(room_id)
         self.members: set[M] = set()
         self.live = False
-        # Members whose `joined` reply waits for liveness (a dict: ordered, no repeats).
-        self.waiting: dict[M, None] = {}
+        # Members whose `joined` reply waits for liveness, with that reply
+        # (a dict: ordered, one reply per member however often it joined).
+        self.waiting: dict[M, bytes] = {}
+        # The probe that proves this subscription live: a token per
+        # subscription, so a probe left over from an earlier subscription of
+        # the same room (or from before a broker restart) proves nothing.
+        self.probe_token = 0  # 0: none issued yet
+        self.probe_sent = float("-inf")
 
 
 class RoomRegistry(Generic[M]):
@@ -50,6 +58,7 @@ class RoomRegistry(Generic[M]):
         self._by_id: dict[str, Room[M]] = {}
         self._memberships: dict[M, dict[str, Room[M]]] = {}
         self._pending: dict[bytes, Room[M]] = {}  # rooms not yet proven live
+        self._last_token = 0
 
     # Queries.
 
@@ -79,13 +88,14 @@ class RoomRegistry(Generic[M]):
 
     # Transitions.
 
-    def join(self, member: M, room_id: str) -> JoinOutcome:
+    def join(self, member: M, room_id: str, joined: bytes) -> JoinOutcome:
+        """Add `member`; `joined` is its reply, kept until the room is live if it is not yet."""
         mine = self._memberships.get(member)
         if mine is not None and room_id in mine:
             room = mine[room_id]
             if room.live:
                 return JoinOutcome.JOINED
-            room.waiting[member] = None  # one `joined` answers every pending join
+            room.waiting[member] = joined  # one `joined` answers every pending join
             return JoinOutcome.WAIT
         if mine is not None and len(mine) >= self.max_rooms_per_member:
             return JoinOutcome.TOO_MANY_ROOMS
@@ -108,7 +118,7 @@ class RoomRegistry(Generic[M]):
             mine = self._memberships[member] = {}
         mine[room_id] = room
         if outcome is not JoinOutcome.JOINED:
-            room.waiting[member] = None
+            room.waiting[member] = joined
         return outcome
 
     def leave(self, member: M, room_id: str) -> tuple[LeaveOutcome, Room[M] | None]:
@@ -131,21 +141,36 @@ class RoomRegistry(Generic[M]):
             if self._remove(member, room) is LeaveOutcome.UNSUBSCRIBE
         ]
 
-    def mark_live(self, topic: bytes) -> list[M]:
-        """The room's subscription is live: return the members waiting for `joined`."""
+    def probe_due(self, room: Room[M], now: float, retry: float) -> int | None:
+        """The token to probe a not-yet-live room with, if a probe is due (every `retry` s)."""
+        if room.live or now - room.probe_sent < retry:
+            return None
+        if room.probe_token == 0:
+            self._last_token += 1
+            room.probe_token = self._last_token
+        room.probe_sent = now
+        return room.probe_token
+
+    def probe_returned(self, topic: bytes, token: int) -> list[tuple[M, bytes]]:
+        """A room probe came back: if it proves the current subscription, the room is
+        live; return the `joined` replies now due, to whom."""
         room = self._by_topic.get(topic)
-        if room is None or room.live:
-            return []
+        if room is None or room.live or room.probe_token != token:
+            return []  # unsubscribed meanwhile, already live, or a stale probe
         room.live = True
+        room.probe_token = 0
+        room.probe_sent = float("-inf")
         self._pending.pop(topic, None)
         waiting, room.waiting = room.waiting, {}
-        return list(waiting)
+        return list(waiting.items())
 
     def mark_all_unverified(self) -> list[Room[M]]:
         """After the broker path broke, every room must prove its subscription again."""
         rooms = list(self._by_id.values())
         for room in rooms:
             room.live = False
+            room.probe_token = 0  # probes sent before the break prove nothing
+            room.probe_sent = float("-inf")
             self._pending[room.topic] = room
         return rooms
 

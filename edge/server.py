@@ -19,9 +19,9 @@ from typing import cast
 from aiohttp import web
 
 from chatconfig import EdgeSettings
-from edge.app import GATE, HUB, create_app
+from edge.app import EDGE, GATE, create_app
 from edge.guard import Gate, Refusal
-from edge.hub import Hub
+from edge.node import Edge
 from protocol.handshake import (
     MAX_HEAD_BYTES,
     BadRequest,
@@ -41,7 +41,7 @@ _REASONS = {401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests"}
 class FrontDoor(asyncio.Protocol):
     __slots__ = ("deadline", "gate", "head", "http_factory", "hub", "transport")
 
-    def __init__(self, hub: Hub, gate: Gate, http_factory: Callable[[], asyncio.Protocol]):
+    def __init__(self, hub: Edge, gate: Gate, http_factory: Callable[[], asyncio.Protocol]):
         self.hub = hub
         self.gate = gate
         self.http_factory = http_factory
@@ -115,7 +115,7 @@ class FrontDoor(asyncio.Protocol):
             return self._answer(http_response(
                 503, "Service Unavailable", "edge not ready: broker path down or shutting down\n"
             ))
-        if len(hub.connections) >= hub.settings.max_connections:
+        if len(hub.clients) >= hub.settings.max_connections:
             return self._answer(
                 http_response(503, "Service Unavailable", "edge full: too many connections\n")
             )
@@ -131,7 +131,7 @@ class FrontDoor(asyncio.Protocol):
             )
         self._leave()
         transport.write(handshake_accept(request))
-        conn = hub.open(transport, admitted.identity, ip)
+        conn = hub.clients.open(transport, admitted.identity, ip)
         transport.set_protocol(conn)
         self.head = b""
         if rest:
@@ -146,7 +146,7 @@ async def serve(settings: EdgeSettings, ready: Callable[[], None] | None = None)
     # gets a second, not the clients' grace period, to finish them.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()  # starts the hub and its broker sockets
-    hub, gate = app[HUB], app[GATE]
+    hub, gate = app[EDGE], app[GATE]
     http_factory = runner.server
     assert http_factory is not None
     server = await loop.create_server(
@@ -163,8 +163,7 @@ async def serve(settings: EdgeSettings, ready: Callable[[], None] | None = None)
     finally:
         server.close()  # stop accepting
         await hub.shutdown(settings.shutdown_timeout)
-        for conn in list(hub.connections):  # what did not close in time
-            conn.transport.abort()
+        hub.clients.abort_all()  # what did not close in time
         await runner.cleanup()  # aiohttp's shutdown, then the hub's broker sockets
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -2,18 +2,21 @@
 
 `FrameHandler.handle` takes the raw text of one client frame and returns the
 intents that carry it out (reply, publish, subscribe, unsubscribe, close). It
-never touches a socket; the I/O shell (`edge.hub`) executes the intents. Room
-permissions and rate limits are asked of callables given at construction, so
-they are decided here too, per frame.
+never touches a socket; `edge.dispatch` executes the intents. Who sent the
+frame comes with it as a value (`Client`: its id, token identity and rate
+limits), so room permissions and rate limits are decided here too, per frame.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from enum import StrEnum
 from typing import Generic, NamedTuple, TypeVar
 
+from edge.auth import Identity, may_join
 from edge.ratelimit import ConnectionLimits, TokenBucket
 from edge.rooms import JoinOutcome, LeaveOutcome, RoomRegistry
+from protocol.chats import check_chat
 from protocol.codec import (
     PONG_FRAME,
     ProtocolError,
@@ -26,8 +29,37 @@ from protocol.codec import (
 from protocol.errors import ErrorCode
 from protocol.ids import Sequence
 from protocol.messages import ChatRequest, JoinRequest, LeaveRequest, PingRequest
+from protocol.websocket import CloseCode
 
 M = TypeVar("M", bound=Hashable)
+
+
+class Disconnect(StrEnum):
+    """Why a connection ended: the `reason` label of `chat_disconnects_total`."""
+
+    CLIENT = "client"  # the client's close handshake
+    ABRUPT = "abrupt"  # the TCP connection dropped without one
+    SLOW = "slow"  # its outbox overflowed
+    HEARTBEAT = "heartbeat"  # silent for a whole heartbeat interval
+    SHUTDOWN = "shutdown"
+    TOO_BIG = "too_big"  # a message over the size limit (1009)
+    PROTOCOL_ERROR = "protocol_error"  # broke RFC 6455 (1002)
+    INVALID_UTF8 = "invalid_utf8"  # a text message that is not UTF-8 (1007)
+    TOKEN_EXPIRED = "token_expired"
+    RATE_LIMITED = "rate_limited"  # still flooding after being told to slow down
+
+
+class Client(NamedTuple):
+    """Who sent a frame: what the handler needs to know of its connection."""
+
+    connection_id: str
+    identity: Identity | None  # from the token; None when the edge runs without a secret
+    limits: ConnectionLimits | None  # None: not rate limited
+
+    @property
+    def sender(self) -> str:
+        """`from` of its chats and `connectionId` of its joins: the token's `sub`, else its id."""
+        return self.connection_id if self.identity is None else self.identity.sub
 
 
 class Reply(NamedTuple):
@@ -55,16 +87,16 @@ class Unsubscribe(NamedTuple):
 
 
 class Close(NamedTuple):
-    """Close the connection from our side with `code`; `why` is the disconnect reason."""
+    """Close the connection from our side with `code`."""
 
-    code: int
+    code: CloseCode
     reason: str
-    why: str
+    why: Disconnect
 
 
 Intent = Reply | Publish | Subscribe | Unsubscribe | Close
 
-ABUSE_CLOSE = Close(1008, "rate limit exceeded", "rate_limited")
+ABUSE_CLOSE = Close(CloseCode.POLICY_VIOLATION, "rate limit exceeded", Disconnect.RATE_LIMITED)
 
 
 def error(code: ErrorCode, message: str) -> Reply:
@@ -79,38 +111,33 @@ class FrameHandler(Generic[M]):
         clock_ms: Callable[[], int],
         max_message_chars: int,
         path_up: Callable[[], bool] = lambda: True,
-        may_join: Callable[[M, str], bool] | None = None,
-        limits: Callable[[M], ConnectionLimits | None] | None = None,
     ) -> None:
-        # Policy, asked per frame: may this member join that room; its rate limits.
-        self.may_join = may_join
-        self.limits = limits
-        self.path_up = path_up
+        self.path_up = path_up  # is the broker path live (asked per chat)
         self.registry = registry
         self.message_ids = message_ids
         self.clock_ms = clock_ms
         self.max_message_chars = max_message_chars
 
-    def handle(self, member: M, connection_id: str, data: str | bytes) -> list[Intent]:
+    def handle(self, member: M, client: Client, data: str | bytes) -> list[Intent]:
         try:
             frame = decode_client_frame(data)
         except ProtocolError as exc:
             return [error(exc.code, exc.message)]
         match frame:
             case ChatRequest(payload=body):
-                refused = self._over_limit(member, "chat")
+                refused = self._over_limit(client.limits, "chat")
                 if refused is not None:
                     return refused
-                return self._chat(member, connection_id, body.room_id, body.message)
+                return self._chat(member, client.sender, body.room_id, body.message)
             case JoinRequest(payload=ref):
-                refused = self._over_limit(member, "membership")
+                refused = self._over_limit(client.limits, "membership")
                 if refused is not None:
                     return refused
-                if self.may_join is not None and not self.may_join(member, ref.room_id):
+                if not may_join(client.identity, ref.room_id):
                     return [error(ErrorCode.FORBIDDEN, f"not allowed to join {ref.room_id!r}")]
-                return self._join(member, connection_id, ref.room_id)
+                return self._join(member, client.sender, ref.room_id)
             case LeaveRequest(payload=ref):
-                refused = self._over_limit(member, "membership")
+                refused = self._over_limit(client.limits, "membership")
                 if refused is not None:
                     return refused
                 return self._leave(member, ref.room_id)
@@ -124,19 +151,8 @@ class FrameHandler(Generic[M]):
     def disconnect(self, member: M) -> list[Intent]:
         return [Unsubscribe(room.topic) for room in self.registry.drop(member)]
 
-    def acknowledge_live(self, topic: bytes, connection_id: Callable[[M], str]) -> list[
-        tuple[M, bytes]
-    ]:
-        """The room behind `topic` is live: the `joined` replies now due."""
-        room = self.registry.room(topic)
-        waiting = self.registry.mark_live(topic)
-        if room is None:
-            return []
-        return [(m, encode_joined(room.room_id, connection_id(m))) for m in waiting]
-
-    def _over_limit(self, member: M, kind: str) -> list[Intent] | None:
+    def _over_limit(self, limits: ConnectionLimits | None, kind: str) -> list[Intent] | None:
         """None if the frame may proceed; else a `rate_limited` error, or the abuse close."""
-        limits = self.limits(member) if self.limits is not None else None
         if limits is None:
             return None
         bucket: TokenBucket | None = limits.chat if kind == "chat" else limits.membership
@@ -148,9 +164,10 @@ class FrameHandler(Generic[M]):
         return [error(ErrorCode.RATE_LIMITED, f"too many {what}: slow down")]
 
     def _join(self, member: M, connection_id: str, room_id: str) -> list[Intent]:
-        outcome = self.registry.join(member, room_id)
+        joined = encode_joined(room_id, connection_id)
+        outcome = self.registry.join(member, room_id, joined)
         if outcome is JoinOutcome.JOINED:
-            return [Reply(encode_joined(room_id, connection_id))]
+            return [Reply(joined)]
         if outcome is JoinOutcome.SUBSCRIBE:
             room = self.registry.room_by_id(room_id)
             assert room is not None
@@ -184,16 +201,11 @@ class FrameHandler(Generic[M]):
             room_id = rooms[0]
         elif not self.registry.is_member(member, room_id):
             return [error(ErrorCode.NOT_IN_ROOM, f"not in room {room_id!r}")]
-        if len(message) > self.max_message_chars:
-            return [
-                error(
-                    ErrorCode.INVALID_PAYLOAD,
-                    f"message is longer than {self.max_message_chars} characters",
-                )
-            ]
-        if not self.path_up():
-            # Refuse loudly rather than publish into a broken path and lose it.
-            return [error(ErrorCode.UNAVAILABLE, "broker unreachable: message not sent")]
+        refused = check_chat(
+            room_id, message, self.max_message_chars, self.path_up(), room_checked=True
+        )
+        if refused is not None:
+            return [error(*refused)]
         room = self.registry.room_by_id(room_id)
         assert room is not None
         body = encode_chat(

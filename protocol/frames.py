@@ -29,11 +29,20 @@ def text_frame(payload: bytes) -> bytes:
 PING_FRAME = _header(_PING_FIN, 0)
 
 
+MAX_CLOSE_REASON = 123  # a control frame carries 125 bytes, two of them the code
+
+
 def close_frame(code: int, reason: str) -> bytes:
-    """A close frame; the reason is cut to fit the 123 bytes a control frame allows."""
-    payload = struct.pack("!H", code) + reason.encode()[:123]
+    """A close frame; a long reason is cut to 123 bytes, never inside a character."""
+    text = reason.encode()
+    if len(text) > MAX_CLOSE_REASON:
+        # Dropping the bytes of a cut character keeps the reason valid UTF-8.
+        text = text[:MAX_CLOSE_REASON].decode(errors="ignore").encode()
+    payload = struct.pack("!H", code) + text
     return _header(0x88, len(payload)) + payload
 
 
 def pong_frame(payload: bytes) -> bytes:
-    return _header(0x8A, len(payload)) + payload[:125]
+    """A pong echoing a ping's payload (at most 125 bytes; longer is cut before the header)."""
+    body = payload[:125]
+    return _header(0x8A, len(body)) + body

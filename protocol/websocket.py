@@ -1,17 +1,30 @@
-"""Server side of RFC 6455 framing, sans I/O: a frame parser.
+"""The server side of one RFC 6455 connection after the handshake, sans I/O.
 
-Bytes go in, events come out; nothing here touches a socket. An edge keeps
-one small `FrameParser` per connection instead of a full HTTP request,
-response, reader, writer and task per connection, which is most of what a
-WebSocket costs in memory when thousands sit idle.
+`ServerConnection` owns everything that decides what a WebSocket does next:
+its state (open, closing, closed), the frame parser, the close handshake both
+ways, answering pings, the heartbeat's silence check, the size limit and
+UTF-8 validation. Bytes go in through `receive_data`, events come out, and
+the bytes it must send wait in `data_to_send()`. It never touches a socket:
+`edge.connection` feeds it and writes what it returns, and every transition
+is tested without one.
+
+Frames the server fans out (chats) are not built here: they are the same
+bytes for every member, built once by `protocol.frames`, and the shell
+writes them only while `state is State.OPEN`.
+
+Every check that needs only a frame's header (reserved bits, opcode, mask,
+control frame length, length encoding, size limit, fragment sequence) runs
+as soon as the header is in, before any of its payload is buffered.
 """
 
 from __future__ import annotations
 
+import codecs
 import struct
+from enum import Enum, IntEnum, auto
 from typing import NamedTuple
 
-FRAGMENT_COST = 64
+from protocol.frames import PING_FRAME, close_frame, pong_frame
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -20,157 +33,329 @@ OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
 
-CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_INVALID_DATA = 1007
-CLOSE_TOO_BIG = 1009
-# Codes a peer may not send in a close frame (RFC 6455 section 7.4).
-_RESERVED_CLOSE = frozenset({1004, 1005, 1006, 1015})
+MAX_CONTROL_PAYLOAD = 125
+# A message may arrive in at most this many fragments. Fragments are joined
+# into one buffer as they come, so their number costs no memory; the cap
+# bounds the work a peer can make us do without ever finishing a message.
+MAX_FRAGMENTS = 4096
 
 
-# Frames from a client.
+class CloseCode(IntEnum):
+    """Close codes this server sends (RFC 6455 section 7.4.1, and ours from 4000)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # the edge is shutting down
+    PROTOCOL_ERROR = 1002
+    INVALID_DATA = 1007  # a text message that is not UTF-8
+    POLICY_VIOLATION = 1008  # still flooding after being rate limited
+    MESSAGE_TOO_BIG = 1009
+    TRY_AGAIN_LATER = 1013  # too slow: the outbox overflowed
+    TOKEN_EXPIRED = 4001
 
 
-class Message(NamedTuple):
-    """A complete data message (fragments joined)."""
+# Codes a peer may send in a close frame: the registered ones (RFC 6455
+# section 7.4.1 and the IANA registry) except those reserved for reporting a
+# close that had no frame, and the range 3000-4999 left to libraries and apps.
+_SENDABLE_REGISTERED = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
+                                  1013, 1014})
 
-    opcode: int  # OP_TEXT or OP_BINARY
+
+def valid_close_code(code: int) -> bool:
+    return code in _SENDABLE_REGISTERED or 3000 <= code <= 4999
+
+
+class State(Enum):
+    OPEN = auto()
+    CLOSING = auto()  # we sent a close frame and wait for the peer's
+    CLOSED = auto()  # both close frames exchanged, or the connection failed
+
+
+# Events.
+
+
+class TextMessage(NamedTuple):
+    """A complete text message (fragments joined); `data` is valid UTF-8."""
+
     data: bytes
 
 
-class Control(NamedTuple):
-    opcode: int  # OP_PING, OP_PONG or OP_CLOSE
+class BinaryMessage(NamedTuple):
     data: bytes
 
 
-class Violation(NamedTuple):
-    """The peer broke the protocol: close with `code`, then drop the connection."""
+class CloseReceived(NamedTuple):
+    """The peer started the close handshake; the answer is already queued."""
 
-    code: int
+    code: int | None  # None: a close frame without a status code
     reason: str
 
 
-Event = Message | Control | Violation
+class Failed(NamedTuple):
+    """The peer broke the protocol: a close frame with `code` is queued, nothing more is read."""
+
+    code: CloseCode
+    reason: str
 
 
-def unmask(payload: bytes, key: bytes) -> bytes:
+Event = TextMessage | BinaryMessage | CloseReceived | Failed
+
+
+class ProtocolFault(Exception):
+    """Raised inside the parser; becomes a `Failed` event, never leaves this module."""
+
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def unmask(payload: bytes | bytearray, key: bytes | bytearray) -> bytes:
     n = len(payload)
     if n == 0:
-        return payload
+        return b""
     # XOR as one big integer: done in C, no Python loop per byte.
-    mask = int.from_bytes((key * (n // 4 + 1))[:n], "little")
+    mask = int.from_bytes((bytes(key) * (n // 4 + 1))[:n], "little")
     return (int.from_bytes(payload, "little") ^ mask).to_bytes(n, "little")
 
 
-class FrameParser:
-    """Feed bytes, get events. One per connection; small on purpose."""
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
-    __slots__ = ("_buffer", "_fragments", "_fragments_size", "_message_opcode", "max_size")
 
-    def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
-        self._buffer = b""
-        self._fragments: list[bytes] | None = None
-        self._fragments_size = 0
+class ServerConnection:
+    """One client's WebSocket, as a state machine. Small on purpose: an edge holds thousands."""
+
+    __slots__ = (
+        "_buffer",
+        "_fragment_count",
+        "_fragments",
+        "_message_opcode",
+        "_outgoing",
+        "_silent",
+        "_utf8",
+        "max_message_bytes",
+        "state",
+    )
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.state = State.OPEN
+        # Unparsed input: b"" when empty (shared, free), a bytearray while a
+        # frame is incomplete, so each read appends instead of copying it all.
+        self._buffer: bytes | bytearray = b""
+        self._fragments: bytearray | None = None  # the message being reassembled
+        self._fragment_count = 0
         self._message_opcode = 0
+        self._utf8: codecs.IncrementalDecoder | None = None  # checks a fragmented text
+        self._outgoing = b""
+        self._silent = False  # nothing received since the last heartbeat
 
-    def feed(self, data: bytes) -> list[Event]:
-        buf = self._buffer + data if self._buffer else data
+    # Bytes in, events out.
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes read from the socket; return what they mean."""
+        if not data:
+            return []
+        self._silent = False
+        if self._closed():
+            return []  # read and dropped: unread input would turn the close into a reset
+        buffer = self._buffer
+        view: bytes | bytearray = data
+        if isinstance(buffer, bytearray):
+            buffer += data  # in place: no copy of what was already buffered
+            view = buffer
         events: list[Event] = []
+        try:
+            consumed = self._parse(view, events)
+        except ProtocolFault as fault:
+            self._fail(fault, events)
+            return events
+        if self._closed():
+            self._release()
+        elif consumed == len(view):
+            self._buffer = b""
+        elif isinstance(buffer, bytearray):
+            del buffer[:consumed]  # bytearray drops its head without moving the rest
+        else:
+            self._buffer = bytearray(view[consumed:])
+        return events
+
+    def data_to_send(self) -> bytes:
+        """Bytes this connection must send (pongs, pings, close frames); taken once."""
+        out, self._outgoing = self._outgoing, b""
+        return out
+
+    # Actions of the server.
+
+    def send_close(self, code: int, reason: str = "") -> None:
+        """Start the close handshake. Nothing else may be sent after it."""
+        if self.state is not State.OPEN:
+            return
+        self._outgoing += close_frame(code, reason)
+        self.state = State.CLOSING
+        self._fragments = None
+        self._utf8 = None
+
+    def heartbeat(self) -> bool:
+        """Called once per heartbeat interval: queue a ping.
+
+        False if nothing at all arrived since the previous call (not even a
+        pong): the peer is gone, and the connection should be dropped.
+        """
+        if self._silent:
+            return False
+        self._silent = True
+        if self.state is State.OPEN:
+            self._outgoing += PING_FRAME
+        return True
+
+    def _closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    # The parser.
+
+    def _parse(self, buf: bytes | bytearray, events: list[Event]) -> int:
+        """Handle every complete frame in `buf`; return how many bytes were used."""
         pos = 0
         end = len(buf)
-        while end - pos >= 2:
-            first, second = buf[pos], buf[pos + 1]
+        while end - pos >= 2 and self.state is not State.CLOSED:
+            first = buf[pos]
+            second = buf[pos + 1]
+            opcode = first & 0x0F
+            fin = first & 0x80
+            self._check_header(first, second, opcode, fin)
             length = second & 0x7F
             header = 2
             if length == 126:
                 if end - pos < 4:
                     break
                 length = struct.unpack_from("!H", buf, pos + 2)[0]
+                if length < 126:
+                    raise ProtocolFault(CloseCode.PROTOCOL_ERROR, "length not in minimal form")
                 header = 4
             elif length == 127:
                 if end - pos < 10:
                     break
                 length = struct.unpack_from("!Q", buf, pos + 2)[0]
+                if length >> 63:
+                    raise ProtocolFault(CloseCode.PROTOCOL_ERROR, "length with its top bit set")
+                if length < 65536:
+                    raise ProtocolFault(CloseCode.PROTOCOL_ERROR, "length not in minimal form")
                 header = 10
-            if first & 0x70:
-                return self._fail(events, CLOSE_PROTOCOL_ERROR, "reserved bits set")
-            if not second & 0x80:
-                return self._fail(events, CLOSE_PROTOCOL_ERROR, "client frames must be masked")
-            if length > self.max_size:
-                return self._fail(events, CLOSE_TOO_BIG, "frame too big")
+            if opcode < 0x8:
+                so_far = len(self._fragments) if self._fragments is not None else 0
+                if so_far + length > self.max_message_bytes:
+                    raise ProtocolFault(CloseCode.MESSAGE_TOO_BIG, "message too big")
             total = header + 4 + length
             if end - pos < total:
                 break
             key = buf[pos + header : pos + header + 4]
             payload = unmask(buf[pos + header + 4 : pos + total], key)
             pos += total
-            event = self._frame(first & 0x80 != 0, first & 0x0F, payload)
-            if event is not None:
-                events.append(event)
-                if isinstance(event, Violation):
-                    self._buffer = b""
-                    return events
-        self._buffer = buf[pos:] if pos < end else b""
-        return events
+            if opcode >= 0x8:
+                self._control(opcode, payload, events)
+            elif self.state is State.OPEN:
+                self._data(opcode, bool(fin), payload, events)
+            # CLOSING: data frames still in flight from the peer are dropped.
+        return pos
 
-    def _frame(self, fin: bool, opcode: int, payload: bytes) -> Event | None:
+    def _check_header(self, first: int, second: int, opcode: int, fin: int) -> None:
+        if first & 0x70:
+            raise ProtocolFault(CloseCode.PROTOCOL_ERROR, "reserved bits set")
+        if not second & 0x80:
+            raise ProtocolFault(CloseCode.PROTOCOL_ERROR, "client frames must be masked")
         if opcode >= 0x8:
-            if not fin or len(payload) > 125:
-                return Violation(CLOSE_PROTOCOL_ERROR, "bad control frame")
-            if opcode == OP_CLOSE:
-                return _close_event(payload)
-            if opcode in (OP_PING, OP_PONG):
-                return Control(opcode, payload)
-            return Violation(CLOSE_PROTOCOL_ERROR, "unknown opcode")
+            if opcode > OP_PONG:
+                raise ProtocolFault(CloseCode.PROTOCOL_ERROR, "unknown opcode")
+            if not fin:
+                raise ProtocolFault(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
+            if second & 0x7F > MAX_CONTROL_PAYLOAD:
+                raise ProtocolFault(CloseCode.PROTOCOL_ERROR, "control frame over 125 bytes")
+            return
+        if opcode > OP_BINARY:
+            raise ProtocolFault(CloseCode.PROTOCOL_ERROR, "unknown opcode")
         if opcode == OP_CONTINUATION:
-            if self._fragments is None:
-                return Violation(CLOSE_PROTOCOL_ERROR, "continuation without a message")
-            return self._append(fin, payload)
-        if opcode not in (OP_TEXT, OP_BINARY):
-            return Violation(CLOSE_PROTOCOL_ERROR, "unknown opcode")
-        if self._fragments is not None:
-            return Violation(CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one")
-        if fin:
-            return Message(opcode, payload)
-        self._message_opcode = opcode
-        self._fragments = []
-        self._fragments_size = 0
-        return self._append(fin, payload)
+            if self._fragments is None and self.state is State.OPEN:
+                raise ProtocolFault(CloseCode.PROTOCOL_ERROR, "continuation without a message")
+        elif self._fragments is not None:
+            raise ProtocolFault(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
 
-    def _append(self, fin: bool, payload: bytes) -> Event | None:
-        assert self._fragments is not None
-        # Every fragment costs at least FRAGMENT_COST: a message of a million
-        # empty continuation frames is as "big" as one of real bytes.
-        self._fragments_size += len(payload) + FRAGMENT_COST
-        if self._fragments_size > self.max_size:
-            return Violation(CLOSE_TOO_BIG, "message too big")
-        self._fragments.append(payload)
+    def _data(self, opcode: int, fin: bool, payload: bytes, events: list[Event]) -> None:
+        if opcode != OP_CONTINUATION:
+            if fin:  # the common case: a whole message in one frame
+                if opcode == OP_TEXT:
+                    _check_utf8(payload)
+                    events.append(TextMessage(payload))
+                else:
+                    events.append(BinaryMessage(payload))
+                return
+            self._message_opcode = opcode
+            self._fragments = bytearray()
+            self._fragment_count = 0
+            self._utf8 = _Utf8Decoder() if opcode == OP_TEXT else None
+        fragments = self._fragments
+        assert fragments is not None
+        self._fragment_count += 1
+        if self._fragment_count > MAX_FRAGMENTS:
+            raise ProtocolFault(CloseCode.MESSAGE_TOO_BIG, "message in too many fragments")
+        if self._utf8 is not None:
+            try:  # incrementally: invalid bytes fail the fragment that carries them
+                self._utf8.decode(payload, bool(fin))
+            except UnicodeDecodeError:
+                raise ProtocolFault(CloseCode.INVALID_DATA, "text is not valid UTF-8") from None
+        fragments += payload
         if not fin:
-            return None
-        data = b"".join(self._fragments)
+            return
+        data = bytes(fragments)
         self._fragments = None
-        return Message(self._message_opcode, data)
+        self._utf8 = None
+        events.append(
+            TextMessage(data) if self._message_opcode == OP_TEXT else BinaryMessage(data)
+        )
 
-    def _fail(self, events: list[Event], code: int, reason: str) -> list[Event]:
+    def _control(self, opcode: int, payload: bytes, events: list[Event]) -> None:
+        if opcode == OP_PING:
+            if self.state is State.OPEN:
+                self._outgoing += pong_frame(payload)
+        elif opcode == OP_CLOSE:
+            code, reason = _parse_close(payload)
+            if self.state is State.OPEN:
+                # Echo the peer's code (RFC 6455 section 5.5.1), or 1000 if it gave none.
+                self._outgoing += close_frame(CloseCode.NORMAL if code is None else code, "")
+                events.append(CloseReceived(code, reason))
+            self.state = State.CLOSED
+        # A pong needs nothing: receiving it already ended the silence.
+
+    def _fail(self, fault: ProtocolFault, events: list[Event]) -> None:
+        if self.state is State.OPEN:
+            self._outgoing += close_frame(fault.code, fault.reason)
+            events.append(Failed(fault.code, fault.reason))
+        self.state = State.CLOSED
+        self._release()
+
+    def _release(self) -> None:
         self._buffer = b""
-        events.append(Violation(code, reason))
-        return events
+        self._fragments = None
+        self._utf8 = None
 
 
-def _close_event(payload: bytes) -> Event:
-    if len(payload) == 1:
-        return Violation(CLOSE_PROTOCOL_ERROR, "bad close frame")
-    if len(payload) >= 2:
-        code = struct.unpack("!H", payload[:2])[0]
-        if code < 1000 or code in _RESERVED_CLOSE or 1016 <= code < 3000 or code >= 5000:
-            return Violation(CLOSE_PROTOCOL_ERROR, "bad close code")
+def _check_utf8(payload: bytes) -> None:
+    if not payload.isascii():
         try:
-            payload[2:].decode()
+            payload.decode()
         except UnicodeDecodeError:
-            return Violation(CLOSE_INVALID_DATA, "close reason is not UTF-8")
-    return Control(OP_CLOSE, payload)
+            raise ProtocolFault(CloseCode.INVALID_DATA, "text is not valid UTF-8") from None
 
 
-def close_code(payload: bytes) -> int | None:
-    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+def _parse_close(payload: bytes) -> tuple[int | None, str]:
+    if not payload:
+        return None, ""
+    if len(payload) == 1:
+        raise ProtocolFault(CloseCode.PROTOCOL_ERROR, "close frame of one byte")
+    code = struct.unpack_from("!H", payload)[0]
+    if not valid_close_code(code):
+        raise ProtocolFault(CloseCode.PROTOCOL_ERROR, "invalid close code")
+    try:
+        reason = payload[2:].decode()
+    except UnicodeDecodeError:
+        raise ProtocolFault(CloseCode.INVALID_DATA, "close reason is not UTF-8") from None
+    return code, reason

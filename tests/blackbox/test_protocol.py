@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.wsclient import WsClient
+from tests.support.wsclient import Closed, WsClient
 
 Open = Callable[..., Any]
 
@@ -203,13 +203,24 @@ async def test_binary_frame_gets_an_error(edge_urls: list[str], clients: Open) -
     await still_usable(c)
 
 
-async def test_invalid_utf8_text_gets_an_error(edge_urls: list[str], clients: Open) -> None:
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"type":"join","payload":{"roomId":"\xff"}}',
+        # Invalid bytes in a field the decoder would skip: still not a text message.
+        b'{"type":"ping","extra":"\xc0\xaf"}',
+    ],
+)
+async def test_invalid_utf8_text_closes_with_1007(
+    edge_urls: list[str], clients: Open, text: bytes
+) -> None:
     c = await clients(edge_urls[0])
     # A text frame whose bytes are not UTF-8, written below aiohttp's checks.
     writer = c.ws._writer
-    await writer.send_frame(b'{"type":"join","payload":{"roomId":"\xff"}}', 0x1)
-    await c.expect_error("bad_json")
-    await still_usable(c)
+    await writer.send_frame(text, 0x1)
+    with pytest.raises(Closed) as closed:
+        await c.recv()
+    assert closed.value.code == 1007
 
 
 async def test_leave_stops_delivery(edge_urls: list[str], clients: Open) -> None:

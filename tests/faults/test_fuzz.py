@@ -7,10 +7,11 @@ import json
 import random
 
 import aiohttp
+import pytest
 
 from tests.support.procs import Cluster
 from tests.support.rawws import RawWs, mask_frame
-from tests.support.wsclient import WsClient
+from tests.support.wsclient import Closed, WsClient
 
 SHAPES = [
     lambda r: '{"type":"join","payload":{"roomId":'
@@ -25,6 +26,14 @@ SHAPES = [
 ]
 
 
+def utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 async def test_random_frames_never_break_an_edge(shared_cluster: Cluster) -> None:
     edge = shared_cluster.edges[2]
     rng = random.Random(7)
@@ -37,7 +46,15 @@ async def test_random_frames_never_break_an_edge(shared_cluster: Cluster) -> Non
             elif kind == 1:
                 await client.ws.send_bytes(rng.randbytes(rng.randrange(1, 2000)))
             else:
-                await client.ws._writer.send_frame(rng.randbytes(rng.randrange(1, 300)), 0x1)
+                text = rng.randbytes(rng.randrange(1, 300))
+                await client.ws._writer.send_frame(text, 0x1)
+                if not utf8(text):  # RFC 6455 8.1: fail the connection with 1007
+                    with pytest.raises(Closed) as closed:
+                        await client.recv()
+                    assert closed.value.code == 1007
+                    await client.close()
+                    client = await WsClient.connect(edge.url)
+                    continue
             reply = await client.recv()
             assert reply["type"] in ("error", "joined", "left", "pong", "chat"), reply
             if reply["type"] == "error":
@@ -56,6 +73,7 @@ async def test_random_frames_never_break_an_edge(shared_cluster: Cluster) -> Non
         (mask_frame(0x3, b"reserved opcode"), 1002),
         (mask_frame(0x1, b'{"type":"ping"}', fin=False) + mask_frame(0x1, b"again"), 1002),
         (mask_frame(0x8, b"\x03\xe8\xff"), 1007),  # close reason not UTF-8
+        (mask_frame(0x1, b'{"type":"ping","x":"\xff"}'), 1007),  # text not UTF-8
     ]
     for case, expected in raw_cases:
         raw = await asyncio.to_thread(RawWs, edge.port)

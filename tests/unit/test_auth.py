@@ -26,7 +26,7 @@ from edge.auth import (
 )
 from edge.guard import needs_token
 from edge.rooms import RoomRegistry
-from edge.session import FrameHandler, Reply, Subscribe
+from edge.session import Client, FrameHandler, Reply, Subscribe
 from edge.tokens import main as chat_token
 from edge.tokens import mint, split_rooms
 from protocol.ids import Sequence
@@ -161,17 +161,15 @@ def test_open_edge_allows_every_room() -> None:
 
 def test_forbidden_join_in_the_pure_handler() -> None:
     ident = Identity("alice", NOW, ("lobby", "team-*"))
-    h: FrameHandler[str] = FrameHandler(
-        RoomRegistry(32), Sequence("e", "-"), lambda: 1, 100,
-        may_join=lambda _member, room: may_join(ident, room),
-    )
+    h: FrameHandler[str] = FrameHandler(RoomRegistry(32), Sequence("e", "-"), lambda: 1, 100)
+    alice = Client("c1", ident, None)
     join = '{"type":"join","payload":{"roomId":"%s"}}'
-    [refusal] = h.handle("a", "alice", join % "secret")
+    [refusal] = h.handle("a", alice, join % "secret")
     assert isinstance(refusal, Reply)
     assert json.loads(refusal.frame)["payload"]["code"] == "forbidden"
     assert not h.registry.is_member("a", "secret")
-    assert h.handle("a", "alice", join % "team-red") == [Subscribe(room_topic("team-red"))]
-    [refusal] = h.handle("a", "alice", join % "Team-red")
+    assert h.handle("a", alice, join % "team-red") == [Subscribe(room_topic("team-red"))]
+    [refusal] = h.handle("a", alice, join % "Team-red")
     assert isinstance(refusal, Reply) and refusal.error == "forbidden"
 
 

@@ -15,7 +15,7 @@ from edge.ratelimit import (
     limits_factory,
 )
 from edge.rooms import RoomRegistry
-from edge.session import ABUSE_CLOSE, Close, FrameHandler, Intent, Publish, Reply
+from edge.session import ABUSE_CLOSE, Client, Close, FrameHandler, Intent, Publish, Reply
 from protocol.ids import Sequence
 
 
@@ -135,14 +135,14 @@ def test_concurrency_cap() -> None:
 # The pure handler applies the buckets.
 
 
+CLIENTS: dict[str, Client] = {}
+
+
 def make(clock: Clock, chat: tuple[float, int], join: tuple[float, int]) -> FrameHandler[str]:
-    limits = {
-        m: ConnectionLimits(TokenBucket(*chat, clock), TokenBucket(*join, clock))
-        for m in ("flooder", "calm")
-    }
-    return FrameHandler(
-        RoomRegistry(32), Sequence("e", "-"), lambda: 1, 100, limits=limits.get
-    )
+    for m in ("flooder", "calm"):
+        limits = ConnectionLimits(TokenBucket(*chat, clock), TokenBucket(*join, clock))
+        CLIENTS[m] = Client(m, None, limits)
+    return FrameHandler(RoomRegistry(32), Sequence("e", "-"), lambda: 1, 100)
 
 
 def codes(intents: list[Intent]) -> list[str]:
@@ -156,12 +156,17 @@ def codes(intents: list[Intent]) -> list[str]:
 
 
 def chat(h: FrameHandler[str], member: str) -> list[Intent]:
-    return h.handle(member, member, '{"type":"chat","payload":{"roomId":"r","message":"x"}}')
+    chat_frame = '{"type":"chat","payload":{"roomId":"r","message":"x"}}'
+    return h.handle(member, CLIENTS[member], chat_frame)
 
 
 def joined(h: FrameHandler[str], member: str) -> None:
-    h.handle(member, member, '{"type":"join","payload":{"roomId":"r"}}')
-    h.registry.mark_live(h.registry.room_by_id("r").topic)  # type: ignore[union-attr]
+    h.handle(member, CLIENTS[member], '{"type":"join","payload":{"roomId":"r"}}')
+    room = h.registry.room_by_id("r")
+    assert room is not None
+    token = h.registry.probe_due(room, now=0.0, retry=0.1)
+    if token is not None:
+        h.registry.probe_returned(room.topic, token)
 
 
 def test_handler_rate_limits_chats_then_closes_the_flooder() -> None:
@@ -187,12 +192,12 @@ def test_handler_rate_limits_joins_and_leaves_separately() -> None:
     clock = Clock()
     h = make(clock, (20, 40), (10, 3))
     join = '{"type":"join","payload":{"roomId":"r%d"}}'
-    results = [codes(h.handle("flooder", "f", join % i)) for i in range(4)]
+    results = [codes(h.handle("flooder", CLIENTS["flooder"], join % i)) for i in range(4)]
     assert results[:3] == [["Subscribe"]] * 3
     assert results[3] == ["rate_limited"]
     leave = '{"type":"leave","payload":{"roomId":"r0"}}'
-    assert codes(h.handle("flooder", "f", leave)) == ["rate_limited"]
+    assert codes(h.handle("flooder", CLIENTS["flooder"], leave)) == ["rate_limited"]
     clock.advance(0.1)
-    assert codes(h.handle("flooder", "f", leave)) == ["ok", "Unsubscribe"]
+    assert codes(h.handle("flooder", CLIENTS["flooder"], leave)) == ["ok", "Unsubscribe"]
     # Chats have their own bucket.
-    assert codes(h.handle("flooder", "f", '{"type":"ping"}')) == ["ok"]
+    assert codes(h.handle("flooder", CLIENTS["flooder"], '{"type":"ping"}')) == ["ok"]

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from edge.rooms import RoomRegistry
-from edge.session import FrameHandler, Intent, Publish, Reply, Subscribe, Unsubscribe
+from edge.session import Client, FrameHandler, Intent, Publish, Reply, Subscribe, Unsubscribe
 from protocol.errors import ErrorCode
 from protocol.ids import Sequence
 from protocol.topics import room_topic
@@ -26,27 +26,36 @@ def reply_json(intents: list[Intent]) -> dict[str, Any]:
     return value
 
 
+def C(connection_id: str) -> Client:
+    return Client(connection_id, None, None)
+
+
 def live(h: FrameHandler[str], room: str) -> list[tuple[str, bytes]]:
-    return h.acknowledge_live(room_topic(room), lambda m: "id-" + m)
+    """The room's probe comes back: the `joined` replies now due."""
+    found = h.registry.room_by_id(room)
+    assert found is not None
+    token = h.registry.probe_due(found, now=0.0, retry=0.1)
+    assert token is not None
+    return h.registry.probe_returned(found.topic, token)
 
 
 def test_join_subscribes_then_acknowledges_when_live() -> None:
     h = make()
-    assert h.handle("a", "ca", frame("join", roomId="r")) == [Subscribe(room_topic("r"))]
-    assert h.handle("b", "cb", frame("join", roomId="r")) == []
+    assert h.handle("a", C("ca"), frame("join", roomId="r")) == [Subscribe(room_topic("r"))]
+    assert h.handle("b", C("cb"), frame("join", roomId="r")) == []
     acks = live(h, "r")
     assert [m for m, _ in acks] == ["a", "b"]
     assert json.loads(acks[0][1]) == {
-        "type": "joined", "payload": {"roomId": "r", "connectionId": "id-a"}
+        "type": "joined", "payload": {"roomId": "r", "connectionId": "ca"}
     }
-    assert reply_json(h.handle("c", "cc", frame("join", roomId="r")))["type"] == "joined"
+    assert reply_json(h.handle("c", C("cc"), frame("join", roomId="r")))["type"] == "joined"
 
 
 def test_chat_is_encoded_once_for_the_broker() -> None:
     h = make()
-    h.handle("a", "ca", frame("join", roomId="r"))
+    h.handle("a", C("ca"), frame("join", roomId="r"))
     live(h, "r")
-    [intent] = h.handle("a", "ca", frame("chat", message="hi"))
+    [intent] = h.handle("a", C("ca"), frame("chat", message="hi"))
     assert isinstance(intent, Publish)
     assert intent.topic == room_topic("r")
     assert json.loads(intent.body) == {
@@ -57,13 +66,13 @@ def test_chat_is_encoded_once_for_the_broker() -> None:
 
 def test_chat_errors() -> None:
     h = make(max_chars=3)
-    assert reply_json(h.handle("a", "ca", frame("chat", message="x")))["payload"]["code"] == (
+    assert reply_json(h.handle("a", C("ca"), frame("chat", message="x")))["payload"]["code"] == (
         "not_in_room"
     )
-    h.handle("a", "ca", frame("join", roomId="r1"))
-    h.handle("a", "ca", frame("join", roomId="r2"))
+    h.handle("a", C("ca"), frame("join", roomId="r1"))
+    h.handle("a", C("ca"), frame("join", roomId="r2"))
     codes = [
-        reply_json(h.handle("a", "ca", f))["payload"]["code"]
+        reply_json(h.handle("a", C("ca"), f))["payload"]["code"]
         for f in (
             frame("chat", message="x"),
             frame("chat", message="x", roomId="r3"),
@@ -71,28 +80,28 @@ def test_chat_errors() -> None:
         )
     ]
     assert codes == ["room_required", "not_in_room", "invalid_payload"]
-    [ok] = h.handle("a", "ca", frame("chat", message="abc", roomId="r1"))
+    [ok] = h.handle("a", C("ca"), frame("chat", message="abc", roomId="r1"))
     assert isinstance(ok, Publish)
 
 
 def test_leave_and_disconnect_unsubscribe_the_last_member() -> None:
     h = make()
-    h.handle("a", "ca", frame("join", roomId="r"))
-    h.handle("b", "cb", frame("join", roomId="r"))
-    h.handle("b", "cb", frame("join", roomId="s"))
-    left = h.handle("a", "ca", frame("leave", roomId="r"))
+    h.handle("a", C("ca"), frame("join", roomId="r"))
+    h.handle("b", C("cb"), frame("join", roomId="r"))
+    h.handle("b", C("cb"), frame("join", roomId="s"))
+    left = h.handle("a", C("ca"), frame("leave", roomId="r"))
     assert len(left) == 1 and json.loads(left[0].frame)["type"] == "left"  # type: ignore[union-attr]
     assert sorted(h.disconnect("b")) == sorted(
         [Unsubscribe(room_topic("r")), Unsubscribe(room_topic("s"))]
     )
-    notin = reply_json(h.handle("a", "ca", frame("leave", roomId="r")))
+    notin = reply_json(h.handle("a", C("ca"), frame("leave", roomId="r")))
     assert notin["payload"]["code"] == "not_in_room"
 
 
 def test_too_many_rooms_and_ping() -> None:
     h = make(max_rooms=1)
-    h.handle("a", "ca", frame("join", roomId="r"))
-    intents = h.handle("a", "ca", frame("join", roomId="s"))
+    h.handle("a", C("ca"), frame("join", roomId="r"))
+    intents = h.handle("a", C("ca"), frame("join", roomId="s"))
     assert isinstance(intents[0], Reply) and intents[0].error is ErrorCode.TOO_MANY_ROOMS
-    assert reply_json(h.handle("a", "ca", '{"type":"ping"}')) == {"type": "pong"}
+    assert reply_json(h.handle("a", C("ca"), '{"type":"ping"}')) == {"type": "pong"}
     assert reply_json(h.binary_frame())["payload"]["code"] == "bad_json"

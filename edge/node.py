@@ -1,0 +1,128 @@
+"""One edge, assembled: the small parts wired together, and what the HTTP side asks.
+
+The data path of a chat, module by module:
+
+    client bytes -> edge.connection (the socket) -> protocol.websocket (frames)
+    -> edge.dispatch -> edge.session (what the frame means) -> edge.publishing
+    -> edge.bus -> broker -> edge.bus (every subscribed edge) -> edge.fanout
+    -> edge.connection.send -> each member
+
+`Edge` owns no state of its own beyond the parts; it answers `/healthz`,
+`/metrics` and the HTTP publish API, and runs the graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chatconfig import EdgeSettings
+from edge.bus import Bus
+from edge.clients import Clients
+from edge.connection import Connection
+from edge.dispatch import Dispatcher
+from edge.fanout import Fanout
+from edge.guard import Gate
+from edge.liveness import BrokerPath
+from edge.metrics import Stats
+from edge.publishing import PublishQueue
+from edge.ratelimit import limits_factory
+from edge.rooms import RoomRegistry
+from edge.session import FrameHandler
+from protocol.codec import encode_chat
+from protocol.ids import Sequence, new_instance_id
+from protocol.topics import room_topic
+
+
+def clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Edge:
+    def __init__(self, settings: EdgeSettings, bus: Bus, gate: Gate | None = None) -> None:
+        self.settings = settings
+        self.instance_id = new_instance_id()
+        self.stats = Stats()
+        self.rooms: RoomRegistry[Connection] = RoomRegistry(settings.max_rooms)
+        self.path = BrokerPath(
+            self.instance_id, bus, self.rooms, self.stats,
+            probe_interval=settings.probe_interval, probe_timeout=settings.probe_timeout,
+        )
+        self.message_ids = Sequence(self.instance_id, "-")
+        self.handler = FrameHandler(
+            self.rooms, self.message_ids, clock_ms, settings.max_message_chars, self.path.healthy
+        )
+        self.publishes = PublishQueue(bus, self.stats)
+        self.dispatch = Dispatcher(self.handler, self.publishes, self.path, self.stats)
+        self.clients = Clients(
+            Sequence(self.instance_id, "."),
+            self.dispatch,
+            self.dispatch.leave_rooms,
+            limits_factory(
+                settings.rate_limit, settings.rate_burst,
+                settings.join_rate_limit, settings.join_rate_burst, time.monotonic,
+            ),
+            self.stats,
+            max_message_bytes=settings.max_frame_bytes,
+            outbox_bytes=settings.outbox_bytes,
+            gate=gate,
+        )
+        self.fanout = Fanout(self.rooms, self.path, self.stats)
+        self.closing = False  # shutting down: the front door refuses upgrades
+
+    def healthy(self) -> bool:
+        return self.path.healthy()
+
+    def tick(self) -> None:
+        self.path.tick()
+        self.clients.tick()
+
+    def publish_external(self, room_id: str, message: str, sender: str) -> str:
+        """Publish a chat from outside any room membership (the HTTP API); return its id.
+
+        The caller has checked it with `protocol.chats.check_chat`.
+        """
+        message_id = self.message_ids.next()
+        self.publishes.put(room_topic(room_id), encode_chat(
+            room_id, message, message_id, sender, clock_ms()
+        ))
+        return message_id
+
+    async def shutdown(self, grace: float) -> None:
+        """Deliver what is in flight, close every client with 1001 at once, wait for them."""
+        self.closing = True
+        deadline = time.monotonic() + grace
+        if self.clients.open_ones and self.healthy():
+            await self.path.barrier(min(1.0, grace / 2))
+        await self.clients.close_all(deadline)
+
+    def gauges(self) -> dict[str, float]:
+        rooms = len(self.rooms)
+        rtt = self.path.probes.last_rtt
+        return {
+            "chat_connections": len(self.clients),
+            "chat_rooms": rooms,
+            "chat_subscriptions": rooms,
+            "chat_pending_rooms": self.rooms.pending_count(),
+            "chat_broker_up": 1.0 if self.healthy() else 0.0,
+            "chat_broker_rtt_seconds": rtt if rtt is not None else float("nan"),
+        }
+
+    def health(self) -> dict[str, Any]:
+        now = time.monotonic()
+        probes = self.path.probes
+        seen = probes.last_seen
+        rtt = probes.last_rtt
+        return {
+            "status": "ok" if probes.healthy(now) else "unavailable",
+            "edge": self.settings.name or f"{self.settings.host}:{self.settings.port}",
+            "instance": self.instance_id,
+            "connections": len(self.clients),
+            "rooms": len(self.rooms),
+            "broker": {
+                "pub": self.settings.broker_pub,
+                "sub": self.settings.broker_sub,
+                "lastProbeRoundTripMs": None if rtt is None else round(rtt * 1000, 3),
+                "lastProbeSecondsAgo": None if seen is None else round(now - seen, 3),
+            },
+        }
