@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocol.frames import masked_frame as mask_frame
 from protocol.websocket import (
     OP_BINARY,
     OP_CLOSE,
@@ -20,7 +21,6 @@ from protocol.websocket import (
     Violation,
     unmask,
 )
-from tests.support.rawws import mask_frame
 
 
 def test_messages_and_controls() -> None:
