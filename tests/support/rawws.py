@@ -135,7 +135,10 @@ class RawWs:
         """Whether the server has closed its side with nothing left unread."""
         if self.buf:
             return False
-        return self.sock.recv(1) == b""
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True  # closed abruptly: closed all the same
 
     def close(self) -> None:
         self.sock.close()
