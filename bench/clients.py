@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import aiohttp
 import msgspec
 
-from bench import wsproto
+from bench import rawclient
 from protocol.codec import decode_server_frame, encode
 from protocol.messages import (
     ChatBody,
@@ -80,12 +80,12 @@ class WsConn:
         self.on_chat = on_chat
         self.errors = 0
         self._replies = _Replies()
-        self._ws: wsproto.ClientProtocol | None = None
+        self._ws: rawclient.ClientProtocol | None = None
 
     @classmethod
     async def open(cls, url: str, on_chat: OnChat) -> WsConn:
         conn = cls(on_chat)
-        conn._ws = await wsproto.connect(url, conn._dispatch)
+        conn._ws = await rawclient.connect(url, conn._dispatch)
         conn._ws.on_lost = conn._gone
         return conn
 

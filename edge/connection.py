@@ -4,7 +4,7 @@ Per connection an edge keeps this object (with `__slots__`), its transport,
 a `Client` value and a sans-I/O `protocol.websocket.ServerConnection`: no
 task, no timer, no request or response object. Bytes from the socket go to
 the core; what the core says the client sent goes to the `Receiver`; what the
-core must send (pongs, pings, close frames) is written out. Everything the
+core must send (pongs, pings, close frames) is written out in order. Everything the
 server sends a client goes through `send`, replies and fan-out alike, and
 that is the one place the outbox is checked.
 """
@@ -20,6 +20,7 @@ from protocol.websocket import (
     CloseCode,
     CloseReceived,
     Failed,
+    Send,
     ServerConnection,
     State,
     TextMessage,
@@ -81,14 +82,16 @@ class Connection(asyncio.Protocol):
         for event in ws.receive_data(data):
             if type(event) is TextMessage:
                 self.receiver.message(self, event.data)
+            elif type(event) is Send:
+                self.send(event.data)
             elif type(event) is BinaryMessage:
                 self.receiver.binary(self)
             elif type(event) is CloseReceived:
                 self._ended(Disconnect.CLIENT)
             elif type(event) is Failed:
                 self._ended(_FAILURES.get(event.code, Disconnect.PROTOCOL_ERROR))
-            if ws.state is not State.OPEN:
-                break  # nothing after a close means anything, even in the same read
+            if not ws.can_send():
+                break  # we closed: nothing after that means anything, even in the same read
         self._flush()
 
     def eof_received(self) -> bool:
@@ -101,11 +104,11 @@ class Connection(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         """Write frames to the client: the one write path, and the one outbox check."""
-        if self.ws.state is not State.OPEN:
+        if not self.ws.can_send():
             return  # nothing may follow our close frame
         transport = self.transport
         transport.write(data)
-        if transport.get_write_buffer_size() > self.outbox_bytes:
+        if transport.get_write_buffer_size() > self.outbox_bytes and self.ws.state is State.OPEN:
             self.close(CloseCode.TRY_AGAIN_LATER, "too slow: outbox full", Disconnect.SLOW)
 
     def close(self, code: CloseCode, reason: str, why: Disconnect) -> None:

@@ -7,6 +7,7 @@ writes it to every member's transport.
 
 from __future__ import annotations
 
+import os
 import struct
 
 _TEXT_FIN = 0x81
@@ -46,3 +47,30 @@ def pong_frame(payload: bytes) -> bytes:
     """A pong echoing a ping's payload (at most 125 bytes; longer is cut before the header)."""
     body = payload[:125]
     return _header(0x8A, len(body)) + body
+
+
+
+def masked_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bytes | None = None
+) -> bytes:
+    """A client-to-server frame: clients must mask every frame (RFC 6455 section 5.3).
+
+    `rsv` is the three reserved bits as a number (4 is RSV1, 1 is RSV3); only
+    a client testing a server's refusals sets them. `mask` is the 4-byte key,
+    random when not given; a client may reuse one key for all its frames.
+    """
+    key = os.urandom(4) if mask is None else mask
+    first = (0x80 if fin else 0) | (rsv & 0x7) << 4 | opcode & 0x0F
+    header = bytearray(_header(first, len(payload)))
+    header[1] |= 0x80
+    return bytes(header) + key + apply_mask(payload, key)
+
+
+def apply_mask(payload: bytes | bytearray, key: bytes | bytearray) -> bytes:
+    """XOR with the repeated 4-byte key; the same call masks and unmasks."""
+    n = len(payload)
+    if n == 0:
+        return b""
+    # One big-integer XOR, done in C: no Python loop per byte.
+    repeated = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")

@@ -6,7 +6,9 @@ ways, answering pings, the heartbeat's silence check, the size limit and
 UTF-8 validation. Bytes go in through `receive_data`, events come out, and
 the bytes it must send wait in `data_to_send()`. It never touches a socket:
 `edge.connection` feeds it and writes what it returns, and every transition
-is tested without one.
+is tested without one. Bytes in the input's order (pongs) come back as
+`Send` events among the others; bytes due to the server's own actions
+(heartbeat pings, close frames) wait in `data_to_send()`.
 
 Frames the server fans out (chats) are not built here: they are the same
 bytes for every member, built once by `protocol.frames`, and the shell
@@ -24,7 +26,7 @@ import struct
 from enum import Enum, IntEnum, auto
 from typing import NamedTuple
 
-from protocol.frames import PING_FRAME, close_frame, pong_frame
+from protocol.frames import PING_FRAME, apply_mask, close_frame, pong_frame
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -83,8 +85,19 @@ class BinaryMessage(NamedTuple):
     data: bytes
 
 
+class Send(NamedTuple):
+    """Bytes the server must send at this point of the stream (a pong).
+
+    In the event list rather than in `data_to_send`, so that answers keep
+    the order of what they answer: a pong for a ping that came between two
+    messages goes out between the replies to those messages.
+    """
+
+    data: bytes
+
+
 class CloseReceived(NamedTuple):
-    """The peer started the close handshake; the answer is already queued."""
+    """The peer started the close handshake; the answering close is in `data_to_send`."""
 
     code: int | None  # None: a close frame without a status code
     reason: str
@@ -97,7 +110,7 @@ class Failed(NamedTuple):
     reason: str
 
 
-Event = TextMessage | BinaryMessage | CloseReceived | Failed
+Event = TextMessage | BinaryMessage | Send | CloseReceived | Failed
 
 
 class ProtocolFault(Exception):
@@ -107,15 +120,6 @@ class ProtocolFault(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-def unmask(payload: bytes | bytearray, key: bytes | bytearray) -> bytes:
-    n = len(payload)
-    if n == 0:
-        return b""
-    # XOR as one big integer: done in C, no Python loop per byte.
-    mask = int.from_bytes((bytes(key) * (n // 4 + 1))[:n], "little")
-    return (int.from_bytes(payload, "little") ^ mask).to_bytes(n, "little")
 
 
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
@@ -179,8 +183,18 @@ class ServerConnection:
             self._buffer = bytearray(view[consumed:])
         return events
 
+    def can_send(self) -> bool:
+        """May the server still write data frames?
+
+        Until our close frame has been taken by `data_to_send`: replies to
+        messages that arrived in the same read as the peer's close frame go
+        out before our answering close, which is the order they were asked in.
+        """
+        # Once not open, nothing but the close frame is ever queued.
+        return self.state is State.OPEN or bool(self._outgoing)
+
     def data_to_send(self) -> bytes:
-        """Bytes this connection must send (pongs, pings, close frames); taken once."""
+        """Bytes this connection must send (heartbeat pings, close frames); taken once."""
         out, self._outgoing = self._outgoing, b""
         return out
 
@@ -249,7 +263,7 @@ class ServerConnection:
             if end - pos < total:
                 break
             key = buf[pos + header : pos + header + 4]
-            payload = unmask(buf[pos + header + 4 : pos + total], key)
+            payload = apply_mask(buf[pos + header + 4 : pos + total], key)
             pos += total
             if opcode >= 0x8:
                 self._control(opcode, payload, events)
@@ -315,7 +329,7 @@ class ServerConnection:
     def _control(self, opcode: int, payload: bytes, events: list[Event]) -> None:
         if opcode == OP_PING:
             if self.state is State.OPEN:
-                self._outgoing += pong_frame(payload)
+                events.append(Send(pong_frame(payload)))
         elif opcode == OP_CLOSE:
             code, reason = _parse_close(payload)
             if self.state is State.OPEN:
@@ -359,3 +373,8 @@ def _parse_close(payload: bytes) -> tuple[int | None, str]:
     except UnicodeDecodeError:
         raise ProtocolFault(CloseCode.INVALID_DATA, "close reason is not UTF-8") from None
     return code, reason
+
+
+def close_code(payload: bytes) -> int | None:
+    """The status code in a close frame's payload, if it has one (for clients and tests)."""
+    return struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else None

@@ -6,9 +6,10 @@ import asyncio
 import struct
 from collections.abc import Callable
 
+from protocol.frames import masked_frame
 from protocol.websocket import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT
 from tests.support.procs import Cluster, wait_until
-from tests.support.rawws import RawWs, mask_frame
+from tests.support.rawws import RawWs
 from tests.support.wsclient import WsClient
 
 
@@ -24,7 +25,7 @@ async def test_replies_to_a_client_that_never_reads_are_bounded(
     rss_before = edge.rss()
     raw = RawWs(edge.port, rcvbuf=4096)
     # Each 6-byte binary frame earns a ~95-byte error reply: 40x amplification.
-    burst = mask_frame(OP_BINARY, b"") * 20_000
+    burst = masked_frame(OP_BINARY, b"") * 20_000
     try:
         for _ in range(40):
             await asyncio.to_thread(raw.send_raw, burst)
@@ -59,7 +60,7 @@ async def test_a_cut_off_client_that_keeps_talking_still_gets_its_close_frame(
             assert i < 20_000, "never cut off"
         # The client speaks after the cut (a heartbeat, a pong): the edge must
         # not answer that with a reset that destroys what it had queued.
-        slow.send_raw(mask_frame(OP_PING, b"still here?"))
+        slow.send_raw(masked_frame(OP_PING, b"still here?"))
         code, reason, _ = await asyncio.to_thread(slow.read_until_close)
         assert code == 1013 and "slow" in reason
     finally:
@@ -77,9 +78,11 @@ async def test_frames_after_a_close_in_the_same_read_are_ignored(
     try:
         await witness.join("after")
         raw.send_raw(
-            mask_frame(OP_CLOSE, struct.pack("!H", 1000))
-            + mask_frame(OP_TEXT, b'{"type":"join","payload":{"roomId":"after"}}')
-            + mask_frame(OP_TEXT, b'{"type":"chat","payload":{"roomId":"after","message":"ghost"}}')
+            masked_frame(OP_CLOSE, struct.pack("!H", 1000))
+            + masked_frame(OP_TEXT, b'{"type":"join","payload":{"roomId":"after"}}')
+            + masked_frame(
+                OP_TEXT, b'{"type":"chat","payload":{"roomId":"after","message":"ghost"}}'
+            )
         )
         code, _, texts = await asyncio.to_thread(raw.read_until_close)
         assert (code, texts) == (1000, 0)

@@ -9,8 +9,10 @@ import random
 import aiohttp
 import pytest
 
+from protocol.frames import masked_frame
+from protocol.websocket import OP_BINARY, OP_CLOSE, OP_TEXT
 from tests.support.procs import Cluster
-from tests.support.rawws import RawWs, mask_frame
+from tests.support.rawws import RawWs, malformed_frame
 from tests.support.wsclient import Closed, WsClient
 
 SHAPES = [
@@ -67,13 +69,13 @@ async def test_random_frames_never_break_an_edge(shared_cluster: Cluster) -> Non
 
     # Frames that end the connection: each gets the close code RFC 6455 names.
     raw_cases = [
-        (mask_frame(0x1, b"x" * 70_000), 1009),  # over the frame cap
-        (mask_frame(0x2, b"\x00" * 70_000), 1009),
-        (b"\x81\x05hello", 1002),  # a client frame must be masked
-        (mask_frame(0x3, b"reserved opcode"), 1002),
-        (mask_frame(0x1, b'{"type":"ping"}', fin=False) + mask_frame(0x1, b"again"), 1002),
-        (mask_frame(0x8, b"\x03\xe8\xff"), 1007),  # close reason not UTF-8
-        (mask_frame(0x1, b'{"type":"ping","x":"\xff"}'), 1007),  # text not UTF-8
+        (masked_frame(OP_TEXT, b"x" * 70_000), 1009),  # over the frame cap
+        (masked_frame(OP_BINARY, b"\x00" * 70_000), 1009),
+        (malformed_frame(OP_TEXT, b"hello", masked=False), 1002),  # clients must mask
+        (masked_frame(0x3, b"reserved opcode"), 1002),
+        (masked_frame(OP_TEXT, b'{"type":"ping"}', fin=False) + masked_frame(OP_TEXT, b"a"), 1002),
+        (masked_frame(OP_CLOSE, b"\x03\xe8\xff"), 1007),  # close reason not UTF-8
+        (masked_frame(OP_TEXT, b'{"type":"ping","x":"\xff"}'), 1007),  # text not UTF-8
     ]
     for case, expected in raw_cases:
         raw = await asyncio.to_thread(RawWs, edge.port)

@@ -1,5 +1,10 @@
 """A WebSocket client on a bare socket, for what well-behaved clients never do:
-stop reading, or send frames a library would refuse to build."""
+stop reading, or send frames a library would refuse to build.
+
+Well-formed frames come from `protocol.frames.masked_frame`, the builder the
+bench client uses too; `malformed_frame` here builds the ones no correct
+client sends.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +15,43 @@ import socket
 import struct
 from typing import Any
 
+from protocol.frames import apply_mask, masked_frame
+from protocol.websocket import OP_CLOSE, OP_TEXT, close_code
 
-def mask_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    """A client frame (clients must mask)."""
-    key = os.urandom(4)
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    first = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", first, 0x80 | n)
-    elif n < 65536:
-        header = struct.pack("!BBH", first, 0x80 | 126, n)
+
+def malformed_frame(
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    length: int | None = None,
+    length_bytes: int | None = None,
+    masked: bool = True,
+) -> bytes:
+    """A frame built exactly as told, wrong on purpose where told to be.
+
+    `length` is the length the header declares (default: the payload's), any
+    64-bit value including ones with the top bit set; `length_bytes` forces
+    its form, 0, 2 or 8 extra bytes, minimal or not; `masked=False` leaves out
+    the mask bit and key. With `payload` empty and `length` set, this is a
+    header alone, announcing a payload never sent.
+    """
+    declared = len(payload) if length is None else length
+    if length_bytes is None:
+        length_bytes = 0 if declared < 126 else 2 if declared < 65536 else 8
+    first = (0x80 if fin else 0) | (rsv & 0x7) << 4 | opcode & 0x0F
+    mask_bit = 0x80 if masked else 0
+    if length_bytes == 0:
+        header = struct.pack("!BB", first, mask_bit | declared)
+    elif length_bytes == 2:
+        header = struct.pack("!BBH", first, mask_bit | 126, declared)
     else:
-        header = struct.pack("!BBQ", first, 0x80 | 127, n)
-    return header + key + masked
+        header = struct.pack("!BBQ", first, mask_bit | 127, declared)
+    if not masked:
+        return header + payload
+    key = os.urandom(4)
+    return header + key + apply_mask(payload, key)
 
 
 class RawWs:
@@ -53,7 +81,7 @@ class RawWs:
             raise ConnectionError(head.decode(errors="replace"))
 
     def send_json(self, value: Any) -> None:
-        self.sock.sendall(mask_frame(0x1, json.dumps(value).encode()))
+        self.sock.sendall(masked_frame(OP_TEXT, json.dumps(value).encode()))
 
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -86,10 +114,10 @@ class RawWs:
     def read_json(self) -> dict[str, Any]:
         while True:
             opcode, payload = self.read_frame()
-            if opcode == 0x1:
+            if opcode == OP_TEXT:
                 value: dict[str, Any] = json.loads(payload)
                 return value
-            if opcode == 0x8:
+            if opcode == OP_CLOSE:
                 raise ConnectionError(f"closed {close_code(payload)}")
 
     def read_until_close(self) -> tuple[int | None, str, int]:
@@ -97,15 +125,20 @@ class RawWs:
         texts = 0
         while True:
             opcode, payload = self.read_frame()
-            if opcode == 0x8:
+            if opcode == OP_CLOSE:
                 code = close_code(payload)
                 return code, payload[2:].decode(errors="replace"), texts
-            if opcode == 0x1:
+            if opcode == OP_TEXT:
                 texts += 1
+
+    def at_eof(self) -> bool:
+        """Whether the server has closed its side with nothing left unread."""
+        if self.buf:
+            return False
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True  # closed abruptly: closed all the same
 
     def close(self) -> None:
         self.sock.close()
-
-
-def close_code(payload: bytes) -> int | None:
-    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None

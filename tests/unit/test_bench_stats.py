@@ -13,10 +13,11 @@ from bench.ledger import Ledger, Member
 from bench.payload import Stamp, encode_stamp, parse_stamp
 from bench.pinning import plan_cpus
 from bench.plan import Share, split_rooms
+from bench.rawclient import FrameParser
 from bench.report import efficiency, finite
 from bench.stats import Histogram, merged, percentile
 from bench.workloads import Workload
-from bench.wsproto import OP_PING, OP_TEXT, FrameParser, client_frame, mask
+from protocol.websocket import OP_PING
 
 
 class Bookkeeping(Workload):
@@ -227,11 +228,3 @@ def test_frame_parser_handles_split_fragmented_and_control_frames() -> None:
         parser.feed(stream[i:i + 7])
     assert texts == [b"hi", big, b"abcdef"]
     assert controls == [(OP_PING, b"p")]
-
-
-def test_client_frames_are_masked() -> None:
-    key = b"\x01\x02\x03\x04"
-    frame = client_frame(OP_TEXT, b"hello", key)
-    assert frame[0] == 0x81 and frame[1] == 0x80 | 5
-    assert frame[2:6] == key
-    assert mask(frame[6:], key) == b"hello"

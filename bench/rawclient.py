@@ -5,7 +5,8 @@ one core. aiohttp's client spends most of that core on per-message objects
 and queues; here `data_received` walks the buffer and hands each text
 payload straight to a callback, with no task switch per frame. Only what a
 benchmark client needs: no extensions, no subprotocols, text frames in and
-out, pings answered, close handled.
+out, pings answered, close handled. Opcodes, client frames and the accept
+key come from `protocol`, the code the edge itself runs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import os
 import socket
 import struct
@@ -21,38 +21,15 @@ from collections.abc import Callable
 from typing import cast
 from urllib.parse import urlsplit
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+from protocol.frames import masked_frame
+from protocol.handshake import accept_key
+from protocol.websocket import OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
+
 MAX_HEAD = 64 * 1024
 
 
 class HandshakeError(Exception):
     pass
-
-
-def accept_key(key: bytes) -> bytes:
-    return base64.b64encode(hashlib.sha1(key + GUID).digest())
-
-
-def mask(payload: bytes, key: bytes) -> bytes:
-    """XOR with the 4-byte key, as one big-integer operation instead of a byte loop."""
-    n = len(payload)
-    if n == 0:
-        return payload
-    repeated = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
-
-
-def client_frame(opcode: int, payload: bytes, key: bytes) -> bytes:
-    """A final, masked frame (clients must mask everything they send)."""
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    return head + key + mask(payload, key)
 
 
 class FrameParser:
@@ -109,7 +86,7 @@ class FrameParser:
             del buf[:pos]
 
     def _fragment(self, opcode: int, payload: bytes, final: bool) -> None:
-        if opcode != OP_CONT:
+        if opcode != OP_CONTINUATION:
             self._fragments = [] if opcode == OP_TEXT else None  # binary: dropped
             self._text = opcode == OP_TEXT
         elif not self._text:
@@ -171,7 +148,7 @@ class ClientProtocol(asyncio.Protocol):
             return
         headers = {k.strip().lower(): v.strip()
                    for k, _, v in (line.partition(":") for line in lines[1:])}
-        if headers.get("sec-websocket-accept", "").encode() != accept_key(self._key):
+        if headers.get("sec-websocket-accept", "") != accept_key(self._key.decode()):
             self._fail(HandshakeError("bad Sec-WebSocket-Accept"))
             return
         self._parser = FrameParser(self._on_text, self._control)
@@ -200,7 +177,7 @@ class ClientProtocol(asyncio.Protocol):
             raise ConnectionResetError("connection closed")
         if not self._out:
             self._loop.call_soon(self._flush)
-        self._out.append(client_frame(opcode, payload, self._mask))
+        self._out.append(masked_frame(opcode, payload, mask=self._mask))
 
     def _flush(self) -> None:
         out, self._out = self._out, []
