@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
-from chatconfig import EdgeSettings
+from chatconfig import HttpApi
 from edge.hub import Hub
 from protocol.codec import encode
 from protocol.messages import Error, ErrorBody, RoomId
@@ -44,8 +44,10 @@ class PostedMessage(msgspec.Struct):
 _posted_decoder = msgspec.json.Decoder(PostedMessage)
 
 
-def add_routes(app: web.Application, settings: EdgeSettings, hub: web.AppKey[Hub]) -> None:
-    api = Api(settings, hub)
+def add_routes(
+    app: web.Application, settings: HttpApi, max_message_chars: int, hub: web.AppKey[Hub]
+) -> None:
+    api = Api(settings, max_message_chars, hub)
     app.router.add_get("/api/edges", api.edges)
     # `.+` so that a room id with a `/` in it (sent as %2F) is still addressable.
     app.router.add_post("/api/rooms/{room_id:.+}/messages", api.post_message)
@@ -78,8 +80,11 @@ def bearer_matches(authorization: str | None, key: str) -> bool:
 
 
 class Api:
-    def __init__(self, settings: EdgeSettings, hub: web.AppKey[Hub]) -> None:
+    def __init__(
+        self, settings: HttpApi, max_message_chars: int, hub: web.AppKey[Hub]
+    ) -> None:
         self.settings = settings
+        self.max_message_chars = max_message_chars
         self.peers = peer_urls(settings.peers)
         self.hub = hub
 
@@ -110,7 +115,7 @@ class Api:
             return api_error(400, "invalid_payload", str(exc))
         except msgspec.DecodeError:
             return api_error(400, "bad_json", 'body must be JSON: {"message": "..."}')
-        limit = self.settings.max_message_chars
+        limit = self.max_message_chars
         if len(posted.message) > limit:
             return api_error(400, "invalid_payload", f"message is longer than {limit} characters")
         hub = request.app[self.hub]

@@ -29,7 +29,7 @@ METRICS = web.AppKey("metrics", CollectorRegistry)
 def create_app(settings: EdgeSettings) -> web.Application:
     # Token checks run before any route (docs/security.md); WebSocket upgrades
     # are checked by the same Gate in edge.server.
-    gate = guard.Gate(settings)
+    gate = guard.Gate(settings.security)
     app = web.Application(middlewares=[guard.middleware(gate)])
     app[SETTINGS] = settings
     app[GATE] = gate
@@ -38,7 +38,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/ws", websocket_only)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    api.add_routes(app, settings, HUB)
+    api.add_routes(app, settings.api, settings.limits.max_message_chars, HUB)
     return app
 
 
@@ -54,7 +54,7 @@ async def _every(seconds: float, job: object) -> None:
 
 async def _hub_lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    bus = Bus(settings)
+    bus = Bus(settings.broker)
     hub = Hub(settings, bus, app[GATE])
     app[HUB] = hub
     registry = CollectorRegistry()
@@ -64,10 +64,10 @@ async def _hub_lifecycle(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(bus.run(hub.on_batch), name="bus"),
         asyncio.create_task(bus.watch(hub.on_broker_disconnect), name="bus-watch"),
         asyncio.create_task(_every(TICK, hub.tick), name="probes"),
-        asyncio.create_task(_every(settings.heartbeat, hub.heartbeat), name="heartbeat"),
+        asyncio.create_task(_every(settings.liveness.heartbeat, hub.heartbeat), name="heartbeat"),
     ]
     hub.tick()
-    log.info("edge %s up on %s:%d", hub.instance_id, settings.host, settings.port)
+    log.info("edge %s up on %s:%d", hub.instance_id, settings.listen.host, settings.listen.port)
     try:
         yield
     finally:

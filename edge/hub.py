@@ -67,28 +67,29 @@ class Hub:
         self.gate = gate
         self.bus = bus
         self.instance_id = new_instance_id()
-        self.registry: RoomRegistry[Connection] = RoomRegistry(settings.max_rooms)
+        self.registry: RoomRegistry[Connection] = RoomRegistry(settings.limits.max_rooms)
         self.handler = FrameHandler(
             self.registry,
             Sequence(self.instance_id, "-"),
             lambda: time.time_ns() // 1_000_000,
-            settings.max_message_chars,
+            settings.limits.max_message_chars,
             self.healthy,
             may_join=_may_join,
             limits=_limits,
         )
         self._new_limits = limits_factory(
-            settings.rate_limit, settings.rate_burst,
-            settings.join_rate_limit, settings.join_rate_burst, time.monotonic,
+            settings.rates.rate_limit, settings.rates.rate_burst,
+            settings.rates.join_rate_limit, settings.rates.join_rate_burst, time.monotonic,
         )
         self.expiries: Deadlines[Connection] = Deadlines()  # token exp, swept in tick()
         self.connection_ids = Sequence(self.instance_id, ".")
         self.connections: set[Connection] = set()
         self.probes = ProbeClock(
-            self.instance_id, settings.probe_interval, settings.probe_timeout, PROBE_RETRY
+            self.instance_id, settings.liveness.probe_interval,
+            settings.liveness.probe_timeout, PROBE_RETRY,
         )
         self.stats = Stats()
-        self.outbox_bytes = settings.outbox_bytes
+        self.outbox_bytes = settings.limits.outbox_bytes
         self._all_gone: asyncio.Event | None = None
         self._barriers: dict[int, asyncio.Event] = {}
         self._outgoing: dict[bytes, list[bytes]] = {}  # chats to publish, per room topic
@@ -104,7 +105,7 @@ class Hub:
     ) -> Connection:
         conn = Connection(
             self, self.connection_ids.next(), transport,
-            FrameParser(self.settings.max_frame_bytes), identity, self._new_limits(), ip,
+            FrameParser(self.settings.limits.max_frame_bytes), identity, self._new_limits(), ip,
         )
         if identity is not None:
             self.expiries.set(conn, identity.exp)
@@ -422,13 +423,14 @@ class Hub:
         rtt = self.probes.last_rtt
         return {
             "status": "ok" if self.probes.healthy(now) else "unavailable",
-            "edge": self.settings.name or f"{self.settings.host}:{self.settings.port}",
+            "edge": self.settings.name
+            or f"{self.settings.listen.host}:{self.settings.listen.port}",
             "instance": self.instance_id,
             "connections": len(self.connections),
             "rooms": len(self.registry),
             "broker": {
-                "pub": self.settings.broker_pub,
-                "sub": self.settings.broker_sub,
+                "pub": self.settings.broker.endpoints.broker_pub,
+                "sub": self.settings.broker.endpoints.broker_sub,
                 "lastProbeRoundTripMs": None if rtt is None else round(rtt * 1000, 3),
                 "lastProbeSecondsAgo": None if seen is None else round(now - seen, 3),
             },
