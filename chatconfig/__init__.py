@@ -205,8 +205,8 @@ class Listener(Settings):
         5.0, "seconds a graceful shutdown may spend flushing and closing clients", at_least(0)
     )
     subprotocols: tuple[str, ...] = setting(
-        (), "comma-separated WebSocket subprotocols the edge may select, in order of "
-            "preference (empty: it selects none)",
+        (), "comma-separated WebSocket subprotocol names the edge may select "
+            "(empty: it selects none)",
         TOKENS,
     )
 

@@ -192,18 +192,16 @@ WS_URLS = Check(
 class _Leaf:
     field: dataclasses.Field[Any]
     kind: type  # str, int, float, bool or tuple (of str)
-    optional: bool
 
 
-def _classify(hint: Any) -> tuple[type, bool]:
-    optional = False
+def _kind(hint: Any) -> type:
+    """The type a flag's value is read as; `X | None` is read as X (None: not given)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional, hint = True, args[0]
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if typing.get_origin(hint) is tuple:
-        return tuple, optional
+        return tuple
     if hint in (str, int, float, bool):
-        return typing.cast(type, hint), optional
+        return typing.cast(type, hint)
     raise TypeError(f"unsupported setting type {hint!r}")
 
 
@@ -219,8 +217,7 @@ def walk(cls: type[Settings]) -> Iterator[tuple[type[Settings], _Leaf]]:
         if _is_slice(hint):
             yield from walk(hint)
         else:
-            kind, optional = _classify(hint)
-            yield cls, _Leaf(f, kind, optional)
+            yield cls, _Leaf(f, _kind(hint))
 
 
 def fields_of(cls: type[Settings]) -> list[dataclasses.Field[Any]]:
@@ -250,9 +247,7 @@ def _summary(cls: type) -> str | None:
     return doc.splitlines()[0].rstrip(".") if doc else None
 
 
-def _add(
-    parser: argparse.ArgumentParser, target: argparse._ActionsContainer, leaf: _Leaf
-) -> None:
+def _add(target: argparse._ActionsContainer, leaf: _Leaf) -> None:
     f, meta = leaf.field, leaf.field.metadata
     rules = "; ".join(c.text for c in meta["checks"] if c is not REQUIRED)
     if meta["operand"]:
@@ -261,8 +256,8 @@ def _add(
             help=(meta["help"] + (f" [{rules}]" if rules else "")).replace("%", "%%"),
         )
         return
-    shown = ",".join(f.default) if isinstance(f.default, tuple) else f.default
-    default = "required" if REQUIRED in meta["checks"] else f"default {shown!r}"
+    shown = repr(",".join(f.default) or None) if isinstance(f.default, tuple) else repr(f.default)
+    default = "required" if REQUIRED in meta["checks"] else f"default {shown}"
     if meta["secret"] and f.default:
         default = "default set"
     help_text = f"{meta['help']} [env {env_name(f.name)}; {default}" + (
@@ -310,13 +305,14 @@ def parser_for(
     groups: dict[type, argparse._ActionsContainer] = {cls: parser}
     seen: set[str] = set()
     for holder, leaf in walk(cls):
-        names = {leaf.field.name, *leaf.field.metadata["aliases"]}
+        f = leaf.field
+        names = {f.name if f.metadata["operand"] else flag_name(f.name), *f.metadata["aliases"]}
         if names & seen:
             raise TypeError(f"{cls.__name__}: setting {leaf.field.name} defined twice")
         seen |= names
         if holder not in groups:
             groups[holder] = parser.add_argument_group(_summary(holder))
-        _add(parser, groups[holder], leaf)
+        _add(groups[holder], leaf)
     return parser
 
 
