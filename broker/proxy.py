@@ -54,15 +54,13 @@ def configure(sock: zmq.Socket[bytes], hwm: int) -> None:
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
 
 
-def _check_security(settings: BrokerSettings) -> None:
-    """Refuse a half-configured CURVE setup; warn about plain text off-host."""
-    if settings.curve_secret_key and not settings.curve_allowed:
-        raise SystemExit("chat-broker: --curve-secret-key needs --curve-allowed DIR")
-    if settings.curve_allowed and not settings.curve_secret_key:
-        raise SystemExit("chat-broker: --curve-allowed needs --curve-secret-key FILE")
-    if settings.curve_secret_key:
+def _warn_plain_text(settings: BrokerSettings) -> None:
+    """Warn about plain text off-host (a half-configured CURVE never gets here:
+    chatconfig.CurveServer refuses it)."""
+    if settings.curve.curve_secret_key:
         return
-    for endpoint in (settings.broker_pub, settings.broker_sub):
+    endpoints = settings.endpoints
+    for endpoint in (endpoints.broker_pub, endpoints.broker_sub):
         if not is_local_endpoint(endpoint):
             log.warning(
                 "%s is reachable from other hosts without CURVE: anyone who can connect "
@@ -71,32 +69,33 @@ def _check_security(settings: BrokerSettings) -> None:
 
 
 def run(settings: BrokerSettings) -> None:
-    _check_security(settings)
+    _warn_plain_text(settings)
+    endpoints, curve = settings.endpoints, settings.curve
     ctx = zmq.Context()
     auth = None
     xsub = ctx.socket(zmq.XSUB)
     xpub = ctx.socket(zmq.XPUB)
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        configure(xsub, settings.hwm)
-        configure(xpub, settings.hwm)
-        if settings.curve_secret_key:
+        configure(xsub, endpoints.hwm)
+        configure(xpub, endpoints.hwm)
+        if curve.curve_secret_key:
             try:
-                keys = load_keypair(settings.curve_secret_key)
-                allowed = allowed_keys(settings.curve_allowed)
+                keys = load_keypair(curve.curve_secret_key)
+                allowed = allowed_keys(curve.curve_allowed)
                 # ZAP must be answering before a CURVE socket binds.
-                auth = start_authenticator(ctx, settings.curve_allowed)
+                auth = start_authenticator(ctx, curve.curve_allowed)
             except CurveKeyError as exc:
                 raise SystemExit(f"chat-broker: {exc}") from None
             apply_server(xsub, keys)
             apply_server(xpub, keys)
-            log.info("CURVE on: %d allowed client key(s) in %s", allowed, settings.curve_allowed)
-        xsub.bind(settings.broker_pub)
-        xpub.bind(settings.broker_sub)
+            log.info("CURVE on: %d allowed client key(s) in %s", allowed, curve.curve_allowed)
+        xsub.bind(endpoints.broker_pub)
+        xpub.bind(endpoints.broker_sub)
         xsub.send(SUBSCRIBE_ALL)
         log.info(
             "broker ready: publishers -> %s, subscribers <- %s, hwm=%d",
-            settings.broker_pub, settings.broker_sub, settings.hwm,
+            endpoints.broker_pub, endpoints.broker_sub, endpoints.hwm,
         )
         zmq.proxy(xsub, xpub)
     except Shutdown as exc:

@@ -13,10 +13,8 @@ the broker, then exits: 0 if everything was delivered, 1 otherwise.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import os
 import sys
 import threading
 import time
@@ -25,9 +23,9 @@ from collections.abc import Sequence
 
 from chatclient.client import ChatClient, Connected, Disconnected, Status, connect
 from chatclient.errors import ChatError, ClientError, ConnectionLost, RateLimited, Unavailable
+from chatconfig import ClientSettings, parse
 from protocol.messages import ChatDelivery
 
-ECHO_TIMEOUT = 10.0  # seconds to wait at the end for our own messages to come back
 RETRIES = 40  # sends refused as rate_limited or unavailable are retried this often
 HELP = "commands: /join ROOM, /leave [ROOM], /rooms, /quit, /help; //text sends /text"
 
@@ -207,7 +205,7 @@ def read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]
     threading.Thread(target=run, name="stdin", daemon=True).start()
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: ClientSettings) -> int:
     client = connect(
         args.urls, token=args.token, connect_timeout=args.connect_timeout, on_status=on_status
     )
@@ -217,9 +215,9 @@ async def run(args: argparse.Namespace) -> int:
         problem(str(exc))
         return 1
     async with client:
-        session = Session(client, args.name)
+        session = Session(client, args.display_name or None)
         receiver = asyncio.create_task(session.receive(), name="receive")
-        for room in args.room or []:
+        for room in args.room:
             await session.join(room)
         lines: asyncio.Queue[str | None] = asyncio.Queue()
         read_lines(asyncio.get_running_loop(), lines)
@@ -241,33 +239,11 @@ async def run(args: argparse.Namespace) -> int:
     return 0 if delivered and not session.failures else 1
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="chat-client",
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(
+        ClientSettings, argv, prog="chat-client",
         description="Chat in roomcast rooms from a terminal or a script. " + HELP,
     )
-    parser.add_argument(
-        "urls", nargs="+", metavar="URL",
-        help="edge WebSocket URLs (ws://host:port/), tried in turn on failure",
-    )
-    parser.add_argument("--room", action="append", help="room to join at start (repeatable)")
-    parser.add_argument("--name", help="how your own messages are shown (never sent)")
-    parser.add_argument(
-        "--token", default=os.environ.get("CHAT_TOKEN") or None,
-        help="access token, when the edges require one [env CHAT_TOKEN]",
-    )
-    parser.add_argument(
-        "--connect-timeout", type=float, default=30.0, help="seconds to reach a first edge"
-    )
-    parser.add_argument(
-        "--echo-timeout", type=float, default=ECHO_TIMEOUT,
-        help="seconds to wait at the end for your own messages to come back",
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:

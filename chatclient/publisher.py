@@ -1,7 +1,12 @@
 """Publish into rooms straight through the broker, from any backend process.
 
-    with Publisher.open("tcp://127.0.0.1:5559", "tcp://127.0.0.1:5560", sender="ticker") as pub:
+    link = BrokerLink(BrokerEndpoints("tcp://127.0.0.1:5559", "tcp://127.0.0.1:5560"))
+    with Publisher.open(link, sender="ticker") as pub:
         pub.publish("prices", "SOL 142.17")
+
+The link (addresses, high-water mark, CURVE keys) is the same
+`chatconfig.BrokerLink` the edges use, so a publisher reads the same
+`--broker-pub`/`CHAT_BROKER_PUB` settings as they do.
 
 A message published here is the same bytes an edge publishes for a chat
 (`protocol.codec.encode_chat`), so every edge forwards it unchanged to the
@@ -22,33 +27,30 @@ from typing import Any
 import zmq
 
 from broker.keys import apply_client, client_keys
-from chatconfig import DEFAULT_BROKER_PUB, DEFAULT_BROKER_SUB
+from chatconfig import DEFAULT_SENDER, BrokerLink, PublisherSettings
 from protocol.chats import check_chat
 from protocol.codec import encode_chat
 from protocol.ids import Sequence, new_instance_id
 from protocol.topics import edge_topic, parse_probe, probe_body, room_topic
 
 PROBE_EVERY = 0.05  # seconds between probes while the path is not yet proven
-LIVE_TIMEOUT = 10.0
-HWM = 100_000
-DEFAULT_SENDER = "server"
+_DEFAULTS = PublisherSettings()
+DEFAULT_LINK = _DEFAULTS.broker
+LIVE_TIMEOUT = _DEFAULTS.live_timeout
 
 
 class Publisher:
     def __init__(
         self,
-        broker_pub: str = DEFAULT_BROKER_PUB,
-        broker_sub: str = DEFAULT_BROKER_SUB,
+        link: BrokerLink = DEFAULT_LINK,
         *,
         sender: str = DEFAULT_SENDER,
-        max_message_chars: int = 4096,
-        curve_secret_key: str = "",
-        curve_broker_key: str = "",
+        max_message_chars: int = _DEFAULTS.max_message_chars,
     ) -> None:
         """Connect (without waiting); call `wait_live` before the first `publish`.
 
         `sender` becomes the `from` of every message. With CURVE on the broker,
-        give this process's `.key_secret` file and the broker's `.key` file.
+        `link.curve` names this process's `.key_secret` file and the broker's `.key` file.
         """
         self.sender = sender
         self.max_message_chars = max_message_chars
@@ -62,18 +64,18 @@ class Publisher:
         self._pub: zmq.Socket[bytes] = self._ctx.socket(zmq.PUB)
         self._sub: zmq.Socket[bytes] = self._ctx.socket(zmq.SUB)
         try:
-            curve = client_keys(curve_secret_key, curve_broker_key)
+            curve = client_keys(link.curve.curve_secret_key, link.curve.curve_broker_key)
             for sock in (self._pub, self._sub):
-                sock.setsockopt(zmq.SNDHWM, HWM)
-                sock.setsockopt(zmq.RCVHWM, HWM)
+                sock.setsockopt(zmq.SNDHWM, link.endpoints.hwm)
+                sock.setsockopt(zmq.RCVHWM, link.endpoints.hwm)
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.RECONNECT_IVL, 100)
                 sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
                 if curve is not None:
                     apply_client(sock, *curve)
             self._sub.setsockopt(zmq.SUBSCRIBE, self._probe_topic)
-            self._pub.connect(broker_pub)
-            self._sub.connect(broker_sub)
+            self._pub.connect(link.endpoints.broker_pub)
+            self._sub.connect(link.endpoints.broker_sub)
         except BaseException:
             self._ctx.destroy(linger=0)
             raise
@@ -81,20 +83,27 @@ class Publisher:
     @classmethod
     def open(
         cls,
-        broker_pub: str = DEFAULT_BROKER_PUB,
-        broker_sub: str = DEFAULT_BROKER_SUB,
+        link: BrokerLink = DEFAULT_LINK,
         *,
         timeout: float = LIVE_TIMEOUT,
         **kwargs: Any,
     ) -> Publisher:
         """Connect and wait until the broker path is live."""
-        publisher = cls(broker_pub, broker_sub, **kwargs)
+        publisher = cls(link, **kwargs)
         try:
             publisher.wait_live(timeout)
         except BaseException:
             publisher.close(linger=0)
             raise
         return publisher
+
+    @classmethod
+    def from_settings(cls, settings: PublisherSettings, *, sender: str) -> Publisher:
+        """`open` as a command's settings say: link, message limit, time to go live."""
+        return cls.open(
+            settings.broker, timeout=settings.live_timeout, sender=sender,
+            max_message_chars=settings.max_message_chars,
+        )
 
     def wait_live(self, timeout: float = LIVE_TIMEOUT) -> float:
         """Probe the broker path until a probe comes back; return its round trip in seconds.

@@ -1,170 +1,392 @@
-"""Every setting of every command, defined once.
+"""Every setting of every command, defined and checked once.
 
-Each setting is a field of a frozen dataclass. It becomes a command-line flag
-(`max_rooms` -> `--max-rooms`) whose default comes from the environment
-variable `CHAT_` + the flag in upper case (`CHAT_MAX_ROOMS`), and otherwise from
-the field's default. Only the `__main__` modules call `parse`; everything else
-receives the resulting settings object.
+Each command's settings are a frozen dataclass composed of slices, one per
+component: the edge hands `BrokerLink` to its bus, `Security` to its gate,
+`Listener` to its front door, and so on. A slice that several commands need
+(the broker link, above all) is one class, so both ends of the link read the
+same flags, variables and defaults. `chatconfig.schema` turns the classes into
+flags with `CHAT_*` fallbacks and checks every value when an object is built.
+Only the `__main__` modules and the command-line entry points call `parse`;
+everything else receives the resulting settings object.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import os
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-ENV_PREFIX = "CHAT_"
+from chatconfig.schema import (
+    ENDPOINT,
+    ENV_PREFIX,
+    NOT_EMPTY,
+    REQUIRED,
+    TOKENS,
+    WS_URLS,
+    Check,
+    SettingError,
+    Settings,
+    above,
+    at_least,
+    between,
+    comma_list,
+    env_name,
+    fields_of,
+    flag_name,
+    one_of,
+    parse,
+    setting,
+)
+
+__all__ = [
+    "COMMANDS",
+    "DEFAULT_BROKER_PUB",
+    "DEFAULT_BROKER_SUB",
+    "DEFAULT_SENDER",
+    "ENDPOINT",
+    "ENV_PREFIX",
+    "NOT_EMPTY",
+    "REQUIRED",
+    "TOKENS",
+    "WS_URLS",
+    "BrokerEndpoints",
+    "BrokerLink",
+    "BrokerSettings",
+    "Check",
+    "ClientSettings",
+    "CurveClient",
+    "CurveServer",
+    "EdgeSettings",
+    "HttpApi",
+    "Limits",
+    "Listener",
+    "Liveness",
+    "PublishSettings",
+    "PublisherSettings",
+    "RateLimits",
+    "Security",
+    "SettingError",
+    "Settings",
+    "TokenSettings",
+    "above",
+    "at_least",
+    "between",
+    "comma_list",
+    "env_name",
+    "fields_of",
+    "flag_name",
+    "one_of",
+    "parse",
+    "setting",
+]
+
 DEFAULT_BROKER_PUB = "tcp://127.0.0.1:5559"
 DEFAULT_BROKER_SUB = "tcp://127.0.0.1:5560"
+DEFAULT_SENDER = "server"  # `from` of what a publisher posts, unless told otherwise
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def setting(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+# Settings that more than one command reads, each defined here once.
+
+
+def log_level_setting() -> Any:
+    return setting("INFO", "logging level", one_of(*LOG_LEVELS))
+
+
+def max_message_chars_setting() -> Any:
+    return setting(4096, "longest chat message, in characters", at_least(1))
+
+
+def jwt_secret_setting(aliases: tuple[str, ...] = ()) -> Any:
+    return setting(
+        "", "HS256 secret of client tokens: an edge with one requires a signed token on every "
+            "connection; chat-token signs with it",
+        secret=True, aliases=aliases,
+    )
+
+
+def curve_secret_key_setting() -> Any:
+    return setting(
+        "", "this process's own CURVE .key_secret file (from chat-keys); empty: CURVE off"
+    )
+
+
+# The broker link: what the broker and everyone who connects to it agree on.
 
 
 @dataclass(frozen=True, slots=True)
-class BrokerSettings:
+class BrokerEndpoints(Settings):
+    """Broker endpoints: the broker binds them; edges and publishers connect to them."""
+
     broker_pub: str = setting(
-        DEFAULT_BROKER_PUB, "address the broker binds for publishers (its XSUB socket)"
+        DEFAULT_BROKER_PUB, "the broker's endpoint for publishers (its XSUB socket)", ENDPOINT
     )
     broker_sub: str = setting(
-        DEFAULT_BROKER_SUB, "address the broker binds for subscribers (its XPUB socket)"
+        DEFAULT_BROKER_SUB, "the broker's endpoint for subscribers (its XPUB socket)", ENDPOINT
     )
     hwm: int = setting(
-        100_000, "ZeroMQ high-water mark, in messages, of each pipe (0 means unbounded)"
+        100_000, "ZeroMQ high-water mark, in messages, of each pipe (0 means unbounded)",
+        at_least(0),
     )
-    log_level: str = setting("INFO", "logging level")
-    # Security (docs/security.md).
-    curve_secret_key: str = setting(
-        "", "the broker's CURVE key_secret file (from chat-keys); turns CURVE on for both sockets"
-    )
+
+    def check(self) -> None:
+        if self.broker_pub == self.broker_sub:
+            raise SettingError(
+                f"{self.label('broker_pub')} and {self.label('broker_sub')} must differ, "
+                f"both are {self.broker_pub!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class CurveClient(Settings):
+    """CURVE for a connecting process (docs/security.md): both files, or neither."""
+
+    curve_secret_key: str = curve_secret_key_setting()
+    curve_broker_key: str = setting("", "the broker's CURVE public .key file")
+
+    def check(self) -> None:
+        _both_or_neither(self, "curve_secret_key", "curve_broker_key")
+
+
+@dataclass(frozen=True, slots=True)
+class CurveServer(Settings):
+    """CURVE for the broker (docs/security.md): a key and an allowlist, or neither."""
+
+    curve_secret_key: str = curve_secret_key_setting()
     curve_allowed: str = setting(
         "", "directory of the public .key files of edges and publishers allowed to connect"
     )
 
+    def check(self) -> None:
+        _both_or_neither(self, "curve_secret_key", "curve_allowed")
+
+
+def _both_or_neither(s: Settings, one: str, other: str) -> None:
+    if bool(getattr(s, one)) != bool(getattr(s, other)):
+        given, missing = (one, other) if getattr(s, one) else (other, one)
+        raise SettingError(f"{s.label(given)} needs {s.label(missing)} as well")
+
 
 @dataclass(frozen=True, slots=True)
-class EdgeSettings:
-    host: str = setting("127.0.0.1", "interface the HTTP/WebSocket server listens on")
-    port: int = setting(8081, "port the HTTP/WebSocket server listens on")
-    broker_pub: str = setting(DEFAULT_BROKER_PUB, "broker address to publish to")
-    broker_sub: str = setting(DEFAULT_BROKER_SUB, "broker address to subscribe from")
-    hwm: int = setting(
-        100_000, "ZeroMQ high-water mark, in messages, of each pipe (0 means unbounded)"
+class BrokerLink(Settings):
+    """How an edge or a publisher reaches the broker."""
+
+    endpoints: BrokerEndpoints = field(default_factory=BrokerEndpoints)
+    curve: CurveClient = field(default_factory=CurveClient)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings(Settings):
+    """Forward chats between edges and publishers (the ZeroMQ broker)."""
+
+    endpoints: BrokerEndpoints = field(default_factory=BrokerEndpoints)
+    curve: CurveServer = field(default_factory=CurveServer)
+    log_level: str = log_level_setting()
+
+
+# The edge, one slice per component.
+
+
+@dataclass(frozen=True, slots=True)
+class Listener(Settings):
+    """Listening socket and front door (edge.server)."""
+
+    host: str = setting(
+        "127.0.0.1", "interface the HTTP/WebSocket server listens on", NOT_EMPTY
     )
-    max_rooms: int = setting(32, "rooms one connection may be in at once")
-    max_message_chars: int = setting(4096, "longest chat message, in characters")
-    max_frame_bytes: int = setting(
-        64 * 1024, "largest WebSocket frame accepted from a client (close 1009 beyond it)"
-    )
+    port: int = setting(8081, "port the HTTP/WebSocket server listens on", between(1, 65535))
     max_connections: int = setting(
-        50_000, "open WebSocket connections per edge (upgrade refused with 503 beyond it)"
-    )
-    outbox_bytes: int = setting(
-        1024 * 1024, "unsent bytes a connection may owe before it is dropped as slow (1013)"
-    )
-    heartbeat: float = setting(
-        20.0, "seconds between server pings; a peer silent for two of them is closed"
-    )
-    probe_interval: float = setting(1.0, "seconds between broker round-trip health probes")
-    probe_timeout: float = setting(
-        3.0, "seconds without a probe round trip before /healthz reports 503"
+        50_000, "open WebSocket connections per edge (upgrade refused with 503 beyond it)",
+        at_least(1),
     )
     handshake_timeout: float = setting(
-        10.0, "seconds a new connection may take to send its HTTP request head"
+        10.0, "seconds a new connection may take to send its HTTP request head", above(0)
     )
     shutdown_timeout: float = setting(
-        5.0, "seconds a graceful shutdown may spend flushing and closing clients"
+        5.0, "seconds a graceful shutdown may spend flushing and closing clients", at_least(0)
     )
-    name: str = setting("", "name of this edge in logs and /healthz (default: host:port)")
-    # Clients (docs/clients.md).
-    api_key: str = field(
-        default="", repr=False,
-        metadata={"help": "key for POST /api/rooms/ROOM/messages as `Authorization: Bearer "
-                          "KEY` (empty: that endpoint answers 404)"},
+    subprotocols: tuple[str, ...] = setting(
+        (), "comma-separated WebSocket subprotocol names the edge may select "
+            "(empty: it selects none)",
+        TOKENS,
     )
-    peers: str = setting(
-        "", "comma-separated public ws:// URLs of every edge, offered to web clients for "
-            "failover at GET /api/edges (empty: only this edge)"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits(Settings):
+    """Per-connection limits (edge.hub, edge.connection)."""
+
+    max_rooms: int = setting(32, "rooms one connection may be in at once", at_least(1))
+    max_message_chars: int = max_message_chars_setting()
+    max_frame_bytes: int = setting(
+        64 * 1024, "largest WebSocket frame accepted from a client (close 1009 beyond it)",
+        at_least(1),
     )
-    # Security (docs/security.md).
-    jwt_secret: str = field(
-        default="", repr=False,
-        metadata={"help": "HS256 secret; when set every connection needs a signed JWT"},
+    outbox_bytes: int = setting(
+        1024 * 1024, "unsent bytes a connection may owe before it is dropped as slow (1013)",
+        at_least(1),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits(Settings):
+    """Per-connection rate limits (edge.ratelimit)."""
+
+    rate_limit: float = setting(
+        20.0, "chats per second per connection (0 turns limiting off)", at_least(0)
+    )
+    rate_burst: int = setting(
+        40, "chats a connection may send at once before the rate applies", at_least(1)
+    )
+    join_rate_limit: float = setting(
+        20.0, "joins and leaves per second per connection (0: off)", at_least(0)
+    )
+    join_rate_burst: int = setting(
+        64, "joins and leaves a connection may send at once (twice the default room cap)",
+        at_least(1),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness(Settings):
+    """Heartbeats to clients and probes through the broker (edge.probes)."""
+
+    heartbeat: float = setting(
+        20.0, "seconds between server pings; a peer silent for two of them is closed", above(0)
+    )
+    probe_interval: float = setting(
+        1.0, "seconds between broker round-trip health probes", above(0)
+    )
+    probe_timeout: float = setting(
+        3.0, "seconds without a probe round trip before /healthz reports 503", above(0)
+    )
+
+    def check(self) -> None:
+        # Probes go out once an interval: a shorter timeout would flap between them.
+        if self.probe_timeout <= self.probe_interval:
+            raise SettingError(
+                f"{self.label('probe_timeout')} must be greater than "
+                f"{self.label('probe_interval')}, got {self.probe_timeout:g} and "
+                f"{self.probe_interval:g}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Security(Settings):
+    """Who may connect (edge.guard; docs/security.md)."""
+
+    jwt_secret: str = jwt_secret_setting()
     allowed_origins: str = setting(
         "", "comma-separated Origin values allowed to upgrade (empty: any); others get 403"
     )
     require_origin: bool = setting(False, "refuse upgrades without an Origin header (403)")
-    rate_limit: float = setting(20.0, "chats per second per connection (0 turns limiting off)")
-    rate_burst: int = setting(40, "chats a connection may send at once before the rate applies")
-    join_rate_limit: float = setting(20.0, "joins and leaves per second per connection (0: off)")
-    join_rate_burst: int = setting(
-        64, "joins and leaves a connection may send at once (twice the default room cap)"
-    )
     max_conns_per_ip: int = setting(
-        1000, "concurrent WebSocket connections per client IP (0 means no cap); beyond it 429"
+        1000, "concurrent WebSocket connections per client IP (0 means no cap); beyond it 429",
+        at_least(0),
     )
-    curve_secret_key: str = setting(
-        "", "this edge's CURVE key_secret file (from chat-keys); needs --curve-broker-key"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpApi(Settings):
+    """The plain-HTTP API (edge.api; docs/clients.md)."""
+
+    api_key: str = setting(
+        "", "key for POST /api/rooms/ROOM/messages as `Authorization: Bearer KEY` "
+            "(empty: that endpoint answers 404)",
+        secret=True,
     )
-    curve_broker_key: str = setting("", "the broker's CURVE public .key file")
-    log_level: str = setting("INFO", "logging level")
-
-
-S = TypeVar("S")
-
-
-def env_name(field_name: str) -> str:
-    return ENV_PREFIX + field_name.upper()
-
-
-def _cast(kind: type, raw: str, name: str) -> Any:
-    if kind is bool:
-        lowered = raw.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off", ""):
-            return False
-        raise ValueError(f"{name}: expected a boolean, got {raw!r}")
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ValueError(f"{name}: expected {kind.__name__}, got {raw!r}") from None
-
-
-def parse(
-    cls: type[S],
-    argv: Sequence[str] | None = None,
-    environ: Mapping[str, str] | None = None,
-    prog: str | None = None,
-) -> S:
-    """Build `cls` from flags, falling back to `CHAT_*` variables, then defaults."""
-    environ = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=(cls.__doc__ or "").strip() or None,
-        epilog=f"Every flag may also be set by an environment variable: {ENV_PREFIX}<FLAG>.",
+    peers: str = setting(
+        "", "comma-separated public ws:// URLs of every edge, offered to web clients for "
+            "failover at GET /api/edges (empty: only this edge)",
+        WS_URLS,
     )
-    types = {f.name: f.type for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kinds = {"str": str, "int": int, "float": float, "bool": bool}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        kind = kinds[str(types[f.name])]
-        env = env_name(f.name)
-        default = f.default
-        if env in environ:
-            default = _cast(kind, environ[env], env)
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata.get('help', '')} [env {env}; default {f.default!r}]"
-        if kind is bool:
-            parser.add_argument(
-                flag, dest=f.name, default=default, help=help_text,
-                action=argparse.BooleanOptionalAction,
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSettings(Settings):
+    """Serve WebSocket chat clients and relay their rooms through the broker (an edge)."""
+
+    name: str = setting("", "name of this edge in logs and /healthz (default: host:port)")
+    log_level: str = log_level_setting()
+    listen: Listener = field(default_factory=Listener)
+    broker: BrokerLink = field(default_factory=BrokerLink)
+    limits: Limits = field(default_factory=Limits)
+    rates: RateLimits = field(default_factory=RateLimits)
+    liveness: Liveness = field(default_factory=Liveness)
+    security: Security = field(default_factory=Security)
+    api: HttpApi = field(default_factory=HttpApi)
+
+
+# Client-side commands.
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings(Settings):
+    """Chat in roomcast rooms from a terminal or a script (chat-client)."""
+
+    urls: tuple[str, ...] = setting(
+        (), "edge WebSocket URLs (ws://host:port/), tried in turn on failure", operand="URL"
+    )
+    room: tuple[str, ...] = setting((), "room to join at start (repeatable)", repeat=True)
+    display_name: str = setting(
+        "", "how your own messages are shown (never sent)", aliases=("--name",)
+    )
+    token: str = setting("", "access token, when the edges require one", secret=True)
+    connect_timeout: float = setting(30.0, "seconds to reach a first edge", above(0))
+    echo_timeout: float = setting(
+        10.0, "seconds to wait at the end for your own messages to come back", at_least(0)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherSettings(Settings):
+    """Publishing through the broker (chatclient.Publisher)."""
+
+    broker: BrokerLink = field(default_factory=BrokerLink)
+    max_message_chars: int = max_message_chars_setting()
+    live_timeout: float = setting(
+        10.0, "seconds to wait for the broker path to be live", above(0), aliases=("--timeout",)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PublishSettings(Settings):
+    """Publish messages into chat rooms through the broker (chat-publish)."""
+
+    text: str = setting("", "the message; `-` reads one message per line from stdin",
+                        operand="TEXT")
+    room: tuple[str, ...] = setting(
+        (), "room to publish to (repeatable)", REQUIRED, repeat=True
+    )
+    sender: str = setting(
+        DEFAULT_SENDER, "sender shown as `from`", NOT_EMPTY, aliases=("--from",)
+    )
+    publisher: PublisherSettings = field(default_factory=PublisherSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings(Settings):
+    """Mint a signed (HS256) token for a roomcast user (chat-token)."""
+
+    jwt_secret: str = jwt_secret_setting(aliases=("--secret",))
+    sub: str = setting("", "user id; appears as `from` on messages", REQUIRED)
+    rooms: tuple[str, ...] | None = setting(
+        None, "comma-separated room ids or glob patterns the user may join, e.g. "
+              "'lobby,team-*' (default: any room; an empty string: none)",
+    )
+    ttl: float = setting(3600.0, "seconds until it expires", above(0))
+
+    def check(self) -> None:
+        if not self.jwt_secret:
+            raise SettingError(
+                f"{self.label('jwt_secret')} must be given (the edges' secret; prefer the "
+                "variable: flags show up in the process list)"
             )
-        else:
-            parser.add_argument(flag, dest=f.name, type=kind, default=default, help=help_text)
-    namespace = parser.parse_args(argv)
-    return cls(**vars(namespace))
+
+
+COMMANDS: dict[str, type[Settings]] = {
+    "chat-edge": EdgeSettings,
+    "chat-broker": BrokerSettings,
+    "chat-client": ClientSettings,
+    "chat-publish": PublishSettings,
+    "chat-token": TokenSettings,
+}

@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
-from chatconfig import EdgeSettings
+from chatconfig import HttpApi
 from edge.node import Edge
 from protocol.chats import check_chat, check_room_id
 from protocol.codec import encode
@@ -46,8 +46,10 @@ class PostedMessage(msgspec.Struct):
 _posted_decoder = msgspec.json.Decoder(PostedMessage)
 
 
-def add_routes(app: web.Application, settings: EdgeSettings, edge: web.AppKey[Edge]) -> None:
-    api = Api(settings, edge)
+def add_routes(
+    app: web.Application, settings: HttpApi, max_message_chars: int, edge: web.AppKey[Edge]
+) -> None:
+    api = Api(settings, max_message_chars, edge)
     app.router.add_get("/api/edges", api.edges)
     # `.+` so that a room id with a `/` in it (sent as %2F) is still addressable.
     app.router.add_post("/api/rooms/{room_id:.+}/messages", api.post_message)
@@ -80,8 +82,11 @@ def bearer_matches(authorization: str | None, key: str) -> bool:
 
 
 class Api:
-    def __init__(self, settings: EdgeSettings, edge: web.AppKey[Edge]) -> None:
+    def __init__(
+        self, settings: HttpApi, max_message_chars: int, edge: web.AppKey[Edge]
+    ) -> None:
         self.settings = settings
+        self.max_message_chars = max_message_chars
         self.peers = peer_urls(settings.peers)
         self.edge = edge
 
@@ -111,7 +116,7 @@ class Api:
             return api_error(400, "bad_json", 'body must be JSON: {"message": "..."}')
         edge = request.app[self.edge]
         refused = check_chat(
-            room_id, posted.message, self.settings.max_message_chars, edge.healthy(),
+            room_id, posted.message, self.max_message_chars, edge.healthy(),
             room_checked=True,
         )
         if refused is not None:

@@ -30,7 +30,7 @@ METRICS = web.AppKey("metrics", CollectorRegistry)
 def create_app(settings: EdgeSettings) -> web.Application:
     # Token checks run before any route (docs/security.md); WebSocket upgrades
     # are checked by the same Gate in edge.server.
-    gate = guard.Gate(settings)
+    gate = guard.Gate(settings.security)
     app = web.Application(middlewares=[guard.middleware(gate)])
     app[SETTINGS] = settings
     app[GATE] = gate
@@ -39,7 +39,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/ws", websocket_only)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    api.add_routes(app, settings, EDGE)
+    api.add_routes(app, settings.api, settings.limits.max_message_chars, EDGE)
     return app
 
 
@@ -55,7 +55,7 @@ async def _every(seconds: float, job: object) -> None:
 
 async def _edge_lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    bus = Bus(settings)
+    bus = Bus(settings.broker)
     edge = Edge(settings, bus, app[GATE])
     app[EDGE] = edge
     registry = CollectorRegistry()
@@ -65,10 +65,12 @@ async def _edge_lifecycle(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(bus.run(edge.fanout.on_batch), name="bus"),
         asyncio.create_task(bus.watch(edge.path.disconnected), name="bus-watch"),
         asyncio.create_task(_every(TICK, edge.tick), name="tick"),
-        asyncio.create_task(_every(settings.heartbeat, edge.clients.heartbeat), name="heartbeat"),
+        asyncio.create_task(
+            _every(settings.liveness.heartbeat, edge.clients.heartbeat), name="heartbeat"
+        ),
     ]
     edge.tick()
-    log.info("edge %s up on %s:%d", edge.instance_id, settings.host, settings.port)
+    log.info("edge %s up on %s:%d", edge.instance_id, settings.listen.host, settings.listen.port)
     try:
         yield
     finally:

@@ -20,7 +20,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from broker.keys import apply_client, client_keys
-from chatconfig import EdgeSettings
+from chatconfig import BrokerLink
 
 Batch = list[list[bytes]]
 
@@ -48,19 +48,19 @@ def _configure(sock: zmq.asyncio.Socket, hwm: int) -> None:
 
 
 class Bus:
-    def __init__(self, settings: EdgeSettings) -> None:
+    def __init__(self, link: BrokerLink) -> None:
         self._ctx = zmq.asyncio.Context()
         self._pub = self._ctx.socket(zmq.PUB)
         self._sub = self._ctx.socket(zmq.SUB)
-        _configure(self._pub, settings.hwm)
-        _configure(self._sub, settings.hwm)
+        _configure(self._pub, link.endpoints.hwm)
+        _configure(self._sub, link.endpoints.hwm)
         # CURVE (docs/security.md): encrypted, and the broker admits only allowed keys.
-        curve = client_keys(settings.curve_secret_key, settings.curve_broker_key)
+        curve = client_keys(link.curve.curve_secret_key, link.curve.curve_broker_key)
         if curve is not None:
             for sock in (self._pub, self._sub):
                 apply_client(sock, *curve)
-        self._pub.connect(settings.broker_pub)
-        self._sub.connect(settings.broker_sub)
+        self._pub.connect(link.endpoints.broker_pub)
+        self._sub.connect(link.endpoints.broker_sub)
         # Synchronous views of the same sockets: non-blocking sends and batch
         # reads without a future per message.
         self._pub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._pub.underlying)

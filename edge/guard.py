@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from chatconfig import EdgeSettings
+from chatconfig import Security
 from edge.auth import (
     MIN_SECRET_BYTES,
     AuthError,
@@ -63,7 +63,7 @@ def needs_token(path: str, method: str) -> bool:
 
 
 class Gate:
-    def __init__(self, settings: EdgeSettings) -> None:
+    def __init__(self, settings: Security) -> None:
         self.secret = settings.jwt_secret
         self.origins = parse_origins(settings.allowed_origins)
         self.require_origin = settings.require_origin

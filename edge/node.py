@@ -43,14 +43,15 @@ class Edge:
         self.settings = settings
         self.instance_id = new_instance_id()
         self.stats = Stats()
-        self.rooms: RoomRegistry[Connection] = RoomRegistry(settings.max_rooms)
+        limits, rates, liveness = settings.limits, settings.rates, settings.liveness
+        self.rooms: RoomRegistry[Connection] = RoomRegistry(limits.max_rooms)
         self.path = BrokerPath(
             self.instance_id, bus, self.rooms, self.stats,
-            probe_interval=settings.probe_interval, probe_timeout=settings.probe_timeout,
+            probe_interval=liveness.probe_interval, probe_timeout=liveness.probe_timeout,
         )
         self.message_ids = Sequence(self.instance_id, "-")
         self.handler = FrameHandler(
-            self.rooms, self.message_ids, clock_ms, settings.max_message_chars, self.path.healthy
+            self.rooms, self.message_ids, clock_ms, limits.max_message_chars, self.path.healthy
         )
         self.publishes = PublishQueue(bus, self.stats)
         self.dispatch = Dispatcher(self.handler, self.publishes, self.path, self.stats)
@@ -59,12 +60,12 @@ class Edge:
             self.dispatch,
             self.dispatch.leave_rooms,
             limits_factory(
-                settings.rate_limit, settings.rate_burst,
-                settings.join_rate_limit, settings.join_rate_burst, time.monotonic,
+                rates.rate_limit, rates.rate_burst,
+                rates.join_rate_limit, rates.join_rate_burst, time.monotonic,
             ),
             self.stats,
-            max_message_bytes=settings.max_frame_bytes,
-            outbox_bytes=settings.outbox_bytes,
+            max_message_bytes=limits.max_frame_bytes,
+            outbox_bytes=limits.outbox_bytes,
             gate=gate,
         )
         self.fanout = Fanout(self.rooms, self.path, self.stats)
@@ -110,18 +111,19 @@ class Edge:
 
     def health(self) -> dict[str, Any]:
         now = time.monotonic()
+        listen = self.settings.listen
         probes = self.path.probes
         seen = probes.last_seen
         rtt = probes.last_rtt
         return {
             "status": "ok" if probes.healthy(now) else "unavailable",
-            "edge": self.settings.name or f"{self.settings.host}:{self.settings.port}",
+            "edge": self.settings.name or f"{listen.host}:{listen.port}",
             "instance": self.instance_id,
             "connections": len(self.clients),
             "rooms": len(self.rooms),
             "broker": {
-                "pub": self.settings.broker_pub,
-                "sub": self.settings.broker_sub,
+                "pub": self.settings.broker.endpoints.broker_pub,
+                "sub": self.settings.broker.endpoints.broker_sub,
                 "lastProbeRoundTripMs": None if rtt is None else round(rtt * 1000, 3),
                 "lastProbeSecondsAgo": None if seen is None else round(now - seen, 3),
             },

@@ -18,7 +18,7 @@ from typing import cast
 
 from aiohttp import web
 
-from chatconfig import EdgeSettings
+from chatconfig import EdgeSettings, Listener
 from edge.app import EDGE, GATE, create_app
 from edge.guard import Gate, Refusal
 from edge.node import Edge
@@ -39,10 +39,17 @@ _REASONS = {401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests"}
 
 
 class FrontDoor(asyncio.Protocol):
-    __slots__ = ("deadline", "gate", "head", "http_factory", "hub", "transport")
+    __slots__ = ("deadline", "gate", "head", "http_factory", "hub", "settings", "transport")
 
-    def __init__(self, hub: Edge, gate: Gate, http_factory: Callable[[], asyncio.Protocol]):
+    def __init__(
+        self,
+        hub: Edge,
+        gate: Gate,
+        http_factory: Callable[[], asyncio.Protocol],
+        settings: Listener,
+    ) -> None:
         self.hub = hub
+        self.settings = settings
         self.gate = gate
         self.http_factory = http_factory
         self.head = b""
@@ -54,7 +61,7 @@ class FrontDoor(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         # A client that never finishes its request head must not hold a socket forever.
         self.deadline = asyncio.get_running_loop().call_later(
-            self.hub.settings.handshake_timeout, self.transport.abort
+            self.settings.handshake_timeout, self.transport.abort
         )
 
     def _leave(self) -> None:
@@ -115,7 +122,7 @@ class FrontDoor(asyncio.Protocol):
             return self._answer(http_response(
                 503, "Service Unavailable", "edge not ready: broker path down or shutting down\n"
             ))
-        if len(hub.clients) >= hub.settings.max_connections:
+        if len(hub.clients) >= self.settings.max_connections:
             return self._answer(
                 http_response(503, "Service Unavailable", "edge full: too many connections\n")
             )
@@ -141,6 +148,7 @@ class FrontDoor(asyncio.Protocol):
 async def serve(settings: EdgeSettings, ready: Callable[[], None] | None = None) -> None:
     """Run an edge until SIGTERM or SIGINT, then shut down gracefully."""
     loop = asyncio.get_running_loop()
+    listen = settings.listen
     app = create_app(settings)
     # aiohttp only serves short one-request connections here; at shutdown it
     # gets a second, not the clients' grace period, to finish them.
@@ -150,7 +158,8 @@ async def serve(settings: EdgeSettings, ready: Callable[[], None] | None = None)
     http_factory = runner.server
     assert http_factory is not None
     server = await loop.create_server(
-        lambda: FrontDoor(hub, gate, http_factory), settings.host, settings.port, backlog=4096
+        lambda: FrontDoor(hub, gate, http_factory, listen),
+        listen.host, listen.port, backlog=4096,
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -162,7 +171,7 @@ async def serve(settings: EdgeSettings, ready: Callable[[], None] | None = None)
         log.info("stopping: no new connections; flushing and closing clients")
     finally:
         server.close()  # stop accepting
-        await hub.shutdown(settings.shutdown_timeout)
+        await hub.shutdown(listen.shutdown_timeout)
         hub.clients.abort_all()  # what did not close in time
         await runner.cleanup()  # aiohttp's shutdown, then the hub's broker sockets
         for sig in (signal.SIGTERM, signal.SIGINT):

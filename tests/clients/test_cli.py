@@ -126,7 +126,7 @@ async def test_chat_publish_reaches_every_edge(
 async def test_chat_publish_fails_without_a_broker() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "chatclient.publish_cli", "--room", "r", "--timeout", "0.3", "x",
-        "--broker-pub", "tcp://127.0.0.1:1", "--broker-sub", "tcp://127.0.0.1:1",
+        "--broker-pub", "tcp://127.0.0.1:1", "--broker-sub", "tcp://127.0.0.1:2",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT, env=env_with(),
     )
     async with asyncio.timeout(WAIT):

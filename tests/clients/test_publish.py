@@ -43,7 +43,7 @@ async def test_publisher_reaches_members_on_every_edge(
     for m in members:
         await m.join(r)
     publisher = await asyncio.to_thread(
-        Publisher.open, client_cluster.broker_pub, client_cluster.broker_sub, sender="backend"
+        Publisher.open, client_cluster.link(), sender="backend"
     )
     with publisher:
         first = publisher.publish(r, "from the backend")
@@ -157,6 +157,7 @@ async def test_ticker_example_publishes_prices(
         env=env_with({
             "CHAT_BROKER_PUB": client_cluster.broker_pub,
             "CHAT_BROKER_SUB": client_cluster.broker_sub,
+            "PYTHONPATH": str(ROOT),  # a script's path starts at examples/, not here
         }),
     )
     async with asyncio.timeout(WAIT):

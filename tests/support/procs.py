@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatconfig import BrokerEndpoints, BrokerLink
+
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 15.0
 
@@ -170,6 +172,10 @@ class Cluster:
 
     def urls(self) -> list[str]:
         return [e.url for e in self.edges]
+
+    def link(self) -> BrokerLink:
+        """What a publisher needs to reach this cluster's broker."""
+        return BrokerLink(BrokerEndpoints(self.broker_pub, self.broker_sub))
 
     def stop(self) -> None:
         for edge in self.edges:

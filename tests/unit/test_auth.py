@@ -28,7 +28,7 @@ from edge.guard import needs_token
 from edge.rooms import RoomRegistry
 from edge.session import Client, FrameHandler, Reply, Subscribe
 from edge.tokens import main as chat_token
-from edge.tokens import mint, split_rooms
+from edge.tokens import mint
 from protocol.ids import Sequence
 from protocol.topics import room_topic
 
@@ -233,18 +233,20 @@ def test_mint_round_trip() -> None:
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
 
 
-def test_split_rooms() -> None:
-    assert split_rooms(None) is None
-    assert split_rooms("") == []
-    assert split_rooms("lobby, team-*,") == ["lobby", "team-*"]
-
-
 def test_chat_token_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert chat_token(["--sub", "dave", "--rooms", "a,b*"], {"CHAT_JWT_SECRET": SECRET}) == 0
     ident = verify(capsys.readouterr().out.strip(), SECRET)
     assert (ident.sub, ident.rooms) == ("dave", ("a", "b*"))
-    with pytest.raises(SystemExit):
+    # --secret is the same flag as the edges' --jwt-secret; CHAT_SUB and CHAT_ROOMS work too.
+    assert chat_token(["--secret", SECRET], {"CHAT_SUB": "erin", "CHAT_ROOMS": ""}) == 0
+    ident = verify(capsys.readouterr().out.strip(), SECRET)
+    assert (ident.sub, ident.rooms) == ("erin", ())
+    assert chat_token(["--sub", "f", "--jwt-secret", SECRET], {}) == 0
+    assert verify(capsys.readouterr().out.strip(), SECRET).rooms is None  # any room
+    with pytest.raises(SystemExit) as exc:
         chat_token(["--sub", "dave"], {})
+    assert exc.value.code == 2
+    assert "--jwt-secret (CHAT_JWT_SECRET)" in capsys.readouterr().err
 
 
 # chat-keys.
@@ -309,14 +311,14 @@ def test_needs_token(path: str, method: str, needed: bool) -> None:
 
 
 def test_every_websocket_upgrade_needs_a_token_when_a_secret_is_set() -> None:
-    from chatconfig import EdgeSettings
+    from chatconfig import Security
     from edge.guard import Admitted, Gate, Refusal
 
-    gate = Gate(EdgeSettings(jwt_secret="s" * 32))
+    gate = Gate(Security(jwt_secret="s" * 32))
     refused = gate.upgrade(None, None, None, "1.2.3.4")
     assert isinstance(refused, Refusal) and refused.status == 401
     token = mint("s" * 32, "alice", None, 60)
     admitted = gate.upgrade(None, None, token, "1.2.3.4")
     assert isinstance(admitted, Admitted) and admitted.identity is not None
     assert admitted.identity.sub == "alice"
-    assert isinstance(Gate(EdgeSettings()).upgrade(None, None, None, "ip"), Admitted)
+    assert isinstance(Gate(Security()).upgrade(None, None, None, "ip"), Admitted)
