@@ -66,7 +66,7 @@ def with_h11(head: bytes) -> object:
 
 PARSERS: dict[str, Callable[[bytes], object]] = {
     "hand-written (before)": handwritten,
-    "httptools/llhttp + checks (now)": parse_request_head,
+    "httptools/llhttp (now)": parse_request_head,
     "h11 (bare parse)": with_h11,
 }
 

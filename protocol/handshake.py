@@ -19,12 +19,6 @@ import httptools
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD_BYTES = 16 * 1024
 
-# CTL is %x00-1F / %x7F (RFC 5234). llhttp refuses any in a field value but
-# HTAB (and CR, LF, NUL anywhere else), so they never get past parsing. RFC 9110
-# section 5.5 lets a recipient either reject such a message or replace them with
-# SP; rejecting is right here: no browser sends them, and a value rewritten
-# would no longer be the one the client meant (a token, an origin).
-
 # Host = uri-host [ ":" port ] (RFC 9110 section 7.2, RFC 3986 section 3.2.2):
 # an IP literal in brackets or a reg-name (which also covers IPv4), no spaces,
 # no controls, no userinfo or path.
@@ -90,14 +84,15 @@ class _Head:
 
     def __init__(self) -> None:
         self.target = b""
-        self.fields: list[tuple[bytes, bytes]] = []
+        self.fields: list[tuple[str, str]] = []
         self.complete = False
 
     def on_url(self, url: bytes) -> None:
         self.target += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields.append((name, value))
+        # llhttp strips leading OWS but keeps the trailing one.
+        self.fields.append((name.decode("latin-1").lower(), value.decode("latin-1").rstrip(" \t")))
 
     def on_headers_complete(self) -> None:
         self.complete = True
@@ -112,6 +107,10 @@ def parse_request_head(head: bytes) -> Request:
     except httptools.HttpParserUpgrade:
         pass  # llhttp stops at any Upgrade; whether it is ours is decided later
     except httptools.HttpParserError as e:
+        # This includes control characters (HTAB aside) in a field value. RFC
+        # 9110 section 5.5 allows rejecting them or replacing them with SP; we
+        # reject: no browser sends them, and a rewritten value would no longer
+        # be the one the client meant (a token, an origin).
         raise BadRequest(str(e)) from None
     # llhttp also reads HTTP/0.9 and 2.0 request lines; only 1.x is served here.
     version = _VERSIONS.get(parser.get_http_version())
@@ -122,16 +121,12 @@ def parse_request_head(head: bytes) -> Request:
         urlsplit(target)
     except ValueError:
         raise BadRequest("malformed request target") from None
-    fields = tuple(
-        # llhttp strips leading OWS but keeps the trailing one.
-        (name.decode("latin-1").lower(), value.decode("latin-1").rstrip(" \t"))
-        for name, value in sink.fields
-    )
     headers: dict[str, str] = {}
-    for key, value in fields:
+    for key, value in sink.fields:
         # RFC 9110 section 5.3: repeated field lines are one comma-separated list.
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return Request(parser.get_method().decode("ascii"), target, headers, version, fields)
+    method = parser.get_method().decode("ascii")
+    return Request(method, target, headers, version, tuple(sink.fields))
 
 
 def http_response(status: int, reason: str, body: str = "", **headers: str) -> bytes:
