@@ -100,6 +100,8 @@ class _Head:
 
 def parse_request_head(head: bytes) -> Request:
     """Parse an HTTP/1.x request line and headers (without the final CRLFCRLF)."""
+    if b"\r\n\r\n" in head:  # llhttp would go on to parse a second request
+        raise BadRequest("more than one request head")
     sink = _Head()
     parser = httptools.HttpRequestParser(sink)
     try:

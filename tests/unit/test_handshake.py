@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol.handshake import (
     BadRequest,
@@ -223,3 +225,22 @@ def test_the_server_selects_one_offered_subprotocol_in_its_own_order() -> None:
     plain = parse_request_head(upgrade_head())
     assert select_subprotocol(plain, ["v1.chat"]) is None
     assert b"Sec-WebSocket-Protocol" not in handshake_accept(plain, ["v1.chat"])
+
+
+def test_a_second_request_head_is_refused() -> None:
+    with pytest.raises(BadRequest):
+        parse_request_head(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /ws HTTP/1.1\r\nHost: h")
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200) | st.builds(lambda tail: upgrade_head() + tail, st.binary()))
+def test_any_bytes_parse_or_are_a_bad_request(head: bytes) -> None:
+    try:
+        req = parse_request_head(head)
+    except BadRequest:
+        return
+    # Nothing the front door then asks of the request raises either.
+    assert req.path
+    req.query("token")
+    if req.is_websocket_upgrade and handshake_refusal(req) is None:
+        assert handshake_accept(req, ["chat"]).startswith(b"HTTP/1.1 101 ")
