@@ -80,7 +80,9 @@ class FrontDoor(asyncio.Protocol):
         try:
             request = parse_request_head(self.head[:end])
         except BadRequest:
-            self._hand_over()  # aiohttp answers malformed requests itself
+            # Not a valid HTTP/1.x head (control characters included): refused
+            # here, not by aiohttp, whose leniency depends on how it was built.
+            self._answer(http_response(400, "Bad Request", "malformed request head\n"))
             return
         if request.is_websocket_upgrade and request.path in WEBSOCKET_PATHS:
             self._upgrade(request, self.head[end + 4 :])
