@@ -1,6 +1,6 @@
 """Sans-I/O WebSocket cores side by side: the edge's own parser, websockets, wsproto.
 
-    python -m bench.wscores                      the table (about a minute)
+    python -m bench.wscores                      the table (about two minutes)
     python -m bench.wscores --connections 1000 --rounds 3
 
 Three things decide whether the edge could hold a library's connection object
@@ -20,8 +20,10 @@ instead of its own `FrameParser`:
 
 A core is a `Core` subclass registered in `CANDIDATES`. A connection object
 in the websockets mould (`receive_data()`, `events_received()`,
-`send_text()`, `data_to_send()`, a `state`) needs no subclass: one
-`SansIO(...)` line in `CANDIDATES` measures it.
+`send_text()`, `data_to_send()`, a `state`) needs no subclass: one line in
+`CANDIDATES` measures it, for instance
+
+    SansIO("conn", lambda: ServerConnection(MAX_FRAME), is_text_event, State.OPEN),
 
 CPU is the process's CPU time, interleaved: every core once per round, the
 first one rotating, several rounds. A ratio is the median over rounds of two
