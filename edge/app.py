@@ -89,7 +89,7 @@ async def index(request: web.Request) -> web.StreamResponse:
 async def websocket_only(request: web.Request) -> web.StreamResponse:
     # WebSocket upgrades never reach aiohttp (edge.server takes them first).
     return web.Response(status=426, text="WebSocket endpoint: connect with ws://\n",
-                        headers={"Upgrade": "websocket"})
+                        headers={"Upgrade": "websocket", "Connection": "Upgrade"})
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -39,16 +39,16 @@ _REASONS = {401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests"}
 
 
 class FrontDoor(asyncio.Protocol):
-    __slots__ = ("deadline", "gate", "head", "http_factory", "hub", "settings", "transport")
+    __slots__ = ("deadline", "edge", "gate", "head", "http_factory", "settings", "transport")
 
     def __init__(
         self,
-        hub: Edge,
+        edge: Edge,
         gate: Gate,
         http_factory: Callable[[], asyncio.Protocol],
         settings: Listener,
     ) -> None:
-        self.hub = hub
+        self.edge = edge
         self.settings = settings
         self.gate = gate
         self.http_factory = http_factory
@@ -108,23 +108,23 @@ class FrontDoor(asyncio.Protocol):
     def _answer(self, response: bytes) -> None:
         self._leave()
         assert self.transport is not None
-        self.hub.stats.refused[int(response[9:12])] += 1  # "HTTP/1.1 NNN"
+        self.edge.stats.refused[int(response[9:12])] += 1  # "HTTP/1.1 NNN"
         self.transport.write(response)
         self.transport.close()
 
     def _upgrade(self, request: Request, rest: bytes) -> None:
         transport = self.transport
         assert transport is not None
-        hub = self.hub
+        edge = self.edge
         refusal = handshake_refusal(request)
         if refusal is not None:
             return self._answer(refusal)
-        if hub.closing or not hub.healthy():
+        if edge.closing or not edge.healthy():
             # What /healthz says: a load balancer should send this client elsewhere.
             return self._answer(http_response(
                 503, "Service Unavailable", "edge not ready: broker path down or shutting down\n"
             ))
-        if len(hub.clients) >= self.settings.max_connections:
+        if len(edge.clients) >= self.settings.max_connections:
             return self._answer(
                 http_response(503, "Service Unavailable", "edge full: too many connections\n")
             )
@@ -139,8 +139,8 @@ class FrontDoor(asyncio.Protocol):
                 http_response(admitted.status, reason, admitted.text + "\n", **admitted.headers)
             )
         self._leave()
-        transport.write(handshake_accept(request))
-        conn = hub.clients.open(transport, admitted.identity, ip)
+        transport.write(handshake_accept(request, self.settings.subprotocols))
+        conn = edge.clients.open(transport, admitted.identity, ip)
         transport.set_protocol(conn)
         self.head = b""
         if rest:
@@ -155,12 +155,12 @@ async def serve(settings: EdgeSettings, ready: Callable[[], None] | None = None)
     # aiohttp only serves short one-request connections here; at shutdown it
     # gets a second, not the clients' grace period, to finish them.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()  # starts the hub and its broker sockets
-    hub, gate = app[EDGE], app[GATE]
+    await runner.setup()  # starts the edge and its broker sockets
+    edge, gate = app[EDGE], app[GATE]
     http_factory = runner.server
     assert http_factory is not None
     server = await loop.create_server(
-        lambda: FrontDoor(hub, gate, http_factory, listen),
+        lambda: FrontDoor(edge, gate, http_factory, listen),
         listen.host, listen.port, backlog=4096,
     )
     stop = asyncio.Event()
@@ -173,8 +173,8 @@ async def serve(settings: EdgeSettings, ready: Callable[[], None] | None = None)
         log.info("stopping: no new connections; flushing and closing clients")
     finally:
         server.close()  # stop accepting
-        await hub.shutdown(listen.shutdown_timeout)
-        hub.clients.abort_all()  # what did not close in time
-        await runner.cleanup()  # aiohttp's shutdown, then the hub's broker sockets
+        await edge.shutdown(listen.shutdown_timeout)
+        edge.clients.abort_all()  # what did not close in time
+        await runner.cleanup()  # aiohttp's shutdown, then the edge's broker sockets
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

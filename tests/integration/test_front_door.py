@@ -145,3 +145,22 @@ def test_an_http_1_0_upgrade_is_a_plain_request(shared_cluster: Cluster) -> None
     status_line = reply.split(b"\r\n")[0]
     assert status_line.endswith(b" 200 OK"), status_line
     assert b"<html" in reply.lower()
+
+
+def test_a_configured_subprotocol_is_selected(shared_cluster: Cluster) -> None:
+    edge = shared_cluster.start_edge(args=["--subprotocols", "roomcast.v2,roomcast.v1"])
+    try:
+        edge.wait_healthy()
+        offer = UPGRADE.format(path="/ws", version="13").replace(
+            "Host: x\r\n", "Host: x\r\nSec-WebSocket-Protocol: other, roomcast.v1, roomcast.v2\r\n"
+        )
+        head = response_head(edge.port, offer.encode())
+        assert head.startswith(b"HTTP/1.1 101 ")
+        # The server's own order of preference decides among what was offered.
+        assert b"\r\nSec-WebSocket-Protocol: roomcast.v2" in head
+        unknown = offer.replace("other, roomcast.v1, roomcast.v2", "other")
+        head = response_head(edge.port, unknown.encode())
+        assert head.startswith(b"HTTP/1.1 101 ") and b"Sec-WebSocket-Protocol" not in head
+    finally:
+        edge.proc.stop()
+        shared_cluster.edges.remove(edge)
