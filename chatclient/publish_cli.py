@@ -16,9 +16,9 @@ from collections.abc import Iterable, Sequence
 
 import zmq
 
-from broker.keys import CurveKeyError
 from chatclient.publisher import DEFAULT_SENDER, LIVE_TIMEOUT, Publisher
 from chatconfig import DEFAULT_BROKER_PUB, DEFAULT_BROKER_SUB, env_name
+from chatconfig.curve import CurveKeyError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -22,8 +22,8 @@ from typing import Any
 import msgspec
 import zmq
 
-from broker.keys import apply_client, client_keys
 from chatconfig import DEFAULT_BROKER_PUB, DEFAULT_BROKER_SUB
+from chatconfig.curve import apply_client, client_keys
 from protocol.codec import encode_chat
 from protocol.ids import Sequence, new_instance_id
 from protocol.messages import RoomId
