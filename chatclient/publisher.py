@@ -26,7 +26,7 @@ from chatconfig import DEFAULT_BROKER_PUB, DEFAULT_BROKER_SUB
 from chatconfig.curve import apply_client, client_keys
 from protocol.codec import encode_chat
 from protocol.ids import Sequence, new_instance_id
-from protocol.messages import RoomId
+from protocol.messages import ROOM_ID_RULE, RoomId
 from protocol.topics import edge_topic, parse_probe, probe_body, room_topic
 
 PROBE_EVERY = 0.05  # seconds between probes while the path is not yet proven
@@ -133,9 +133,7 @@ class Publisher:
         try:
             msgspec.convert(room_id, RoomId)
         except msgspec.ValidationError:
-            raise ValueError(
-                "room id must be 1 to 128 characters without control characters"
-            ) from None
+            raise ValueError(f"the room id must be {ROOM_ID_RULE}") from None
         if len(message) > self.max_message_chars:
             raise ValueError(f"message is longer than {self.max_message_chars} characters")
         message_id = self._ids.next()

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from chatconfig import EdgeSettings
 from edge.hub import Hub
-from protocol.codec import encode
-from protocol.messages import Error, ErrorBody, RoomId
+from protocol.codec import describe_invalid, encode
+from protocol.messages import ROOM_ID_RULE, Error, ErrorBody, RoomId
 
 STATIC_DIR = Path(__file__).parent / "static"
 INDEX_PAGE = STATIC_DIR / "index.html"
@@ -100,14 +100,11 @@ class Api:
         try:
             room_id = msgspec.convert(request.match_info["room_id"], RoomId)
         except msgspec.ValidationError:
-            return api_error(
-                400, "invalid_payload",
-                "room id must be 1 to 128 characters without control characters",
-            )
+            return api_error(400, "invalid_payload", f"the room id must be {ROOM_ID_RULE}")
         try:
             posted = _posted_decoder.decode(await request.read())
         except msgspec.ValidationError as exc:
-            return api_error(400, "invalid_payload", str(exc))
+            return api_error(400, "invalid_payload", describe_invalid(exc))
         except msgspec.DecodeError:
             return api_error(400, "bad_json", 'body must be JSON: {"message": "..."}')
         limit = self.settings.max_message_chars

@@ -13,6 +13,7 @@ import pytest
 from chatclient import Publisher
 from tests.clients.conftest import API_KEY, OpenClient
 from tests.support.procs import ROOT, Cluster, env_with
+from tests.support.texts import assert_for_people
 
 WAIT = 10.0
 
@@ -120,6 +121,7 @@ async def test_http_publish_without_a_basic_scheme(client_cluster: Cluster) -> N
         ("ok", {"message": "x" * 4097}, None, "invalid_payload"),
         ("bad%01room", {"message": "x"}, None, "invalid_payload"),
         ("r" * 129, {"message": "x"}, None, "invalid_payload"),
+        ("ok", [], None, "invalid_payload"),
     ],
 )
 async def test_http_publish_validates_like_the_protocol(
@@ -128,6 +130,7 @@ async def test_http_publish_validates_like_the_protocol(
     status, reply = await post(messages_url(client_cluster.edges[0].http, path_room), body, raw=raw)
     assert status == 400
     assert reply["payload"]["code"] == code and reply["payload"]["message"]
+    assert_for_people(reply["payload"]["message"])
 
 
 async def test_http_publish_is_off_without_a_key(shared_cluster: Cluster) -> None:
