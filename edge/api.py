@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
@@ -61,6 +62,32 @@ def peer_urls(raw: str) -> list[str]:
     return [url.strip() for url in raw.split(",") if url.strip()]
 
 
+def _address(url: str) -> tuple[str, int | None] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"ws": 80, "http": 80, "wss": 443, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
+    return (parts.hostname or "").lower(), port
+
+
+def self_url(peers: list[str], own: str, listen_host: str, listen_port: int) -> str:
+    """This edge's entry in `peers`, so that `self` is spelled like the list it is in.
+
+    `own` comes from the request's Host header, which may name the edge
+    differently (`localhost` for `127.0.0.1`): a page would then not find
+    itself in the list and count this edge twice. Tried in turn: the URL the
+    request used, the address this edge listens on, the only peer on this
+    edge's port; when none fits (a proxy in front), `own`.
+    """
+    by_address = {_address(url): url for url in reversed(peers)}
+    for address in (_address(own), (listen_host.lower(), listen_port)):
+        if address in by_address:
+            return by_address[address]
+    on_port = [url for url in peers if (_address(url) or ("", None))[1] == listen_port]
+    return on_port[0] if len(on_port) == 1 else own
+
+
 def api_error(status: int, code: str, message: str) -> web.Response:
     return web.Response(
         status=status,
@@ -87,7 +114,10 @@ class Api:
         """Where a web client may (re)connect: every edge, or only this one."""
         scheme = "wss" if request.secure else "ws"
         own = f"{scheme}://{request.host}/"
-        return web.json_response({"edges": self.peers or [own], "self": own})
+        if not self.peers:
+            return web.json_response({"edges": [own], "self": own})
+        own = self_url(self.peers, own, self.settings.host, self.settings.port)
+        return web.json_response({"edges": self.peers, "self": own})
 
     async def post_message(self, request: web.Request) -> web.Response:
         key = self.settings.api_key

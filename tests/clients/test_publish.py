@@ -143,6 +143,12 @@ async def test_edges_list_for_web_clients(client_cluster: Cluster, shared_cluste
         async with session.get(client_cluster.edges[1].http + "/api/edges") as resp:
             listed = await resp.json()
         assert listed == {"edges": client_cluster.urls(), "self": client_cluster.edges[1].url}
+        # Reached as localhost, it still names itself as the list does.
+        port = client_cluster.edges[1].port
+        async with session.get(
+            client_cluster.edges[1].http + "/api/edges", headers={"Host": f"localhost:{port}"}
+        ) as resp:
+            assert await resp.json() == listed
         async with session.get(shared_cluster.edges[0].http + "/api/edges") as resp:
             alone = await resp.json()
         assert alone["edges"] == [shared_cluster.edges[0].url]
