@@ -85,6 +85,11 @@ def supervised_system(tmp: Path) -> Iterator[Supervised]:
         "CHAT_BROKER_SUB": f"tcp://127.0.0.1:{free_port()}",
         "CHAT_EDGE_PORT": str(base),
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+        # The installed chat-edge and chat-broker scripts must run this checkout's
+        # code, wherever the package was installed from in editable mode.
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        ),
     })
     popen = subprocess.Popen(
         [_bin("supervisord"), "-c", str(conf)], env=env, cwd=tmp,
