@@ -7,7 +7,7 @@ has not yet travelled to it. The XPUB side filters per subscriber by topic.
 
 Both sockets bind to loopback by default. For edges on other hosts the
 broker speaks CURVE (`--curve-secret-key`, `--curve-allowed`): traffic is
-encrypted and only allowed client keys may connect at all (see broker.keys).
+encrypted and only allowed client keys may connect at all (see chatconfig.curve).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from types import FrameType
 
 import zmq
 
-from broker.keys import (
+from chatconfig import BrokerSettings
+from chatconfig.curve import (
     CurveKeyError,
     allowed_keys,
     apply_server,
@@ -26,7 +27,6 @@ from broker.keys import (
     load_keypair,
     start_authenticator,
 )
-from chatconfig import BrokerSettings
 
 log = logging.getLogger("broker")
 

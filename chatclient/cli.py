@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -189,20 +189,78 @@ class Session:
         return sum((+self.awaiting).values())
 
 
-def read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
-    """Feed stdin lines to the event loop from a daemon thread (works for TTYs,
-    pipes and files alike, and never keeps the process alive at exit)."""
+class StdinLines:
+    """Lines of stdin, read on the event loop itself: no thread.
 
-    def put(item: str | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+    A thread blocked in a read of stdin holds the stdin buffer's lock, and
+    when `/quit` ends the program while the pipe or terminal is still open,
+    interpreter shutdown cannot take that lock and aborts. Here the loop
+    watches the descriptor and reads only what is ready; nothing touches
+    `sys.stdin`. The descriptor is left in blocking mode: a terminal's stdin
+    usually shares its file description with stdout and stderr, which must
+    stay blocking. Regular files (and /dev/null) cannot be watched, but never
+    block either, so they are read directly.
+    """
 
-    def run() -> None:
-        for raw in sys.stdin.buffer:
-            put(raw.decode("utf-8", "replace").rstrip("\r\n"))
-        put(None)
+    CHUNK = 65536
 
-    threading.Thread(target=run, name="stdin", daemon=True).start()
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self.partial = bytearray()
+        self.loop = asyncio.get_running_loop()
+        self.watching = False
+        self.done = False
+        try:
+            self.loop.add_reader(fd, self._readable)
+            self.watching = True
+        except (PermissionError, NotImplementedError):
+            pass
+
+    async def get(self) -> str | None:
+        """The next line without its line ending; None at the end of input."""
+        while not self.watching and self.lines.empty() and not self.done:
+            self._feed(self._read() or b"")
+        return await self.lines.get()
+
+    def close(self) -> None:
+        """Stop reading; whatever is still unread stays in the pipe or terminal."""
+        if self.watching:
+            self.loop.remove_reader(self.fd)
+            self.watching = False
+        self.done = True
+
+    def _read(self) -> bytes | None:
+        """What is ready (b"" at the end of input), or None when nothing is."""
+        try:
+            return os.read(self.fd, self.CHUNK)
+        except BlockingIOError:  # a parent left the descriptor non-blocking
+            return None
+        except OSError:  # EIO: the terminal went away; treat as the end of input
+            return b""
+
+    def _readable(self) -> None:
+        if (data := self._read()) is not None:
+            self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        if self.done:
+            return
+        if not data:
+            if self.partial:
+                self._put(bytes(self.partial))
+                self.partial.clear()
+            self.lines.put_nowait(None)
+            self.close()
+            return
+        self.partial += data
+        *complete, rest = self.partial.split(b"\n")
+        self.partial[:] = rest
+        for raw in complete:
+            self._put(raw)
+
+    def _put(self, raw: bytes | bytearray) -> None:
+        self.lines.put_nowait(raw.decode("utf-8", "replace").rstrip("\r"))
 
 
 async def run(args: ClientSettings) -> int:
@@ -219,11 +277,13 @@ async def run(args: ClientSettings) -> int:
         receiver = asyncio.create_task(session.receive(), name="receive")
         for room in args.room:
             await session.join(room)
-        lines: asyncio.Queue[str | None] = asyncio.Queue()
-        read_lines(asyncio.get_running_loop(), lines)
-        while (line := await lines.get()) is not None:
-            if not await session.command(line):
-                break
+        lines = StdinLines(sys.stdin.fileno())
+        try:
+            while (line := await lines.get()) is not None:
+                if not await session.command(line):
+                    break
+        finally:
+            lines.close()
         delivered = False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(args.echo_timeout):

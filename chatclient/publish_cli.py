@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 
 import zmq
 
-from broker.keys import CurveKeyError
 from chatclient.publisher import Publisher
 from chatconfig import PublishSettings, parse
+from chatconfig.curve import CurveKeyError
 
 
 def _messages(text: str) -> Iterable[str]:

@@ -26,8 +26,8 @@ from typing import Any
 
 import zmq
 
-from broker.keys import apply_client, client_keys
 from chatconfig import DEFAULT_SENDER, BrokerLink, PublisherSettings
+from chatconfig.curve import apply_client, client_keys
 from protocol.chats import check_chat
 from protocol.codec import encode_chat
 from protocol.ids import Sequence, new_instance_id

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import hmac
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
 
-from chatconfig import HttpApi
+from chatconfig import HttpApi, Listener
 from edge.node import Edge
 from protocol.chats import check_chat, check_room_id
-from protocol.codec import encode
+from protocol.codec import describe_invalid, encode
 from protocol.errors import ErrorCode
 from protocol.messages import Error, ErrorBody
 
@@ -47,9 +48,13 @@ _posted_decoder = msgspec.json.Decoder(PostedMessage)
 
 
 def add_routes(
-    app: web.Application, settings: HttpApi, max_message_chars: int, edge: web.AppKey[Edge]
+    app: web.Application,
+    settings: HttpApi,
+    listen: Listener,
+    max_message_chars: int,
+    edge: web.AppKey[Edge],
 ) -> None:
-    api = Api(settings, max_message_chars, edge)
+    api = Api(settings, listen, max_message_chars, edge)
     app.router.add_get("/api/edges", api.edges)
     # `.+` so that a room id with a `/` in it (sent as %2F) is still addressable.
     app.router.add_post("/api/rooms/{room_id:.+}/messages", api.post_message)
@@ -63,6 +68,32 @@ async def page(request: web.Request) -> web.StreamResponse:
 
 def peer_urls(raw: str) -> list[str]:
     return [url.strip() for url in raw.split(",") if url.strip()]
+
+
+def _address(url: str) -> tuple[str, int | None] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"ws": 80, "http": 80, "wss": 443, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
+    return (parts.hostname or "").lower(), port
+
+
+def self_url(peers: list[str], own: str, listen_host: str, listen_port: int) -> str:
+    """This edge's entry in `peers`, so that `self` is spelled like the list it is in.
+
+    `own` comes from the request's Host header, which may name the edge
+    differently (`localhost` for `127.0.0.1`): a page would then not find
+    itself in the list and count this edge twice. Tried in turn: the URL the
+    request used, the address this edge listens on, the only peer on this
+    edge's port; when none fits (a proxy in front), `own`.
+    """
+    by_address = {_address(url): url for url in reversed(peers)}
+    for address in (_address(own), (listen_host.lower(), listen_port)):
+        if address in by_address:
+            return by_address[address]
+    on_port = [url for url in peers if (_address(url) or ("", None))[1] == listen_port]
+    return on_port[0] if len(on_port) == 1 else own
 
 
 def api_error(status: int, code: str, message: str) -> web.Response:
@@ -83,9 +114,10 @@ def bearer_matches(authorization: str | None, key: str) -> bool:
 
 class Api:
     def __init__(
-        self, settings: HttpApi, max_message_chars: int, edge: web.AppKey[Edge]
+        self, settings: HttpApi, listen: Listener, max_message_chars: int, edge: web.AppKey[Edge]
     ) -> None:
         self.settings = settings
+        self.listen = listen
         self.max_message_chars = max_message_chars
         self.peers = peer_urls(settings.peers)
         self.edge = edge
@@ -94,7 +126,10 @@ class Api:
         """Where a web client may (re)connect: every edge, or only this one."""
         scheme = "wss" if request.secure else "ws"
         own = f"{scheme}://{request.host}/"
-        return web.json_response({"edges": self.peers or [own], "self": own})
+        if not self.peers:
+            return web.json_response({"edges": [own], "self": own})
+        own = self_url(self.peers, own, self.listen.host, self.listen.port)
+        return web.json_response({"edges": self.peers, "self": own})
 
     async def post_message(self, request: web.Request) -> web.Response:
         key = self.settings.api_key
@@ -111,7 +146,7 @@ class Api:
         try:
             posted = _posted_decoder.decode(await request.read())
         except msgspec.ValidationError as exc:
-            return api_error(400, "invalid_payload", str(exc))
+            return api_error(400, "invalid_payload", describe_invalid(exc))
         except msgspec.DecodeError:
             return api_error(400, "bad_json", 'body must be JSON: {"message": "..."}')
         edge = request.app[self.edge]

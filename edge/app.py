@@ -39,7 +39,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/ws", websocket_only)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    api.add_routes(app, settings.api, settings.limits.max_message_chars, EDGE)
+    api.add_routes(app, settings.api, settings.listen, settings.limits.max_message_chars, EDGE)
     return app
 
 

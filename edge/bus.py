@@ -19,8 +19,8 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from broker.keys import apply_client, client_keys
 from chatconfig import BrokerLink
+from chatconfig.curve import apply_client, client_keys
 
 Batch = list[list[bytes]]
 

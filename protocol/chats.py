@@ -13,9 +13,7 @@ from typing import NamedTuple
 import msgspec
 
 from protocol.errors import ErrorCode
-from protocol.messages import MAX_ROOM_ID_CHARS, RoomId
-
-ROOM_ID_RULE = f"room id must be 1 to {MAX_ROOM_ID_CHARS} characters without control characters"
+from protocol.messages import ROOM_ID_RULE, RoomId
 
 
 class Refusal(NamedTuple):
@@ -27,7 +25,7 @@ def check_room_id(room_id: str) -> Refusal | None:
     try:
         msgspec.convert(room_id, RoomId)
     except msgspec.ValidationError:
-        return Refusal(ErrorCode.INVALID_PAYLOAD, ROOM_ID_RULE)
+        return Refusal(ErrorCode.INVALID_PAYLOAD, f"the room id must be {ROOM_ID_RULE}")
     return None
 
 

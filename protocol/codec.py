@@ -5,6 +5,7 @@ Codec objects are made once at import and reused (msgspec's advice).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -12,6 +13,7 @@ import msgspec
 from protocol.errors import ErrorCode
 from protocol.messages import (
     CLIENT_TYPES,
+    ROOM_ID_RULE,
     ChatBody,
     ChatDelivery,
     ChatMessage,
@@ -76,7 +78,42 @@ def _classify(data: str | bytes, exc: msgspec.ValidationError) -> ProtocolError:
         return ProtocolError(
             ErrorCode.UNKNOWN_TYPE, f"unknown type {kind!r}; expected one of {known}"
         )
-    return ProtocolError(ErrorCode.INVALID_PAYLOAD, str(exc))
+    return ProtocolError(ErrorCode.INVALID_PAYLOAD, describe_invalid(exc))
+
+
+# msgspec's texts are for programmers (a constraint's text shows its regular
+# expression); clients get these instead.
+_JSON_KINDS = {
+    "str": "a string",
+    "int": "a number",
+    "float": "a number",
+    "bool": "a boolean",
+    "null": "null",
+    "object": "an object",
+    "array": "an array",
+}
+_MISSING = re.compile(r"Object missing required field `([^`]+)`")
+_MISTYPED = re.compile(r"Expected `([^`]+)`, got `([^`]+)`")
+
+
+def _kinds(names: str) -> str:
+    kinds = dict.fromkeys(_JSON_KINDS.get(n.strip(), n.strip()) for n in names.split("|"))
+    return " or ".join(kinds)
+
+
+def describe_invalid(exc: msgspec.ValidationError) -> str:
+    """A validation error as a sentence for people: which field, what is wrong."""
+    problem, _, where = str(exc).partition(" - at `")
+    path = where.rstrip("`").removeprefix("$").removeprefix(".")
+    if missing := _MISSING.fullmatch(problem):
+        field = f"{path}.{missing[1]}" if path else missing[1]
+        return f"`{field}` is missing"
+    field = path or "the frame"
+    if mistyped := _MISTYPED.fullmatch(problem):
+        return f"`{field}` must be {_kinds(mistyped[1])}, not {_kinds(mistyped[2])}"
+    if path.endswith("roomId"):
+        return f"`{field}` is not a valid room id: it must be {ROOM_ID_RULE}"
+    return f"`{field}` has a value that is not allowed"
 
 
 def decode_server_frame(data: str | bytes) -> ServerFrame:

@@ -15,6 +15,12 @@ MAX_ROOM_ID_CHARS = 128
 # Unicode category Cc is exactly U+0000..U+001F and U+007F..U+009F. Excluding
 # U+0000 also lets a NUL byte terminate room topics on the broker.
 ROOM_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*\Z"
+# What a client is told when a room id breaks the rules above: people read it,
+# so it states the rule rather than showing the pattern.
+ROOM_ID_RULE = (
+    f"1 to {MAX_ROOM_ID_CHARS} characters, "
+    "with no control characters (U+0000 to U+001F, U+007F to U+009F)"
+)
 
 RoomId = Annotated[
     str, msgspec.Meta(min_length=1, max_length=MAX_ROOM_ID_CHARS, pattern=ROOM_ID_PATTERN)

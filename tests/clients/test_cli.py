@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import pty
 import re
 import sys
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.clients.conftest import OpenClient
 from tests.support.procs import ROOT, Cluster, env_with
@@ -28,6 +36,93 @@ async def read_until(stream: asyncio.StreamReader, pattern: str) -> str:
             seen.append(line)
             if re.search(pattern, line):
                 return "".join(seen)
+
+
+Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]
+
+
+@pytest.fixture
+async def spawn_cli() -> AsyncIterator[Spawn]:
+    """`await spawn_cli(*args, stdin=..., ...)`: a chat-client process, killed and reaped
+    after the test, its stdin pipe closed."""
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def spawn(*args: str, **options: Any) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "chatclient.cli", *args, cwd=ROOT, env=env_with(), **options
+        )
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()
+
+
+class Terminal:
+    """The controlling side of a pseudo-terminal, read on the event loop."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        self.output = bytearray()
+        self.changed = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(self.master, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO once the last process holding the slave side exits
+            data = b""
+        if not data:
+            self.loop.remove_reader(self.master)
+        self.output += data
+        self.changed.set()
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    async def wait_for(self, pattern: str) -> None:
+        async with asyncio.timeout(WAIT):
+            while not re.search(pattern, self.output.decode(errors="replace"), re.M):
+                self.changed.clear()
+                await self.changed.wait()
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.master)
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+@pytest.fixture
+async def terminal() -> AsyncIterator[Terminal]:
+    term = Terminal()
+    try:
+        yield term
+    finally:
+        term.close()
+
+
+@pytest.fixture
+def input_file(tmp_path: Path) -> Iterator[Callable[[str], Any]]:
+    """`input_file(text)`: an open file holding `text`, closed after the test."""
+    opened: list[Any] = []
+
+    def make(text: str) -> Any:
+        path = tmp_path / f"input-{len(opened)}.txt"
+        path.write_text(text)
+        handle = path.open("rb")
+        opened.append(handle)
+        return handle
+
+    yield make
+    for handle in opened:
+        handle.close()
 
 
 async def test_terminal_client_through_a_pipe(
@@ -132,3 +227,83 @@ async def test_chat_publish_fails_without_a_broker() -> None:
     async with asyncio.timeout(WAIT):
         out, err = await proc.communicate()
     assert proc.returncode == 1 and b"not live" in err and out == b""
+
+
+async def test_quit_on_a_pipe_that_stays_open(
+    client_cluster: Cluster, open_client: OpenClient, spawn_cli: Spawn
+) -> None:
+    # A program that writes lines and /quit but never closes the pipe.
+    r = room()
+    watcher = await open_client(client_cluster.urls()[0])
+    await watcher.join(r)
+    proc = await spawn_cli(
+        client_cluster.urls()[1], "--room", r, "--name", "bob",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin and proc.stdout and proc.stderr
+    proc.stdin.write(b"one\ntwo\n/quit\nnever sent\n")
+    await proc.stdin.drain()
+    async with asyncio.timeout(WAIT):
+        out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+        code = await proc.wait()
+    assert code == 0, err.decode()
+    assert b"Fatal Python error" not in err
+    assert re.search(rf"\[{r}\] bob: two$", out.decode(), re.M)
+    assert "never sent" not in out.decode()
+    async with asyncio.timeout(WAIT):
+        assert [(await watcher.receive()).message for _ in range(2)] == ["one", "two"]
+
+
+async def test_quit_in_a_terminal(
+    client_cluster: Cluster, open_client: OpenClient, spawn_cli: Spawn, terminal: Terminal
+) -> None:
+    r = room()
+    watcher = await open_client(client_cluster.urls()[2])
+    await watcher.join(r)
+    proc = await spawn_cli(
+        client_cluster.urls()[0], "--room", r, "--name", "bob",
+        stdin=terminal.slave, stdout=terminal.slave, stderr=terminal.slave,
+        start_new_session=True,
+    )
+    await terminal.wait_for(rf"joined {r}")
+    terminal.type("hello from a tty\n")
+    await terminal.wait_for(rf"\[{r}\] bob: hello from a tty")
+    await watcher.send(r, "hi bob")
+    await terminal.wait_for(rf"\[{r}\] {watcher.connection_id}: hi bob")
+    terminal.type("/quit\n")
+    async with asyncio.timeout(WAIT):
+        code = await proc.wait()
+    assert code == 0, terminal.output.decode(errors="replace")
+    assert "Fatal Python error" not in terminal.output.decode(errors="replace")
+    assert os.isatty(terminal.master)  # the terminal itself stays usable
+
+
+@pytest.mark.parametrize("source", ["file", "devnull"])
+async def test_input_from_a_file_or_dev_null(
+    client_cluster: Cluster,
+    open_client: OpenClient,
+    spawn_cli: Spawn,
+    input_file: Callable[[str], Any],
+    source: str,
+) -> None:
+    # Neither can be watched by the event loop; both are read directly.
+    r = room()
+    watcher = await open_client(client_cluster.urls()[0])
+    await watcher.join(r)
+    stdin = input_file("from a file\nlast line, no newline") if source == "file" else (
+        asyncio.subprocess.DEVNULL
+    )
+    proc = await spawn_cli(
+        client_cluster.urls()[1], "--room", r,
+        stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(WAIT):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    if source == "file":
+        async with asyncio.timeout(WAIT):
+            got = [(await watcher.receive()).message for _ in range(2)]
+        assert got == ["from a file", "last line, no newline"]
+    else:
+        assert out == b""

@@ -13,6 +13,7 @@ import pytest
 from chatclient import Publisher
 from tests.clients.conftest import API_KEY, OpenClient
 from tests.support.procs import ROOT, Cluster, env_with
+from tests.support.texts import assert_for_people
 
 WAIT = 10.0
 
@@ -120,6 +121,7 @@ async def test_http_publish_without_a_basic_scheme(client_cluster: Cluster) -> N
         ("ok", {"message": "x" * 4097}, None, "invalid_payload"),
         ("bad%01room", {"message": "x"}, None, "invalid_payload"),
         ("r" * 129, {"message": "x"}, None, "invalid_payload"),
+        ("ok", [], None, "invalid_payload"),
     ],
 )
 async def test_http_publish_validates_like_the_protocol(
@@ -128,6 +130,7 @@ async def test_http_publish_validates_like_the_protocol(
     status, reply = await post(messages_url(client_cluster.edges[0].http, path_room), body, raw=raw)
     assert status == 400
     assert reply["payload"]["code"] == code and reply["payload"]["message"]
+    assert_for_people(reply["payload"]["message"])
 
 
 async def test_http_publish_is_off_without_a_key(shared_cluster: Cluster) -> None:
@@ -140,6 +143,12 @@ async def test_edges_list_for_web_clients(client_cluster: Cluster, shared_cluste
         async with session.get(client_cluster.edges[1].http + "/api/edges") as resp:
             listed = await resp.json()
         assert listed == {"edges": client_cluster.urls(), "self": client_cluster.edges[1].url}
+        # Reached as localhost, it still names itself as the list does.
+        port = client_cluster.edges[1].port
+        async with session.get(
+            client_cluster.edges[1].http + "/api/edges", headers={"Host": f"localhost:{port}"}
+        ) as resp:
+            assert await resp.json() == listed
         async with session.get(shared_cluster.edges[0].http + "/api/edges") as resp:
             alone = await resp.json()
         assert alone["edges"] == [shared_cluster.edges[0].url]

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from tests.conftest import OpenWs
 from tests.support.procs import Cluster, wait_until
 from tests.support.wsclient import WsClient
 
@@ -29,32 +30,31 @@ async def join_many(client: WsClient, rooms: list[str]) -> None:
         await client.recv_type("joined", timeout=30)
 
 
-async def test_healthz_follows_the_broker(cluster_factory: Callable[..., Cluster]) -> None:
+async def test_healthz_follows_the_broker(
+    cluster_factory: Callable[..., Cluster], clients: OpenWs
+) -> None:
     cluster = cluster_factory(edges=1)
     edge = cluster.edges[0]
     assert cluster.broker is not None
-    client = await WsClient.connect(edge.url)
-    try:
-        await client.join("h")
-        cluster.broker.kill9()
-        wait_until(lambda: edge.health()[0] == 503, 10, "healthz 503 with the broker gone")
-        _, body = edge.health()
-        assert body["status"] == "unavailable"
-        assert edge.metrics()["chat_broker_up"] == 0
-        # Chats are refused loudly while the path is down, not silently lost.
-        await client.chat("into the void", "h")
-        await client.expect_error("unavailable")
-        cluster.start_broker()
-        wait_until(lambda: edge.health()[0] == 200, 10, "healthz 200 with the broker back")
-        wait_until(lambda: edge.metrics()["chat_pending_rooms"] == 0, 10, "room re-verified")
-        await client.chat("back", "h")
-        assert (await client.recv_chat())["message"] == "back"
-    finally:
-        await client.close()
+    client = await clients(edge.url)
+    await client.join("h")
+    cluster.broker.kill9()
+    wait_until(lambda: edge.health()[0] == 503, 10, "healthz 503 with the broker gone")
+    _, body = edge.health()
+    assert body["status"] == "unavailable"
+    assert edge.metrics()["chat_broker_up"] == 0
+    # Chats are refused loudly while the path is down, not silently lost.
+    await client.chat("into the void", "h")
+    await client.expect_error("unavailable")
+    cluster.start_broker()
+    wait_until(lambda: edge.health()[0] == 200, 10, "healthz 200 with the broker back")
+    wait_until(lambda: edge.metrics()["chat_pending_rooms"] == 0, 10, "room re-verified")
+    await client.chat("back", "h")
+    assert (await client.recv_chat())["message"] == "back"
 
 
 async def test_thousands_of_rooms_resume_after_broker_kill9(
-    cluster_factory: Callable[..., Cluster],
+    cluster_factory: Callable[..., Cluster], clients: OpenWs
 ) -> None:
     cluster = cluster_factory(
         edges=3, env={"CHAT_MAX_ROOMS": str(PER_CLIENT), "CHAT_RATE_LIMIT": "0"}
@@ -69,43 +69,40 @@ async def test_thousands_of_rooms_resume_after_broker_kill9(
         for e in (i % n, (i + 1) % n):
             slot = len([k for k in memberships if k[0] == e and len(memberships[k]) >= PER_CLIENT])
             memberships.setdefault((e, slot), []).append(r)
-    clients = {key: await WsClient.connect(cluster.edges[key[0]].url) for key in memberships}
-    try:
-        await asyncio.gather(*(join_many(clients[k], rs) for k, rs in memberships.items()))
-        for edge in cluster.edges:
-            assert edge.metrics()["chat_subscriptions"] == 2 * ROOMS // n
+    members = {key: await clients(cluster.edges[key[0]].url) for key in memberships}
+    await asyncio.gather(*(join_many(members[k], rs) for k, rs in memberships.items()))
+    for edge in cluster.edges:
+        assert edge.metrics()["chat_subscriptions"] == 2 * ROOMS // n
 
-        cluster.broker.kill9()
-        wait_until(
-            lambda: all(e.health()[0] == 503 for e in cluster.edges), 10, "edges see it"
-        )
-        restarted = time.monotonic()
-        cluster.start_broker()
-        wait_until(lambda: all_live(cluster), 30, "every room re-verified")
-        resumed = time.monotonic() - restarted
-        print(f"\n{ROOMS} rooms on {n} edges live again {resumed:.2f} s after broker restart")
+    cluster.broker.kill9()
+    wait_until(
+        lambda: all(e.health()[0] == 503 for e in cluster.edges), 10, "edges see it"
+    )
+    restarted = time.monotonic()
+    cluster.start_broker()
+    wait_until(lambda: all_live(cluster), 30, "every room re-verified")
+    resumed = time.monotonic() - restarted
+    print(f"\n{ROOMS} rooms on {n} edges live again {resumed:.2f} s after broker restart")
 
-        # One chat into every room, from the member on edge i % n.
-        senders = {}
-        for key, rs in memberships.items():
-            for r in rs:
-                i = int(r.split("-")[1])
-                if key[0] == i % n:
-                    senders[r] = key
-        expected: dict[tuple[int, int], set[str]] = {k: set(rs) for k, rs in memberships.items()}
-        for r, key in senders.items():
-            await clients[key].chat(f"after {r}", r)
+    # One chat into every room, from the member on edge i % n.
+    senders = {}
+    for key, rs in memberships.items():
+        for r in rs:
+            i = int(r.split("-")[1])
+            if key[0] == i % n:
+                senders[r] = key
+    expected: dict[tuple[int, int], set[str]] = {k: set(rs) for k, rs in memberships.items()}
+    for r, key in senders.items():
+        await members[key].chat(f"after {r}", r)
 
-        async def collect(key: tuple[int, int]) -> set[str]:
-            got = set()
-            for _ in expected[key]:
-                payload = await clients[key].recv_chat(timeout=30)
-                assert payload["message"] == f"after {payload['roomId']}"
-                got.add(payload["roomId"])
-            return got
+    async def collect(key: tuple[int, int]) -> set[str]:
+        got = set()
+        for _ in expected[key]:
+            payload = await members[key].recv_chat(timeout=30)
+            assert payload["message"] == f"after {payload['roomId']}"
+            got.add(payload["roomId"])
+        return got
 
-        results = await asyncio.gather(*(collect(k) for k in expected))
-        for key, got in zip(expected, results, strict=True):
-            assert got == expected[key]
-    finally:
-        await asyncio.gather(*(c.close() for c in clients.values()))
+    results = await asyncio.gather(*(collect(k) for k in expected))
+    for key, got in zip(expected, results, strict=True):
+        assert got == expected[key]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import psutil
 
+from tests.conftest import OpenWs
 from tests.support.procs import Cluster, wait_until
 from tests.support.supervisor import supervised_system
-from tests.support.wsclient import WsClient
 
 
 def broker_peers(cluster: Cluster) -> int:
@@ -20,37 +20,32 @@ def broker_peers(cluster: Cluster) -> int:
 
 
 async def test_other_edges_keep_chatting_through_an_edge_kill(
-    cluster_factory: Callable[..., Cluster],
+    cluster_factory: Callable[..., Cluster], clients: OpenWs
 ) -> None:
     cluster = cluster_factory(edges=3, env={"CHAT_RATE_LIMIT": "0"})
     victim, e1, e2 = cluster.edges
-    doomed = await WsClient.connect(victim.url)
-    a, b = await WsClient.connect(e1.url), await WsClient.connect(e2.url)
-    try:
-        for c in (doomed, a, b):
-            await c.join("survivors")
-        assert broker_peers(cluster) == 6  # a PUB and a SUB per edge
-        gaps = []
-        for i in range(200):
-            if i == 50:
-                victim.proc.kill9()
-            started = time.monotonic()
-            await a.chat(f"m{i}", "survivors")
-            assert (await b.recv_chat())["message"] == f"m{i}"
-            assert (await a.recv_chat())["message"] == f"m{i}"
-            gaps.append(time.monotonic() - started)
-        print(f"\nround trips through an edge kill: max {max(gaps) * 1000:.1f} ms")
-        # The dead edge's connections, and with them its subscriptions, are gone.
-        wait_until(lambda: broker_peers(cluster) == 4, 10, "broker dropped the dead edge")
-        cluster.start_edge().wait_healthy()
-        wait_until(lambda: broker_peers(cluster) == 6, 10, "replacement edge connected")
-    finally:
-        for c in (a, b):
-            await c.close()
-        await doomed.session.close()
+    doomed = await clients(victim.url)
+    a, b = await clients(e1.url), await clients(e2.url)
+    for c in (doomed, a, b):
+        await c.join("survivors")
+    assert broker_peers(cluster) == 6  # a PUB and a SUB per edge
+    gaps = []
+    for i in range(200):
+        if i == 50:
+            victim.proc.kill9()
+        started = time.monotonic()
+        await a.chat(f"m{i}", "survivors")
+        assert (await b.recv_chat())["message"] == f"m{i}"
+        assert (await a.recv_chat())["message"] == f"m{i}"
+        gaps.append(time.monotonic() - started)
+    print(f"\nround trips through an edge kill: max {max(gaps) * 1000:.1f} ms")
+    # The dead edge's connections, and with them its subscriptions, are gone.
+    wait_until(lambda: broker_peers(cluster) == 4, 10, "broker dropped the dead edge")
+    cluster.start_edge().wait_healthy()
+    wait_until(lambda: broker_peers(cluster) == 6, 10, "replacement edge connected")
 
 
-async def test_supervisord_restarts_a_killed_edge(tmp_path: Path) -> None:
+async def test_supervisord_restarts_a_killed_edge(tmp_path: Path, clients: OpenWs) -> None:
     with supervised_system(tmp_path) as system:
         def edge0_pid() -> int | None:
             out = system.ctl("status", "edge:edge-0").stdout
@@ -67,14 +62,10 @@ async def test_supervisord_restarts_a_killed_edge(tmp_path: Path) -> None:
         )
         edge = system.edges[0]
         edge.wait_healthy(20)
-        a, b = await WsClient.connect(edge.url), await WsClient.connect(system.edges[1].url)
-        try:
-            await a.join("again")
-            await b.join("again")
-            await b.chat("welcome back", "again")
-            assert (await a.recv_chat())["message"] == "welcome back"
-        finally:
-            await a.close()
-            await b.close()
+        a, b = await clients(edge.url), await clients(system.edges[1].url)
+        await a.join("again")
+        await b.join("again")
+        await b.chat("welcome back", "again")
+        assert (await a.recv_chat())["message"] == "welcome back"
         log = (tmp_path / "deploy" / "supervisord.log").read_text()
         assert "exited: edge-0 (terminated by SIGKILL" in log

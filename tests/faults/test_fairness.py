@@ -16,9 +16,8 @@ from tests.support.rawws import RawWs
 FLOOD = 300_000
 
 
-def live_publisher(cluster: Cluster) -> tuple[zmq.Context[zmq.Socket[bytes]], zmq.Socket[bytes]]:
+def live_publisher(cluster: Cluster, ctx: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
     """A PUB at the broker, used only once its messages are known to get through."""
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 0)
     pub.connect(cluster.broker_pub)
@@ -32,7 +31,7 @@ def live_publisher(cluster: Cluster) -> tuple[zmq.Context[zmq.Socket[bytes]], zm
             sub.recv_multipart()
             break
     sub.close(linger=0)
-    return ctx, pub
+    return pub
 
 
 def count_until_pong(client: RawWs) -> int:
@@ -51,6 +50,8 @@ def last_of(client: RawWs, count: int) -> dict[str, object]:
 
 async def test_pings_are_answered_in_the_middle_of_a_flood(
     cluster_factory: Callable[..., Cluster],
+    raw_clients: Callable[..., RawWs],
+    zmq_context: zmq.Context[zmq.Socket[bytes]],
 ) -> None:
     cluster = cluster_factory(
         edges=1,
@@ -58,8 +59,8 @@ async def test_pings_are_answered_in_the_middle_of_a_flood(
         edge_args=["--outbox-bytes", str(1 << 28)],
     )
     edge = cluster.edges[0]
-    ctx, pub = await asyncio.to_thread(live_publisher, cluster)
-    client = RawWs(edge.port, rcvbuf=1 << 22, timeout=60)
+    pub = await asyncio.to_thread(live_publisher, cluster, zmq_context)
+    client = raw_clients(edge.port, rcvbuf=1 << 22, timeout=60)
     topic = room_topic("flood")
     bodies = [encode_chat("flood", f"m{i}", f"x{i}", "flooder", 0) for i in range(FLOOD)]
 
@@ -67,27 +68,22 @@ async def test_pings_are_answered_in_the_middle_of_a_flood(
         for body in bodies:  # faster than one edge can fan out: its SUB queue grows
             pub.send_multipart([topic, body])
 
+    client.send_json({"type": "join", "payload": {"roomId": "flood"}})
+    assert client.read_json()["type"] == "joined"
+    # Freeze the edge and queue the whole flood in front of it; once it
+    # thaws and its first frame is out, ask for a pong.
+    edge.proc.signal(signal.SIGSTOP)
     try:
-        client.send_json({"type": "join", "payload": {"roomId": "flood"}})
-        assert client.read_json()["type"] == "joined"
-        # Freeze the edge and queue the whole flood in front of it; once it
-        # thaws and its first frame is out, ask for a pong.
-        edge.proc.signal(signal.SIGSTOP)
-        try:
-            await asyncio.to_thread(flood)
-        finally:
-            edge.proc.signal(signal.SIGCONT)
-        first = await asyncio.to_thread(client.read_json)
-        assert first["payload"]["message"] == "m0"
-        client.send_json({"type": "ping"})
-        before_pong = 1 + await asyncio.to_thread(count_until_pong, client)
-        print(f"\npong after {before_pong} of {FLOOD} flooded messages")
-        # An edge that drained its SUB socket without yielding would answer
-        # only once the flood was over.
-        assert before_pong < FLOOD // 2
-        last = await asyncio.to_thread(last_of, client, FLOOD - before_pong)
-        assert last["payload"] == {**last["payload"], "message": f"m{FLOOD - 1}"}  # type: ignore[dict-item]
+        await asyncio.to_thread(flood)
     finally:
-        client.close()
-        pub.close(linger=0)
-        ctx.term()
+        edge.proc.signal(signal.SIGCONT)
+    first = await asyncio.to_thread(client.read_json)
+    assert first["payload"]["message"] == "m0"
+    client.send_json({"type": "ping"})
+    before_pong = 1 + await asyncio.to_thread(count_until_pong, client)
+    print(f"\npong after {before_pong} of {FLOOD} flooded messages")
+    # An edge that drained its SUB socket without yielding would answer
+    # only once the flood was over.
+    assert before_pong < FLOOD // 2
+    last = await asyncio.to_thread(last_of, client, FLOOD - before_pong)
+    assert last["payload"] == {**last["payload"], "message": f"m{FLOOD - 1}"}  # type: ignore[dict-item]

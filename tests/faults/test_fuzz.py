@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Callable
 
 import aiohttp
 import pytest
 
 from protocol.frames import masked_frame
 from protocol.websocket import OP_BINARY, OP_CLOSE, OP_TEXT
+from tests.conftest import OpenWs
 from tests.support.procs import Cluster
 from tests.support.rawws import RawWs, malformed_frame
-from tests.support.wsclient import Closed, WsClient
+from tests.support.wsclient import Closed
 
 SHAPES = [
     lambda r: '{"type":"join","payload":{"roomId":'
@@ -36,36 +38,38 @@ def utf8(data: bytes) -> bool:
     return True
 
 
-async def test_random_frames_never_break_an_edge(shared_cluster: Cluster) -> None:
+async def test_random_frames_never_break_an_edge(
+    shared_cluster: Cluster,
+    clients: OpenWs,
+    raw_clients: Callable[..., RawWs],
+    http_sessions: Callable[..., aiohttp.ClientSession],
+) -> None:
     edge = shared_cluster.edges[2]
     rng = random.Random(7)
-    client = await WsClient.connect(edge.url)
-    try:
-        for _ in range(300):
-            kind = rng.randrange(3)
-            if kind == 0:
-                await client.send(rng.choice(SHAPES)(rng))
-            elif kind == 1:
-                await client.ws.send_bytes(rng.randbytes(rng.randrange(1, 2000)))
-            else:
-                text = rng.randbytes(rng.randrange(1, 300))
-                await client.ws._writer.send_frame(text, 0x1)
-                if not utf8(text):  # RFC 6455 8.1: fail the connection with 1007
-                    with pytest.raises(Closed) as closed:
-                        await client.recv()
-                    assert closed.value.code == 1007
-                    await client.close()
-                    client = await WsClient.connect(edge.url)
-                    continue
-            reply = await client.recv()
-            assert reply["type"] in ("error", "joined", "left", "pong", "chat"), reply
-            if reply["type"] == "error":
-                assert reply["payload"]["code"] in (
-                    "bad_json", "unknown_type", "invalid_payload", "not_in_room",
-                    "room_required", "too_many_rooms",
-                )
-    finally:
-        await client.close()
+    client = await clients(edge.url)
+    for _ in range(300):
+        kind = rng.randrange(3)
+        if kind == 0:
+            await client.send(rng.choice(SHAPES)(rng))
+        elif kind == 1:
+            await client.ws.send_bytes(rng.randbytes(rng.randrange(1, 2000)))
+        else:
+            text = rng.randbytes(rng.randrange(1, 300))
+            await client.ws._writer.send_frame(text, 0x1)
+            if not utf8(text):  # RFC 6455 8.1: fail the connection with 1007
+                with pytest.raises(Closed) as closed:
+                    await client.recv()
+                assert closed.value.code == 1007
+                client = await clients(edge.url)
+                continue
+        reply = await client.recv()
+        assert reply["type"] in ("error", "joined", "left", "pong", "chat"), reply
+        if reply["type"] == "error":
+            assert reply["payload"]["code"] in (
+                "bad_json", "unknown_type", "invalid_payload", "not_in_room",
+                "room_required", "too_many_rooms",
+            )
+    await client.close()
 
     # Frames that end the connection: each gets the close code RFC 6455 names.
     raw_cases = [
@@ -78,22 +82,16 @@ async def test_random_frames_never_break_an_edge(shared_cluster: Cluster) -> Non
         (masked_frame(OP_TEXT, b'{"type":"ping","x":"\xff"}'), 1007),  # text not UTF-8
     ]
     for case, expected in raw_cases:
-        raw = await asyncio.to_thread(RawWs, edge.port)
-        try:
-            await asyncio.to_thread(raw.send_raw, case)
-            code, _, _ = await asyncio.to_thread(raw.read_until_close)
-            assert code == expected, (case[:8], code)
-        finally:
-            raw.close()
+        raw = await asyncio.to_thread(raw_clients, edge.port)
+        await asyncio.to_thread(raw.send_raw, case)
+        code, _, _ = await asyncio.to_thread(raw.read_until_close)
+        assert code == expected, (case[:8], code)
+        raw.close()  # one connection at a time, as before
 
-    async with aiohttp.ClientSession() as session, session.get(edge.http + "/healthz") as resp:
+    async with http_sessions().get(edge.http + "/healthz") as resp:
         assert resp.status == 200
-    a, b = await WsClient.connect(edge.url), await WsClient.connect(shared_cluster.edges[0].url)
-    try:
-        await a.join("after-fuzz")
-        await b.join("after-fuzz")
-        await b.chat("alive", "after-fuzz")
-        assert (await a.recv_chat())["message"] == "alive"
-    finally:
-        await a.close()
-        await b.close()
+    a, b = await clients(edge.url), await clients(shared_cluster.edges[0].url)
+    await a.join("after-fuzz")
+    await b.join("after-fuzz")
+    await b.chat("alive", "after-fuzz")
+    assert (await a.recv_chat())["message"] == "alive"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from tests.conftest import OpenWs
 from tests.support.procs import Cluster, wait_until
 from tests.support.rawws import RawWs
 from tests.support.wsclient import WsClient
@@ -15,16 +16,16 @@ RSS_GROWTH_BOUND = 64 * 1024 * 1024
 
 
 async def test_slow_reader_is_dropped_with_1013_and_others_get_everything(
-    cluster_factory: Callable[..., Cluster],
+    cluster_factory: Callable[..., Cluster], clients: OpenWs, raw_clients: Callable[..., RawWs]
 ) -> None:
     cluster = cluster_factory(edges=2, env={"CHAT_RATE_LIMIT": "0"})
     edge, other = cluster.edges
-    slow = RawWs(edge.port, rcvbuf=65536)
+    slow = raw_clients(edge.port, rcvbuf=65536)
     slow.send_json({"type": "join", "payload": {"roomId": "firehose"}})
     assert slow.read_json()["type"] == "joined"
-    neighbour = await WsClient.connect(edge.url)  # same edge as the slow one
-    remote = await WsClient.connect(other.url)
-    sender = await WsClient.connect(other.url)
+    neighbour = await clients(edge.url)  # same edge as the slow one
+    remote = await clients(other.url)
+    sender = await clients(other.url)
     for c in (neighbour, remote, sender):
         await c.join("firehose")
     rss_before = edge.rss()
@@ -72,5 +73,3 @@ async def test_slow_reader_is_dropped_with_1013_and_others_get_everything(
     m = edge.metrics()
     assert m["chat_connections"] == 1  # the neighbour; the slow one is gone
     assert rss_after - rss_before < RSS_GROWTH_BOUND, (rss_before, rss_after)
-    for c in (neighbour, remote, sender):
-        await c.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 
@@ -38,3 +39,39 @@ async def test_supervised_round_trip_and_clean_shutdown(tmp_path: Path) -> None:
         assert not any(pid_alive(p) for p in pids)
         log = (tmp_path / "deploy" / "supervisord.log").read_text()
         assert "stopped: edge-0" in log and "stopped: broker" in log
+
+
+# A whole line, from supervisord or from any child: both log in this format.
+WHOLE_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \S.*")
+
+
+def test_output_redirected_to_a_file_keeps_every_line_whole(tmp_path: Path) -> None:
+    # `supervisord -c deploy/supervisord.conf > run.log`: supervisord and every
+    # child write into the same file, so none may write at a stale offset.
+    run_log = tmp_path / "run.log"
+    with supervised_system(tmp_path, stdout=run_log) as system:
+        ports = [edge.port for edge in system.edges]
+        wait_until(lambda: len(system.child_pids()) == 4, 15, "four children")
+        # A restart makes supervisord and the restarted edge write after the others did.
+        restart = system.ctl("restart", "edge:edge-1")
+        assert restart.returncode == 0, restart.stdout + restart.stderr
+        system.edges[1].wait_healthy()
+        system.popen.send_signal(signal.SIGINT)
+        assert system.popen.wait(30) == 0
+    text = run_log.read_text(errors="replace")
+    lines = text.splitlines()
+    broken = [line for line in lines if not WHOLE_LINE.fullmatch(line)]
+    assert not broken, f"{len(broken)} broken line(s), e.g. {broken[:5]}\n{text}"
+    assert text.endswith("\n") and "\0" not in text
+
+    def count(pattern: str) -> int:
+        return sum(1 for line in lines if re.search(pattern, line))
+
+    assert count(r" INFO broker: broker ready: publishers -> tcp://127\.0\.0\.1:\d+, ") == 1
+    assert count(r" INFO broker: broker stopping on SIGTERM$") == 1
+    for port in ports:
+        # edge-1 came up twice; every edge stopped cleanly at the end.
+        assert count(rf" INFO edge: edge \w+ up on 127\.0\.0\.1:{port}$") == (
+            2 if port == ports[1] else 1
+        ), text
+    assert count(r" INFO edge: stopping: no new connections") == 4

@@ -21,7 +21,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from broker.keys import KeyPair, apply_client, generate, load_keypair, load_public_key
+from chatconfig.curve import KeyPair, apply_client, generate, load_keypair, load_public_key
 from protocol.codec import encode_chat
 from protocol.topics import room_topic
 from tests.support.procs import Cluster, running_cluster

@@ -73,8 +73,12 @@ def pid_alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def supervised_system(tmp: Path) -> Iterator[Supervised]:
-    """Copy deploy/ verbatim to `tmp` (its runtime files land there) and run it."""
+def supervised_system(tmp: Path, stdout: Path | None = None) -> Iterator[Supervised]:
+    """Copy deploy/ verbatim to `tmp` (its runtime files land there) and run it.
+
+    With `stdout`, supervisord's output goes to that file, opened as a shell's
+    `> FILE` opens it (truncated, not in append mode).
+    """
     deploy = tmp / "deploy"
     deploy.mkdir()
     conf = deploy / "supervisord.conf"
@@ -85,11 +89,18 @@ def supervised_system(tmp: Path) -> Iterator[Supervised]:
         "CHAT_BROKER_SUB": f"tcp://127.0.0.1:{free_port()}",
         "CHAT_EDGE_PORT": str(base),
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+        # The installed chat-edge and chat-broker scripts must run this checkout's
+        # code, wherever the package was installed from in editable mode.
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        ),
     })
-    popen = subprocess.Popen(
-        [_bin("supervisord"), "-c", str(conf)], env=env, cwd=tmp,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(stdout.open("wb")) if stdout else subprocess.DEVNULL
+        popen = subprocess.Popen(
+            [_bin("supervisord"), "-c", str(conf)], env=env, cwd=tmp,
+            stdout=out, stderr=subprocess.DEVNULL,
+        )
     edges = [Edge(base + i, Proc([], env)) for i in range(EDGES)]
     system = Supervised(conf, env, popen, edges)
     try:

@@ -13,7 +13,7 @@ from typing import Any
 import jwt
 import pytest
 
-from broker import keys
+from chatconfig import curve as keys
 from edge.auth import (
     AuthError,
     Deadlines,

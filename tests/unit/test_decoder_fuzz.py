@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from protocol import ErrorCode, ProtocolError, decode_client_frame
 from protocol.messages import ChatRequest, JoinRequest, LeaveRequest, PingRequest
+from tests.support.texts import assert_for_people
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -40,7 +41,7 @@ def check(data: str | bytes) -> None:
         frame = decode_client_frame(data)
     except ProtocolError as exc:
         assert exc.code in ErrorCode
-        assert exc.message
+        assert_for_people(exc.message)
         return
     assert isinstance(frame, JoinRequest | LeaveRequest | ChatRequest | PingRequest)
 

@@ -7,6 +7,9 @@ import json
 import msgspec
 import pytest
 
+from edge.api import PostedMessage
+from edge.rooms import RoomRegistry
+from edge.session import Client, FrameHandler, Reply
 from protocol import (
     ChatMessage,
     ChatRequest,
@@ -26,9 +29,11 @@ from protocol import (
     encode_joined,
     encode_left,
 )
-from protocol.codec import PONG_FRAME
+from protocol.codec import PONG_FRAME, describe_invalid
 from protocol.frames import PING_FRAME, close_frame, text_frame
-from protocol.messages import ChatBody, RoomRef
+from protocol.ids import Sequence
+from protocol.messages import ROOM_ID_RULE, ChatBody, RoomId, RoomRef
+from tests.support.texts import assert_for_people
 
 
 def code_of(data: str | bytes) -> ErrorCode:
@@ -156,3 +161,77 @@ def test_struct_field_names_on_the_wire() -> None:
         "type": "join",
         "payload": {"roomId": "q"},
     }
+
+
+INVALID_PAYLOADS = [
+    '{"type":"join"}',
+    '{"type":"join","payload":null}',
+    '{"type":"join","payload":[]}',
+    '{"type":"join","payload":"lobby"}',
+    '{"type":"join","payload":{"roomid":"a"}}',
+    '{"type":"join","payload":{"roomId":1}}',
+    '{"type":"join","payload":{"roomId":true}}',
+    '{"type":"join","payload":{"roomId":null}}',
+    '{"type":"join","payload":{"roomId":""}}',
+    join("x" * 129),
+    join("a\x00"),
+    join("tab\there"),
+    join("\x9f"),
+    '{"type":"leave"}',
+    '{"type":"leave","payload":{"roomId":[]}}',
+    join("a\x01").replace("join", "leave"),
+    '{"type":"chat"}',
+    '{"type":"chat","payload":{}}',
+    '{"type":"chat","payload":{"message":null}}',
+    '{"type":"chat","payload":{"message":1.5}}',
+    '{"type":"chat","payload":{"message":"x","roomId":""}}',
+    '{"type":"chat","payload":{"message":"x","roomId":5}}',
+    '{"type":"chat","payload":{"message":"x","roomId":"a\\u0007"}}',
+    '{"type":"chat","payload":{"message":"x","roomId":"' + "r" * 129 + '"}}',
+]
+
+
+@pytest.mark.parametrize("data", INVALID_PAYLOADS)
+def test_invalid_payload_texts_are_for_people(data: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_client_frame(data)
+    assert info.value.code is ErrorCode.INVALID_PAYLOAD
+    assert_for_people(info.value.message)
+    assert "`payload" in info.value.message  # names the field at fault
+
+
+def test_invalid_room_id_text_states_the_rule() -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_client_frame(join("bad\x1froom"))
+    rule = f"`payload.roomId` is not a valid room id: it must be {ROOM_ID_RULE}"
+    assert info.value.message == rule
+    with pytest.raises(ProtocolError) as info:
+        decode_client_frame('{"type":"chat","payload":{"message":7}}')
+    assert info.value.message == "`payload.message` must be a string, not a number"
+
+
+def test_describe_invalid_never_shows_a_pattern() -> None:
+    # The HTTP API and the Publisher validate with the same types.
+    for value in ("", "x" * 129, "a\x00", 3, None):
+        with pytest.raises(msgspec.ValidationError) as info:
+            msgspec.convert(value, RoomId)
+        assert_for_people(describe_invalid(info.value))
+    with pytest.raises(msgspec.ValidationError) as info:
+        msgspec.json.decode(b'{"message": 1}', type=PostedMessage)
+    assert describe_invalid(info.value) == "`message` must be a string, not a number"
+
+
+def test_session_invalid_payload_text_is_for_people() -> None:
+    handler = FrameHandler(RoomRegistry(4), Sequence("e", "-"), lambda: 1, 10)
+    client = Client("c", None, None)
+    handler.handle("m", client, encode(JoinRequest(RoomRef("r"))))
+    room = handler.registry.room_by_id("r")
+    assert room is not None
+    token = handler.registry.probe_due(room, now=0.0, retry=0.1)
+    assert token is not None
+    handler.registry.probe_returned(room.topic, token)
+    [reply] = handler.handle("m", client, encode(ChatRequest(ChatBody("x" * 11, "r"))))
+    assert isinstance(reply, Reply)
+    error = json.loads(reply.frame)["payload"]
+    assert error["code"] == "invalid_payload"
+    assert_for_people(error["message"])

@@ -1,5 +1,8 @@
 """CURVE keys for the broker path: `chat-keys`, and the helpers every socket uses.
 
+Shared by the broker (server side) and the edges and publishers (client side),
+so no process imports another process's package for it.
+
 The broker is a CURVE server with its own keypair; each edge (or any other
 publisher) is a CURVE client with its own keypair and the broker's public
 key. The broker's ZAP handler accepts only client public keys found in a
