@@ -2,6 +2,7 @@
 
     chat-bench all                       every workload, every server
     chat-bench fanout --servers ours,node
+    chat-bench scale --servers ours,ours@HEAD~5   this commit beside an earlier one
     chat-bench latency | sweep | churn | scale
     chat-bench smoke                     ~2 s fan-out against ours; non-zero exit on
                                          loss, order violations or cross-room leaks
@@ -22,7 +23,7 @@ from bench.pinning import machine_plan
 from bench.plot import plot_sweeps
 from bench.procstat import raise_fd_limit
 from bench.progress import Progress
-from bench.servers import SERVERS, Unavailable, running
+from bench.servers import SERVERS, Unavailable, parse_name, resolve_ref, running
 from bench.suite import Bench, Params
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -46,9 +47,13 @@ SMOKE_DURATION = 2.0
 
 def _servers(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SERVERS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown server(s) {unknown}; choose from {SERVERS}")
+    for name in names:
+        try:
+            _, ref = parse_name(name)
+            if ref is not None:
+                resolve_ref(ref)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return names
 
 
@@ -60,7 +65,8 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     d = Params()
     common.add_argument("--servers", type=_servers, default=list(SERVERS),
-                        help=f"comma-separated, from {','.join(SERVERS)} (default: all)")
+                        help=f"comma-separated, from {','.join(SERVERS)}, or ours@REF: "
+                        "roomcast at a git ref, e.g. ours@HEAD~5 (default: all four)")
     common.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="directory for JSON, markdown and plots (default: bench/results)")
     common.add_argument("--no-pin", dest="pin", action="store_false",

@@ -1,21 +1,27 @@
 """Start a server design as real processes on free loopback ports, and stop it.
 
 "ours" is one broker and three edges; the references are in
-`bench/references/`. Every process is started under the server cores'
-taskset, its stderr goes to a log file, and it counts as started only once it
-answers (/healthz 200, or PONG for redis).
+`bench/references/`. "ours@REF" is the same, run from the commit REF (any git
+ref): REF is checked out into a temporary detached worktree, the processes
+start with their working directory there, so `python -m broker` and
+`python -m edge` import that commit's packages before the installed ones, and
+the worktree is removed once they have stopped. Every process is started under
+the server cores' taskset, its stderr goes to a log file, and it counts as
+started only once it answers (/healthz 200, or PONG for redis).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +33,9 @@ from bench.pinning import CpuPlan
 from bench.plan import Transport
 
 SERVERS = ("ours", "node", "naive", "socketio")
+OURS = "ours"
+PACKAGES = ("protocol", "broker", "edge", "chatconfig", "chatclient")  # roomcast's own
+ROOT = Path(__file__).resolve().parents[1]
 REFERENCES = Path(__file__).resolve().parent / "references"
 NODE_DIR = REFERENCES / "node"
 START_TIMEOUT = 30.0
@@ -146,18 +155,18 @@ OURS_ENV = {
 }
 
 
-def _start_ours(sp: _Spawner) -> None:
+def _start_ours(sp: _Spawner, cwd: Path | None = None) -> None:
     env = {
         "CHAT_BROKER_PUB": f"tcp://127.0.0.1:{free_port()}",
         "CHAT_BROKER_SUB": f"tcp://127.0.0.1:{free_port()}",
         **OURS_ENV,
     }
-    sp.spawn("broker", [sys.executable, "-m", "broker"], env)
+    sp.spawn("broker", [sys.executable, "-m", "broker"], env, cwd)
     edges = []
     for n in range(1, EDGES + 1):
         port = free_port()
         edges.append((sp.spawn(f"edge-{n}", [sys.executable, "-m", "edge", "--port", str(port)],
-                               env), port))
+                               env, cwd), port))
     for proc, port in edges:
         wait_ready(proc, functools.partial(_http_ok, f"http://127.0.0.1:{port}/healthz"))
         sp.into.urls.append(f"ws://127.0.0.1:{port}/")
@@ -222,14 +231,95 @@ _DESIGNS: dict[str, tuple[Transport, str, Callable[[_Spawner], None]]] = {
 }
 
 
+def parse_name(name: str) -> tuple[str, str | None]:
+    """`ours` -> ("ours", None); `ours@REF` -> ("ours", "REF"), roomcast as committed at REF."""
+    design, at, ref = name.partition("@")
+    if design not in SERVERS:
+        raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVERS)} "
+                         f"or {OURS}@REF")
+    if at and design != OURS:
+        raise ValueError(f"{name!r}: only {OURS} can run from another commit ({OURS}@REF)")
+    if at and not ref.strip():
+        raise ValueError(f"{name!r}: name a git ref after the @ (a commit, tag, HEAD~5, ...)")
+    return design, ref.strip() or None
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, check=False)
+    if done.returncode:
+        raise RuntimeError(f"git {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def resolve_ref(ref: str) -> str:
+    """The full commit id `ref` names in this checkout; ValueError if it names none."""
+    try:
+        return _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except RuntimeError:
+        raise ValueError(f"{ref!r} names no commit in {ROOT}") from None
+
+
+@contextlib.contextmanager
+def worktree(ref: str) -> Iterator[Path]:
+    """`ref` checked out, detached, in a temporary git worktree, removed on the way out."""
+    commit = resolve_ref(ref)
+    parent = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+    path = parent / f"roomcast-{commit[:12]}"
+    try:
+        _git("worktree", "add", "--detach", "--quiet", str(path), commit)
+        yield path
+    finally:
+        with contextlib.suppress(RuntimeError):
+            _git("worktree", "remove", "--force", str(path))
+        shutil.rmtree(parent, ignore_errors=True)
+        with contextlib.suppress(RuntimeError):
+            _git("worktree", "prune")
+
+
+# Imported by `python -m broker` / `-m edge` run in a worktree: which file each module came from.
+_WHERE_FROM = (
+    "import json, sys, broker.__main__, edge.__main__\n"
+    "print(json.dumps({n: getattr(m, '__file__', None) for n, m in sys.modules.items()}))"
+)
+
+
+def check_imports_from(tree: Path) -> None:
+    """Make sure processes started in `tree` import roomcast from it, none of it from here.
+
+    The working directory comes first on `sys.path` for `python -m`, ahead of the
+    editable install's finder; a package the old commit lacks would still come
+    from the current checkout, silently mixing two versions.
+    """
+    done = subprocess.run([sys.executable, "-c", _WHERE_FROM], cwd=tree,
+                          env=_clean_env(OURS_ENV), capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, check=False)
+    if done.returncode:
+        raise RuntimeError(f"importing broker and edge in {tree} failed:\n{done.stderr[-2000:]}")
+    files: dict[str, str | None] = json.loads(done.stdout.splitlines()[-1])
+    real = tree.resolve()
+    elsewhere = [n for n, f in files.items() if n.partition(".")[0] in PACKAGES
+                 and f and not Path(f).resolve().is_relative_to(real)]
+    if elsewhere:
+        raise RuntimeError(f"started in {tree}, these came from elsewhere: {sorted(elsewhere)}")
+
+
 @contextlib.contextmanager
 def running(name: str, cpus: CpuPlan, logs: Path) -> Iterator[ServerSet]:
     """Start the design `name`; stop every process it started on the way out."""
-    transport, description, start = _DESIGNS[name]
-    servers = ServerSet(name, transport, description)
-    try:
-        start(_Spawner(cpus, logs, servers))
-        yield servers
-    finally:
-        for proc in reversed(servers.procs):
-            proc.stop()
+    design, ref = parse_name(name)
+    transport, description, start = _DESIGNS[design]
+    with contextlib.ExitStack() as stack:
+        if ref is not None:
+            tree = stack.enter_context(worktree(ref))
+            check_imports_from(tree)
+            start = functools.partial(_start_ours, cwd=tree)
+            commit = _git("-C", str(tree), "rev-parse", "--short", "HEAD")
+            description = f"{description}; commit {commit}"
+        servers = ServerSet(name, transport, description)
+        try:
+            start(_Spawner(cpus, logs, servers))
+            yield servers
+        finally:
+            for proc in reversed(servers.procs):
+                proc.stop()

@@ -1,0 +1,81 @@
+"""`ours@REF`: the name, and the temporary worktree it runs from."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import _servers
+from bench.servers import ROOT, check_imports_from, parse_name, resolve_ref, worktree
+
+
+@pytest.mark.parametrize(
+    ("name", "parsed"),
+    [
+        ("ours", ("ours", None)),
+        ("node", ("node", None)),
+        ("ours@73f62eb", ("ours", "73f62eb")),
+        ("ours@HEAD~5", ("ours", "HEAD~5")),
+        ("ours@v1.0^{commit}", ("ours", "v1.0^{commit}")),
+    ],
+)
+def test_names_parse_into_design_and_ref(name: str, parsed: tuple[str, str | None]) -> None:
+    assert parse_name(name) == parsed
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("theirs", "unknown server"),
+        ("ours@", "name a git ref"),
+        ("node@HEAD", "only ours"),
+        ("Ours@HEAD", "unknown server"),
+    ],
+)
+def test_bad_names_say_what_is_wrong(name: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        parse_name(name)
+
+
+def test_the_command_line_refuses_a_ref_that_names_no_commit() -> None:
+    assert _servers("ours, ours@HEAD ,node") == ["ours", "ours@HEAD", "node"]
+    with pytest.raises(argparse.ArgumentTypeError, match="names no commit"):
+        _servers("ours,ours@no-such-ref-anywhere")
+
+
+def _worktrees() -> str:
+    return subprocess.run(["git", "-C", str(ROOT), "worktree", "list", "--porcelain"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_worktree_is_checked_out_detached_and_removed() -> None:
+    head = resolve_ref("HEAD")
+    with worktree("HEAD") as tree:
+        assert f"worktree {tree}" in _worktrees()
+        assert (tree / "edge" / "__main__.py").is_file()
+        assert (tree / "broker" / "__main__.py").is_file()
+        checked_out = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"],
+                                     capture_output=True, text=True, check=True).stdout.strip()
+        assert checked_out == head
+        check_imports_from(tree)  # python -m edge there imports the worktree's packages
+    assert not tree.exists()
+    assert not tree.parent.exists()
+    assert str(tree) not in _worktrees()
+
+
+def test_worktree_is_removed_when_the_run_fails() -> None:
+    seen: list[Path] = []
+    with pytest.raises(RuntimeError, match="edge died"), worktree("HEAD") as tree:
+        seen.append(tree)
+        raise RuntimeError("edge died")
+    [tree] = seen
+    assert not tree.parent.exists()
+    assert str(tree) not in _worktrees()
+
+
+def test_check_imports_notices_packages_from_elsewhere(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="came from elsewhere"):
+        check_imports_from(tmp_path)  # nothing here: broker and edge come from the install
