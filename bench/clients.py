@@ -22,6 +22,7 @@ from protocol.messages import (
     ChatMessage,
     ChatRequest,
     Error,
+    JoinBody,
     Joined,
     JoinRequest,
     LeaveRequest,
@@ -117,7 +118,7 @@ class WsConn:
         await asyncio.wait_for(waiter, REPLY_TIMEOUT)
 
     async def join(self, room_id: str) -> None:
-        await self._request(JoinRequest(RoomRef(room_id)))
+        await self._request(JoinRequest(JoinBody(room_id)))
 
     async def leave(self, room_id: str) -> None:
         await self._request(LeaveRequest(RoomRef(room_id)))

@@ -26,7 +26,17 @@ from protocol.codec import (
     encode_join,
     encode_leave,
 )
-from protocol.messages import ChatDelivery, ChatMessage, Error, Joined, Left, Pong, ServerFrame
+from protocol.messages import (
+    Ack,
+    ChatDelivery,
+    ChatMessage,
+    Error,
+    Joined,
+    Left,
+    Pong,
+    Resync,
+    ServerFrame,
+)
 
 
 class Kind(Enum):
@@ -127,6 +137,8 @@ class Tracker:
                 return self._joined(body.room_id, body.connection_id)
             case Left():
                 return []  # a leave completes at its pong, which follows at once
+            case Ack() | Resync():
+                return []
 
     def lost(self) -> list[Request]:
         """The connection is gone: every request still waiting, oldest first."""

@@ -14,6 +14,8 @@ from protocol.errors import ErrorCode
 from protocol.messages import (
     CLIENT_TYPES,
     ROOM_ID_RULE,
+    Ack,
+    AckBody,
     ChatBody,
     ChatDelivery,
     ChatMessage,
@@ -21,6 +23,7 @@ from protocol.messages import (
     ClientFrame,
     Error,
     ErrorBody,
+    JoinBody,
     Joined,
     JoinedBody,
     JoinRequest,
@@ -28,6 +31,9 @@ from protocol.messages import (
     Left,
     PingRequest,
     Pong,
+    Position,
+    Resync,
+    ResyncBody,
     RoomRef,
     ServerFrame,
 )
@@ -125,20 +131,43 @@ def encode(frame: Any) -> bytes:
     return _encoder.encode(frame)
 
 
-def encode_chat(room_id: str, message: str, message_id: str, sender: str, ts: int) -> bytes:
-    return _encoder.encode(ChatMessage(ChatDelivery(room_id, message, message_id, sender, ts)))
+def encode_chat(
+    room_id: str, message: str, message_id: str, sender: str, ts: int, msg_id: str | None = None
+) -> bytes:
+    """A chat as members receive it, less the epoch and offset its sequencer stamps on."""
+    return _encoder.encode(
+        ChatMessage(ChatDelivery(room_id, message, message_id, sender, ts, msg_id))
+    )
 
 
-def encode_joined(room_id: str, connection_id: str) -> bytes:
-    return _encoder.encode(Joined(JoinedBody(room_id, connection_id)))
+def encode_joined(
+    room_id: str,
+    connection_id: str,
+    epoch: str | None = None,
+    offset: int | None = None,
+    recovered: bool | None = None,
+) -> bytes:
+    return _encoder.encode(
+        Joined(JoinedBody(room_id, connection_id, epoch, offset, recovered))
+    )
 
 
 def encode_left(room_id: str) -> bytes:
     return _encoder.encode(Left(RoomRef(room_id)))
 
 
-def encode_error(code: ErrorCode, message: str) -> bytes:
-    return _encoder.encode(Error(ErrorBody(code.value, message)))
+def encode_error(code: ErrorCode, message: str, msg_id: str | None = None) -> bytes:
+    return _encoder.encode(Error(ErrorBody(code.value, message, msg_id)))
+
+
+def encode_ack(
+    room_id: str, msg_id: str, epoch: str, offset: int, duplicate: bool = False
+) -> bytes:
+    return _encoder.encode(Ack(AckBody(room_id, msg_id, epoch, offset, duplicate)))
+
+
+def encode_resync(room_id: str, epoch: str, offset: int) -> bytes:
+    return _encoder.encode(Resync(ResyncBody(room_id, epoch, offset)))
 
 
 # Client to server: the frames a client sends.
@@ -146,14 +175,20 @@ def encode_error(code: ErrorCode, message: str) -> bytes:
 PING_REQUEST = _encoder.encode(PingRequest())
 
 
-def encode_join(room_id: str) -> bytes:
-    return _encoder.encode(JoinRequest(RoomRef(room_id)))
+def encode_join(
+    room_id: str, history: int | None = None, since: tuple[str, int] | None = None
+) -> bytes:
+    """A join; `history` K replays the last K chats, `since` (epoch, offset) recovers."""
+    position = Position(*since) if since is not None else None
+    return _encoder.encode(JoinRequest(JoinBody(room_id, history, position)))
 
 
 def encode_leave(room_id: str) -> bytes:
     return _encoder.encode(LeaveRequest(RoomRef(room_id)))
 
 
-def encode_chat_request(message: str, room_id: str | None = None) -> bytes:
+def encode_chat_request(
+    message: str, room_id: str | None = None, msg_id: str | None = None
+) -> bytes:
     """A chat; without `room_id` the server picks the sender's only room."""
-    return _encoder.encode(ChatRequest(ChatBody(message, room_id)))
+    return _encoder.encode(ChatRequest(ChatBody(message, room_id, msg_id)))

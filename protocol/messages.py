@@ -31,6 +31,15 @@ class _Frame(msgspec.Struct, tag_field="type", omit_defaults=True):
     pass
 
 
+# A client's id for one chat, so that sending it twice delivers it once
+# (protocol v2 section 5): 1 to 64 characters from A-Z a-z 0-9 . _ : -
+MSG_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}\Z"
+MSG_ID_RULE = "1 to 64 characters from A-Z a-z 0-9 . _ : -"
+MsgId = Annotated[str, msgspec.Meta(pattern=MSG_ID_PATTERN)]
+Epoch = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Offset = Annotated[int, msgspec.Meta(ge=0)]
+
+
 class RoomRef(msgspec.Struct, rename="camel"):
     room_id: RoomId
 
@@ -38,13 +47,28 @@ class RoomRef(msgspec.Struct, rename="camel"):
 class ChatBody(msgspec.Struct, rename="camel", omit_defaults=True):
     message: str
     room_id: RoomId | None = None
+    msg_id: MsgId | None = None
+
+
+class Position(msgspec.Struct):
+    """Where a client is in a room's stream: the last offset it saw, in an epoch."""
+
+    epoch: Epoch
+    offset: Offset
+
+
+class JoinBody(msgspec.Struct, rename="camel", omit_defaults=True):
+    room_id: RoomId
+    history: Offset | None = None  # replay the last K chats after `joined`
+    since: Position | None = None  # recover what was missed after this position
+    presence: bool | None = None
 
 
 # Client to server.
 
 
 class JoinRequest(_Frame, tag="join"):
-    payload: RoomRef
+    payload: JoinBody
 
 
 class LeaveRequest(_Frame, tag="leave"):
@@ -66,22 +90,44 @@ CLIENT_TYPES = frozenset({"join", "leave", "chat", "ping"})
 # Server to client.
 
 
-class JoinedBody(msgspec.Struct, rename="camel"):
+class JoinedBody(msgspec.Struct, rename="camel", omit_defaults=True):
     room_id: str
     connection_id: str
+    epoch: str | None = None
+    offset: int | None = None  # the room's top when the membership became live
+    recovered: bool | None = None  # only in answer to a join with `since`
 
 
-class ChatDelivery(msgspec.Struct, rename="camel"):
+class ChatDelivery(msgspec.Struct, rename="camel", omit_defaults=True):
     room_id: str
     message: str
     id: str
     sender: str = msgspec.field(name="from")
     ts: int = 0
+    msg_id: str | None = None
+    # Stamped by the room's sequencer, after everything else (see protocol.stream).
+    epoch: str | None = None
+    offset: int | None = None
 
 
-class ErrorBody(msgspec.Struct):
+class AckBody(msgspec.Struct, rename="camel", omit_defaults=True):
+    room_id: str
+    msg_id: str
+    epoch: str
+    offset: int
+    duplicate: bool = False
+
+
+class ResyncBody(msgspec.Struct, rename="camel"):
+    room_id: str
+    epoch: str
+    offset: int
+
+
+class ErrorBody(msgspec.Struct, rename="camel", omit_defaults=True):
     code: str
     message: str
+    msg_id: str | None = None  # the chat this error is about, when it carried one
 
 
 class Joined(_Frame, tag="joined"):
@@ -104,4 +150,12 @@ class Error(_Frame, tag="error"):
     payload: ErrorBody
 
 
-ServerFrame = Joined | Left | ChatMessage | Pong | Error
+class Ack(_Frame, tag="ack"):
+    payload: AckBody
+
+
+class Resync(_Frame, tag="resync"):
+    payload: ResyncBody
+
+
+ServerFrame = Joined | Left | ChatMessage | Pong | Error | Ack | Resync

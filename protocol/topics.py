@@ -16,6 +16,8 @@ publishes to check that a path through the broker is live.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 ROOM_KIND = b"r"
 EDGE_KIND = b"e"
 TERMINATOR = b"\x00"
@@ -46,12 +48,33 @@ def is_probe(body: bytes) -> bool:
     return body[:1] == PROBE_MARK
 
 
-def parse_probe(body: bytes) -> tuple[str, int] | None:
-    """Return (edge id, token) of a probe body, or None if it is malformed."""
+class Probe(NamedTuple):
+    edge_id: str
+    token: int
+    # Stamped by a room's sequencer as the probe passes: the room's stream at
+    # that point (every chat after the probe has a higher offset).
+    epoch: str | None = None
+    top: int | None = None
+
+
+def stamp_probe(body: bytes, epoch: bytes, top: int) -> bytes:
+    return b"%s %s %d" % (body, epoch, top)
+
+
+def parse_probe(body: bytes) -> Probe | None:
+    """The fields of a probe body, or None if it is malformed."""
     try:
-        edge_id, token = body[1:].decode().split(" ")
+        fields = body[1:].decode().split(" ")
+        if len(fields) == 2:
+            edge_id, token = fields
+            epoch, top = None, None
+        elif len(fields) == 4:
+            edge_id, token, epoch, top_text = fields
+            top = int(top_text)
+        else:
+            return None
         if not token.lstrip("-").isdigit():
             return None
-        return edge_id, int(token)
+        return Probe(edge_id, int(token), epoch, top)
     except (UnicodeDecodeError, ValueError):
         return None

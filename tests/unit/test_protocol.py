@@ -32,7 +32,7 @@ from protocol import (
 from protocol.codec import PONG_FRAME, describe_invalid
 from protocol.frames import PING_FRAME, close_frame, text_frame
 from protocol.ids import Sequence
-from protocol.messages import ROOM_ID_RULE, ChatBody, RoomId, RoomRef
+from protocol.messages import ROOM_ID_RULE, ChatBody, JoinBody, RoomId, RoomRef
 from tests.support.texts import assert_for_people
 
 
@@ -46,7 +46,7 @@ def code_of(data: str | bytes) -> ErrorCode:
 @pytest.mark.parametrize(
     "frame",
     [
-        JoinRequest(RoomRef("123")),
+        JoinRequest(JoinBody("123")),
         LeaveRequest(RoomRef("123")),
         ChatRequest(ChatBody("hi")),
         ChatRequest(ChatBody("hi", "123")),
@@ -59,7 +59,7 @@ def test_client_frames_round_trip(frame: object) -> None:
 
 def test_documented_client_frames_decode_as_written() -> None:
     assert decode_client_frame('{"type":"join","payload":{"roomId":"123"}}') == JoinRequest(
-        RoomRef("123")
+        JoinBody("123")
     )
     assert decode_client_frame('{"type":"chat","payload":{"message":"hi"}}') == ChatRequest(
         ChatBody("hi")
@@ -157,7 +157,7 @@ def test_text_frame_headers() -> None:
 
 
 def test_struct_field_names_on_the_wire() -> None:
-    assert msgspec.json.decode(encode(JoinRequest(RoomRef("q")))) == {
+    assert msgspec.json.decode(encode(JoinRequest(JoinBody("q")))) == {
         "type": "join",
         "payload": {"roomId": "q"},
     }
@@ -224,7 +224,7 @@ def test_describe_invalid_never_shows_a_pattern() -> None:
 def test_session_invalid_payload_text_is_for_people() -> None:
     handler = FrameHandler(RoomRegistry(4), Sequence("e", "-"), lambda: 1, 10)
     client = Client("c", None, None)
-    handler.handle("m", client, encode(JoinRequest(RoomRef("r"))))
+    handler.handle("m", client, encode(JoinRequest(JoinBody("r"))))
     room = handler.registry.room_by_id("r")
     assert room is not None
     token = handler.registry.probe_due(room, now=0.0, retry=0.1)
