@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from broker.proxy import run
+from broker.server import run
 from chatconfig import BrokerSettings, parse
 
 

@@ -32,11 +32,10 @@ from protocol.stream import (
     read_keyed,
     read_query,
     reply_part,
-    stamp,
+    stamp_head,
 )
 from protocol.topics import PROBE_MARK, room_of_topic, room_topic, stamp_probe
 
-CHAT_MARK = b"{"[0]
 # What one held chat costs besides its bytes: the tuple, the deque slot, the
 # global order entry (measured: docs/benchmarks.md).
 ENTRY_OVERHEAD = 200
@@ -53,29 +52,35 @@ class Limits(NamedTuple):
     dedupe_window: float  # seconds a msgId is remembered
 
 
-class Held(NamedTuple):
-    offset: int
-    at: float
-    body: bytes
-
-
 class Stream:
-    __slots__ = ("dedupe", "epoch", "epoch_bytes", "history", "room_id", "subscribed", "top",
-                 "topic")
+    """One room's stream: epoch, top, the chats still held, the msgIds remembered."""
+
+    __slots__ = ("dedupe", "epoch", "epoch_bytes", "history", "marks", "next_mark", "room_id",
+                 "stamp_head", "subscribed", "top", "topic")
 
     def __init__(self, room_id: str, epoch: str) -> None:
         self.room_id = room_id
         self.topic = room_topic(room_id)
         self.epoch = epoch
         self.epoch_bytes = epoch.encode()
+        self.stamp_head = stamp_head(self.epoch_bytes)
         self.top = 0
-        self.history: deque[Held] = deque()
+        # The newest chats, stamped, oldest first: offsets top-len+1 .. top.
+        self.history: deque[bytes] = deque()
+        # Age marks, at most one per MARK_EVERY per room instead of a time
+        # per chat: (when, top then). Chats up to a mark's top are at least
+        # as old as the mark.
+        self.marks: deque[tuple[float, int]] = deque()
+        self.next_mark = float("-inf")
         self.dedupe: dict[str, tuple[int, float]] = {}  # key -> (offset, when)
         self.subscribed = False
 
     def first_held(self) -> int:
         """The lowest offset still in history (top + 1 when none is)."""
-        return self.history[0].offset if self.history else self.top + 1
+        return self.top - len(self.history) + 1
+
+
+MARK_EVERY = 1.0  # seconds: the granularity of history's age
 
 
 class Sequenced(NamedTuple):
@@ -90,12 +95,12 @@ class Sequencer:
         self.limits = limits
         self._make_epoch = make_epoch
         self._streams: dict[bytes, Stream] = {}
-        # Every held chat and remembered msgId in arrival order (so also age
-        # order): trimming by age or by the byte budget pops from the left.
-        self._held_order: deque[tuple[Stream, int, float, int]] = deque()
+        # Every stream's age marks, in time order: the byte budget trims
+        # from the oldest mark of any room.
+        self._mark_order: deque[Stream] = deque()
         self._key_order: deque[tuple[Stream, str, float]] = deque()
         self.held_bytes = 0
-        self.malformed = 0  # parts that were neither a chat, a keyed chat nor a probe
+        self.malformed = 0  # parts that were neither a chat, a keyed chat, a query nor a probe
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -115,20 +120,24 @@ class Sequencer:
     # The hot path.
 
     def sequence(self, topic: bytes, parts: list[bytes], now: float) -> Sequenced | None:
-        """One broker message on a room topic: what to forward, and the acks due.
+        """One broker message on a room topic: what to forward, and the notes due.
 
         None if `topic` is not a room's.
         """
-        stream = self.stream(topic)
+        stream = self._streams.get(topic) or self.stream(topic)
         if stream is None:
             return None
         forward: list[bytes] = []
         notes: list[tuple[bytes, bytes]] = []
+        if now >= stream.next_mark:
+            self._mark(stream, now)
+        append = self._append
         for part in parts:
+            if part[:1] == b"{":
+                forward.append(append(stream, part))
+                continue
             kind = part[:1]
-            if part and part[0] == CHAT_MARK:
-                forward.append(self._append(stream, part, now))
-            elif kind == MSGID_MARK:
+            if kind == MSGID_MARK:
                 self._keyed(stream, part, now, forward, notes)
             elif kind == PROBE_MARK:
                 forward.append(stamp_probe(part, stream.epoch_bytes, stream.top))
@@ -136,7 +145,26 @@ class Sequencer:
                 self._query(stream, part, notes)
             else:
                 self.malformed += 1
+        if self.held_bytes > self.limits.history_bytes:
+            self._trim_to_budget()
         return Sequenced(forward, notes)
+
+    def _append(self, stream: Stream, body: bytes) -> bytes:
+        if body[-2:] != b"}}":
+            body = b"{}}"  # not a chat an edge made; keep the offset, never forward garbage
+        stream.top += 1
+        stamped = b"%s%s%d}}" % (body[:-2], stream.stamp_head, stream.top)
+        history = stream.history
+        history.append(stamped)
+        self.held_bytes += len(stamped) + ENTRY_OVERHEAD
+        if len(history) > self.limits.history_size:
+            self.held_bytes -= len(history.popleft()) + ENTRY_OVERHEAD
+        return stamped
+
+    def _mark(self, stream: Stream, now: float) -> None:
+        stream.marks.append((now, stream.top))
+        stream.next_mark = now + MARK_EVERY
+        self._mark_order.append(stream)
 
     def _query(self, stream: Stream, part: bytes, notes: list[tuple[bytes, bytes]]) -> None:
         try:
@@ -166,44 +194,39 @@ class Sequencer:
         if seen is not None and now - seen[1] <= self.limits.dedupe_window:
             note = AckNote(stream.room_id, keyed.key, stream.epoch, seen[0], True)
         else:
-            forward.append(self._append(stream, keyed.body, now))
+            forward.append(self._append(stream, keyed.body))
             stream.dedupe[keyed.key] = (stream.top, now)
             self._key_order.append((stream, keyed.key, now))
             note = AckNote(stream.room_id, keyed.key, stream.epoch, stream.top, False)
         notes.append((keyed.origin, ack_part(note)))
 
-    def _append(self, stream: Stream, body: bytes, now: float) -> bytes:
-        if body[-2:] != b"}}":
-            body = b"{}}"  # not a chat an edge made; keep the offset, never forward garbage
-        stream.top += 1
-        stamped = stamp(body, stream.epoch_bytes, stream.top)
-        history = stream.history
-        history.append(Held(stream.top, now, stamped))
-        size = len(stamped) + ENTRY_OVERHEAD
-        self.held_bytes += size
-        self._held_order.append((stream, stream.top, now, size))
-        if len(history) > self.limits.history_size:
-            self._forget_oldest(stream)
-        if self.held_bytes > self.limits.history_bytes:
-            self._trim_to_budget()
-        return stamped
-
     # Trimming.
 
-    def _forget_oldest(self, stream: Stream) -> None:
-        held = stream.history.popleft()
-        self.held_bytes -= len(held.body) + ENTRY_OVERHEAD
+    def _trim_through(self, stream: Stream, offset: int) -> None:
+        """Forget the room's chats up to `offset`."""
+        history = stream.history
+        drop = min(len(history), offset - stream.first_held() + 1)
+        for _ in range(drop):
+            self.held_bytes -= len(history.popleft()) + ENTRY_OVERHEAD
+
+    def _expire_oldest_window(self) -> Stream:
+        """Forget the chats of the oldest age window of any room."""
+        stream = self._mark_order.popleft()
+        stream.marks.popleft()
+        # A window runs from its mark to the next one: (its top, next top].
+        self._trim_through(stream, stream.marks[0][1] if stream.marks else stream.top)
+        if not stream.marks:
+            stream.next_mark = float("-inf")
+        return stream
 
     def _trim_to_budget(self) -> None:
-        order = self._held_order
+        order = self._mark_order
         while self.held_bytes > self.limits.history_bytes and order:
-            self._pop_held_order()
-
-    def _pop_held_order(self) -> None:
-        stream, offset, _, _ = self._held_order.popleft()
-        if stream.history and stream.history[0].offset == offset:
-            self._forget_oldest(stream)
-        # else: already trimmed by count (or the stream restarted)
+            stream = order[0]
+            if len(stream.marks) > 1 or not stream.history:
+                self._expire_oldest_window()
+            else:  # the room's only window, still open: its oldest chats one by one
+                self.held_bytes -= len(stream.history.popleft()) + ENTRY_OVERHEAD
 
     def expire(self, now: float) -> list[Stream]:
         """Drop history and msgIds past their age; return the streams dropped for good.
@@ -212,11 +235,11 @@ class Sequencer:
         dropped: its room starts again with a new epoch.
         """
         cutoff = now - self.limits.history_ttl
-        order = self._held_order
         touched: set[Stream] = set()
-        while order and order[0][2] < cutoff:
-            touched.add(order[0][0])
-            self._pop_held_order()
+        order = self._mark_order
+        # A window whose end is older than the cutoff holds only expired chats.
+        while order and order[0].marks[0][0] + MARK_EVERY <= cutoff:
+            touched.add(self._expire_oldest_window())
         keys = self._key_order
         key_cutoff = now - self.limits.dedupe_window
         while keys and keys[0][2] < key_cutoff:
@@ -263,8 +286,5 @@ class Sequencer:
         first = stream.first_held()
         complete = first <= after + 1 and after == q.after
         start = max(after + 1, first)
-        chats = [
-            held.body
-            for held in itertools.islice(stream.history, start - first, upto - first + 1)
-        ]
+        chats = list(itertools.islice(stream.history, start - first, upto - first + 1))
         return HistoryReply(q.request_id, q.room_id, stream.epoch, top, complete, chats)

@@ -56,6 +56,7 @@ __all__ = [
     "CurveClient",
     "CurveServer",
     "EdgeSettings",
+    "History",
     "HttpApi",
     "Limits",
     "Listener",
@@ -175,11 +176,28 @@ class BrokerLink(Settings):
 
 
 @dataclass(frozen=True, slots=True)
+class History(Settings):
+    """What the broker keeps of each room's stream, for recovery and replay."""
+
+    history_size: int = setting(1000, "chats kept per room", at_least(1))
+    history_ttl: float = setting(600.0, "seconds a chat is kept", above(0))
+    history_bytes: int = setting(
+        256 * 1024 * 1024, "bytes of history kept for all rooms together, overheads included",
+        at_least(1024),
+    )
+    dedupe_window: float = setting(
+        120.0, "seconds a chat's msgId is remembered, so a resend is delivered once",
+        at_least(120),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerSettings(Settings):
-    """Forward chats between edges and publishers (the ZeroMQ broker)."""
+    """Sequence and forward chats between edges and publishers (the ZeroMQ broker)."""
 
     endpoints: BrokerEndpoints = field(default_factory=BrokerEndpoints)
     curve: CurveServer = field(default_factory=CurveServer)
+    history: History = field(default_factory=History)
     log_level: str = log_level_setting()
 
 

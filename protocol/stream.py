@@ -49,9 +49,14 @@ _STAMP_MID = b'","offset":'
 _pack = msgspec.msgpack.Encoder()
 
 
+def stamp_head(epoch: bytes) -> bytes:
+    """What goes between a chat's payload and its offset; made once per stream."""
+    return _STAMP_HEAD + epoch + _STAMP_MID
+
+
 def stamp(body: bytes, epoch: bytes, offset: int) -> bytes:
     """A chat's JSON with its epoch and offset added as the payload's last fields."""
-    return b"%s%s%s%s%d}}" % (body[:-2], _STAMP_HEAD, epoch, _STAMP_MID, offset)
+    return b"%s%s%d}}" % (body[:-2], stamp_head(epoch), offset)
 
 
 def read_stamp(body: bytes) -> tuple[bytes, int] | None:

@@ -312,6 +312,8 @@ async def test_raw_frames_exactly_as_documented(edge_urls: list[str], clients: O
     await c.send('{"type":"chat","payload":{"roomId":"123","message":"hi"}}')
     got = await c.recv()
     assert got["type"] == "chat"
-    assert set(got["payload"]) == {"roomId", "message", "id", "from", "ts"}
+    # v1 fields, and the epoch and offset of the room's stream (protocol v2 section 1).
+    assert set(got["payload"]) == {"roomId", "message", "id", "from", "ts", "epoch", "offset"}
+    assert isinstance(got["payload"]["epoch"], str) and got["payload"]["offset"] >= 1
     await c.send('{"type":"leave","payload":{"roomId":"123"}}')
     assert await c.recv() == json.loads('{"type":"left","payload":{"roomId":"123"}}')

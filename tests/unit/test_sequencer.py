@@ -151,3 +151,15 @@ def test_garbage_is_counted_not_forwarded() -> None:
     out = seq.sequence(ROOM, [b"", b"xyz", b"!\xff", b"H\x00"], now=0.0)
     assert out is not None and out.forward == [] and out.notes == []
     assert seq.malformed == 4
+
+
+def test_a_burst_then_silence_expires_whole() -> None:
+    seq = make(LIMITS._replace(history_size=100))
+    for i in range(20):
+        seq.sequence(ROOM, [chat(str(i))], now=0.5)  # one age window
+    seq.expire(now=60.4)
+    assert query(seq, after=0)[3][:1] == [1]  # not yet 60 s old
+    seq.subscription(ROOM, on=True)  # someone is still there: the stream stays
+    seq.expire(now=61.5)
+    assert query(seq, after=0) == ("E1", 20, False, [])
+    assert seq.held_bytes == 0

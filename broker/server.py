@@ -1,9 +1,12 @@
-"""Bind the broker's two sockets and run the forwarding loop inside libzmq.
+"""The broker's sockets and its loop: everything edges publish, sequenced, forwarded.
 
 Edges connect a PUB socket to the XSUB side and a SUB socket to the XPUB
 side. The XSUB subscribes to everything, so publishers never filter
 upstream: a message an edge sends is never dropped because a subscription
-has not yet travelled to it. The XPUB side filters per subscriber by topic.
+has not yet travelled to it. The XPUB side filters per subscriber by topic
+(in libzmq). Between them one loop hands every message on a room's topic to
+the sequencer (`broker.streams`), in the order they arrive, and forwards the
+stamped chats; it also learns from XPUB which rooms have subscribers.
 
 Both sockets bind to loopback by default. For edges on other hosts the
 broker speaks CURVE (`--curve-secret-key`, `--curve-allowed`): traffic is
@@ -14,10 +17,14 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
+from collections import defaultdict
 from types import FrameType
 
 import zmq
+import zmq.backend
 
+from broker.streams import Limits, Sequencer
 from chatconfig import BrokerSettings
 from chatconfig.curve import (
     CurveKeyError,
@@ -31,6 +38,30 @@ from chatconfig.curve import (
 log = logging.getLogger("broker")
 
 SUBSCRIBE_ALL = b"\x01"
+BATCH = 1024  # messages read per turn before subscriptions and housekeeping get theirs
+EXPIRE_EVERY = 1.0  # seconds between retention sweeps
+# Plain ints, and the sockets' compiled send/recv: pyzmq's convenience layer
+# costs enum arithmetic per frame, which is most of a frame's cost here.
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_RCVMORE = int(zmq.RCVMORE)
+_send = zmq.backend.Socket.send
+_recv = zmq.backend.Socket.recv
+_get = zmq.backend.Socket.get
+
+
+def send_parts(sock: zmq.Socket[bytes], parts: list[bytes]) -> None:
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        _send(sock, part, _MORE if i < last else _NOBLOCK)
+
+
+def recv_parts(sock: zmq.Socket[bytes]) -> list[bytes]:
+    """One whole message; raises zmq.Again when none is waiting."""
+    parts = [_recv(sock, _NOBLOCK)]
+    while _get(sock, _RCVMORE):
+        parts.append(_recv(sock, _NOBLOCK))
+    return parts
 # ZMTP heartbeats find a dead peer (an edge host that vanished) within seconds.
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
@@ -97,7 +128,12 @@ def run(settings: BrokerSettings) -> None:
             "broker ready: publishers -> %s, subscribers <- %s, hwm=%d",
             endpoints.broker_pub, endpoints.broker_sub, endpoints.hwm,
         )
-        zmq.proxy(xsub, xpub)
+        history = settings.history
+        sequencer = Sequencer(Limits(
+            history.history_size, history.history_ttl, history.history_bytes,
+            history.dedupe_window,
+        ))
+        forward(xsub, xpub, sequencer)
     except Shutdown as exc:
         log.info("broker stopping on %s", exc)
     finally:
@@ -108,3 +144,52 @@ def run(settings: BrokerSettings) -> None:
         if auth is not None:
             auth.stop()
         ctx.term()
+
+
+def forward(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], sequencer: Sequencer) -> None:
+    """Until a signal: sequence what arrives on XSUB, forward it on XPUB."""
+    poller = zmq.Poller()
+    poller.register(xsub, zmq.POLLIN)
+    poller.register(xpub, zmq.POLLIN)
+    sequence = sequencer.sequence
+    next_expiry = time.monotonic() + EXPIRE_EVERY
+    while True:
+        ready = dict(poller.poll(int(EXPIRE_EVERY * 1000)))
+        now = time.monotonic()
+        if ready.get(xsub):
+            acks: defaultdict[bytes, list[bytes]] = defaultdict(list)
+            for _ in range(BATCH):
+                try:
+                    message = recv_parts(xsub)
+                except zmq.Again:
+                    break
+                topic = message[0]
+                out = sequence(topic, message[1:], now) if len(message) > 1 else None
+                if out is None:
+                    send_parts(xpub, message)  # not a room's: an edge's probe, passed as it is
+                    continue
+                if out.forward:
+                    send_parts(xpub, [topic, *out.forward])
+                for origin, part in out.notes:
+                    if part[:1] == b"A":
+                        acks[origin].append(part)  # in any order: one message per edge
+                    else:
+                        send_parts(xpub, [origin, part])  # a reply: right after what it counts
+            for origin, parts in acks.items():
+                send_parts(xpub, [origin, *parts])
+        if ready.get(xpub):
+            _subscriptions(xpub, sequencer)
+        if now >= next_expiry:
+            sequencer.expire(now)
+            next_expiry = now + EXPIRE_EVERY
+
+
+def _subscriptions(xpub: zmq.Socket[bytes], sequencer: Sequencer) -> None:
+    """XPUB reports a topic's first subscriber (1) and its last one leaving (0)."""
+    for _ in range(BATCH):
+        try:
+            event = xpub.recv(_NOBLOCK)
+        except zmq.Again:
+            return
+        if event[:1] in (b"\x00", b"\x01"):
+            sequencer.subscription(event[1:], event[0] == 1)
