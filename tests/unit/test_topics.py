@@ -4,12 +4,14 @@ import itertools
 
 from protocol.ids import Sequence, base36
 from protocol.topics import (
+    Probe,
     edge_topic,
     is_probe,
     parse_probe,
     probe_body,
     room_of_topic,
     room_topic,
+    stamp_probe,
 )
 
 
@@ -30,7 +32,10 @@ def test_room_topic_round_trips() -> None:
 def test_probe_bodies() -> None:
     body = probe_body("edge1", 42)
     assert is_probe(body)
-    assert parse_probe(body) == ("edge1", 42)
+    assert parse_probe(body) == Probe("edge1", 42)
+    stamped = stamp_probe(body, b"E1", 17)  # as a room's sequencer passes it on
+    assert parse_probe(stamped) == Probe("edge1", 42, "E1", 17)
+    assert parse_probe(b"?edge1 42 E1") is None
     assert not is_probe(b'{"type":"chat"}')
     assert parse_probe(b"?garbage") is None
     assert parse_probe(b"?\xff 1") is None
