@@ -231,7 +231,7 @@ class Listener(Settings):
 
 @dataclass(frozen=True, slots=True)
 class Limits(Settings):
-    """Per-connection limits (edge.hub, edge.connection)."""
+    """Per-connection limits (edge.clients, edge.connection, edge.continuity)."""
 
     max_rooms: int = setting(32, "rooms one connection may be in at once", at_least(1))
     max_message_chars: int = max_message_chars_setting()
@@ -242,6 +242,13 @@ class Limits(Settings):
     outbox_bytes: int = setting(
         1024 * 1024, "unsent bytes a connection may owe before it is dropped as slow (1013)",
         at_least(1),
+    )
+    history_max: int = setting(
+        100, "most chats a join's `history` replays (a larger K is clamped)", at_least(0)
+    )
+    recovery_max: int = setting(
+        1000, "most chats a join's `since` recovers; more missed: `recovered: false`",
+        at_least(0),
     )
 
 

@@ -8,12 +8,29 @@ connection closed.
 
 from __future__ import annotations
 
+import time
+
+from edge.acks import PendingAcks
+from edge.bus import Bus
 from edge.connection import Connection
+from edge.continuity import Continuity, Effects
+from edge.delivery import apply
 from edge.liveness import BrokerPath
 from edge.metrics import Stats
 from edge.publishing import PublishQueue
-from edge.session import Close, FrameHandler, Intent, Publish, Reply, Subscribe, Unsubscribe
+from edge.rooms import RoomRegistry
+from edge.session import (
+    Admit,
+    Close,
+    FrameHandler,
+    Intent,
+    Publish,
+    Reply,
+    Subscribe,
+    Unsubscribe,
+)
 from protocol.frames import text_frame
+from protocol.stream import keyed_part
 
 
 class Dispatcher:
@@ -22,11 +39,19 @@ class Dispatcher:
         handler: FrameHandler[Connection],
         publishes: PublishQueue,
         path: BrokerPath,
+        continuity: Continuity[Connection],
+        acks: PendingAcks[Connection],
+        bus: Bus,
         stats: Stats,
     ) -> None:
         self._handler = handler
+        self._rooms: RoomRegistry[Connection] = handler.registry
         self._publishes = publishes
         self._path = path
+        self._continuity = continuity
+        self._acks = acks
+        self._bus = bus
+        self._origin = path.probes.topic  # where the sequencer sends this edge's acks
         self._stats = stats
 
     # edge.connection.Receiver
@@ -44,8 +69,18 @@ class Dispatcher:
     def _execute(self, conn: Connection, intents: list[Intent]) -> None:
         for intent in intents:
             match intent:
-                case Publish(topic, body):
-                    self._publishes.put(topic, body)
+                case Publish(topic, body, room_id, msg_id, key):
+                    if key is None or msg_id is None:
+                        self._publishes.put(topic, body)
+                    else:
+                        self._acks.add(conn, room_id, key, msg_id, time.monotonic())
+                        self._publishes.put(topic, keyed_part(self._origin, key, body))
+                case Admit(topic, spec):
+                    room = self._rooms.room(topic)
+                    if room is not None:
+                        fx: Effects[Connection] = Effects()
+                        self._continuity.join(room, conn, spec, time.monotonic(), fx)
+                        apply(fx, self._bus, self._stats)
                 case Reply(frame, error):
                     conn.send(text_frame(frame))
                     if error is not None:

@@ -3,68 +3,94 @@
 Fan-out never awaits: each chat becomes one WebSocket frame, built once and
 shared by every member of its room; each member touched by a batch gets one
 write (`Connection.send`, which closes it as slow if its outbox overflows).
-Probes that come back are handed to `edge.liveness`.
+`edge.continuity` checks each chat's offset on the way (the common case, the
+next offset, costs a comparison). What comes on this edge's own topic is for
+the edge itself: its probes (to `edge.liveness`), ack notes for chats its
+clients sent with a msgId, and replies to its history queries.
 """
 
 from __future__ import annotations
 
-from edge.bus import Batch
+import time
+
+import msgspec
+
+from edge.acks import PendingAcks
+from edge.bus import Batch, Bus
 from edge.connection import Connection
+from edge.continuity import Continuity, Effects
+from edge.delivery import apply
 from edge.liveness import BrokerPath
 from edge.metrics import Stats
 from edge.rooms import RoomRegistry
 from protocol.frames import text_frame
+from protocol.stream import ACK_MARK, REPLY_MARK, read_ack, read_reply
 from protocol.topics import PROBE_MARK
 
 
 class Fanout:
-    def __init__(self, rooms: RoomRegistry[Connection], path: BrokerPath, stats: Stats) -> None:
+    def __init__(
+        self,
+        rooms: RoomRegistry[Connection],
+        continuity: Continuity[Connection],
+        acks: PendingAcks[Connection],
+        path: BrokerPath,
+        bus: Bus,
+        stats: Stats,
+    ) -> None:
         self._rooms = rooms
+        self._continuity = continuity
+        self._acks = acks
         self._path = path
+        self._bus = bus
         self._stats = stats
+        self._own_topic = path.probes.topic
 
     def on_batch(self, batch: Batch) -> None:
         room_of = self._rooms.room
-        touched: dict[Connection, list[bytes]] = {}
-        delivered = 0
+        chats = self._continuity.chats
+        fx: Effects[Connection] = Effects()
+        now = time.monotonic()
         for parts in batch:
-            n = len(parts)
-            if n < 2:
+            if len(parts) < 2:
                 continue
             topic = parts[0]
-            if n == 2:  # the common case: one chat
-                body = parts[1]
-                if body[:1] == PROBE_MARK:
-                    self._probe(topic, body)
-                    continue
-                frame = text_frame(body)
-                count = 1
-            else:  # several chats of one room, published together
-                chunks = []
-                for body in parts[1:]:
-                    if body[:1] == PROBE_MARK:
-                        self._probe(topic, body)
-                    else:
-                        chunks.append(text_frame(body))
-                if not chunks:
-                    continue
-                frame = b"".join(chunks)
-                count = len(chunks)
+            if topic == self._own_topic:
+                self._own(topic, parts[1:], now, fx)
+                continue
+            bodies = parts[1:]
+            if any(body[:1] == PROBE_MARK for body in bodies):
+                bodies = self._probes(topic, bodies)
             room = room_of(topic)
-            if room is None:
+            if room is None or not bodies:
                 continue  # unsubscribed a moment ago
-            for member in room.members:
-                pending = touched.get(member)
-                if pending is None:
-                    touched[member] = [frame]
-                else:
-                    pending.append(frame)
-            delivered += count * len(room.members)
-        self._stats.messages_out += delivered
-        for conn, frames in touched.items():
-            conn.send(frames[0] if len(frames) == 1 else b"".join(frames))
+            chats(room, bodies, now, fx)
+        apply(fx, self._bus, self._stats)
 
-    def _probe(self, topic: bytes, body: bytes) -> None:
-        token = self._path.own_probe(body)
-        if token is not None:  # else another edge's probe of a room we share
-            self._path.probe_returned(topic, token)
+    def _probes(self, topic: bytes, bodies: list[bytes]) -> list[bytes]:
+        """Hand the probes among a room's parts to liveness; return the chats."""
+        rest = []
+        for body in bodies:
+            if body[:1] != PROBE_MARK:
+                rest.append(body)
+                continue
+            probe = self._path.own_probe(body)
+            if probe is not None:  # else another edge's probe of a room we share
+                self._path.probe_returned(topic, probe)
+        return rest
+
+    def _own(self, topic: bytes, parts: list[bytes], now: float, fx: Effects[Connection]) -> None:
+        for part in parts:
+            kind = part[:1]
+            try:
+                if kind == PROBE_MARK:
+                    probe = self._path.own_probe(part)
+                    if probe is not None:
+                        self._path.probe_returned(topic, probe)
+                elif kind == ACK_MARK:
+                    for conn, frame in self._acks.noted(read_ack(part)):
+                        fx.member_frame(conn, text_frame(frame))
+                elif kind == REPLY_MARK:
+                    self._continuity.reply(read_reply(part), now, fx)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # not from a sequencer that speaks this protocol

@@ -21,11 +21,12 @@ import time
 
 from edge.bus import Bus
 from edge.connection import Connection
+from edge.continuity import Continuity, Effects
+from edge.delivery import apply
 from edge.metrics import Stats
 from edge.probes import ProbeClock
 from edge.rooms import Room, RoomRegistry
-from protocol.frames import text_frame
-from protocol.topics import probe_body
+from protocol.topics import Probe, probe_body
 
 log = logging.getLogger("edge")
 
@@ -39,6 +40,7 @@ class BrokerPath:
         instance_id: str,
         bus: Bus,
         rooms: RoomRegistry[Connection],
+        continuity: Continuity[Connection],
         stats: Stats,
         *,
         probe_interval: float,
@@ -47,6 +49,7 @@ class BrokerPath:
         self._id = instance_id
         self._bus = bus
         self._rooms = rooms
+        self._continuity = continuity
         self._stats = stats
         self.probes = ProbeClock(instance_id, probe_interval, probe_timeout, PROBE_RETRY)
         self._barriers: dict[int, asyncio.Event] = {}
@@ -75,10 +78,17 @@ class BrokerPath:
 
     # Probes coming back (from edge.fanout).
 
-    def probe_returned(self, topic: bytes, token: int) -> None:
+    def probe_returned(self, topic: bytes, probe: Probe) -> None:
+        token = probe.token
         if topic != self.probes.topic:
-            for conn, joined in self._rooms.probe_returned(topic, token):
-                conn.send(text_frame(joined))
+            proven = self._rooms.probe_returned(topic, token)
+            if proven is None or probe.epoch is None or probe.top is None:
+                return
+            room, waiting = proven
+            fx: Effects[Connection] = Effects()
+            # The probe's stamp is the stream at its place: every chat after it is newer.
+            self._continuity.went_live(room, probe.epoch, probe.top, waiting, time.monotonic(), fx)
+            apply(fx, self._bus, self._stats)
             return
         barrier = self._barriers.pop(token, None)
         if barrier is not None:
@@ -92,7 +102,7 @@ class BrokerPath:
             for room in self._rooms.mark_all_unverified():
                 self._probe_room(room, now)
 
-    def own_probe(self, body: bytes) -> int | None:
+    def own_probe(self, body: bytes) -> Probe | None:
         return self.probes.own_probe(body)
 
     # Time and transport events.

@@ -17,9 +17,12 @@ import time
 from typing import Any
 
 from chatconfig import EdgeSettings
+from edge.acks import PendingAcks
 from edge.bus import Bus
 from edge.clients import Clients
 from edge.connection import Connection
+from edge.continuity import Continuity, Effects
+from edge.delivery import apply
 from edge.dispatch import Dispatcher
 from edge.fanout import Fanout
 from edge.guard import Gate
@@ -30,8 +33,9 @@ from edge.ratelimit import limits_factory
 from edge.rooms import RoomRegistry
 from edge.session import FrameHandler
 from protocol.codec import encode_chat
+from protocol.frames import text_frame
 from protocol.ids import Sequence, new_instance_id
-from protocol.topics import room_topic
+from protocol.topics import edge_topic, room_topic
 
 
 def clock_ms() -> int:
@@ -45,8 +49,13 @@ class Edge:
         self.stats = Stats()
         limits, rates, liveness = settings.limits, settings.rates, settings.liveness
         self.rooms: RoomRegistry[Connection] = RoomRegistry(limits.max_rooms)
+        self.continuity: Continuity[Connection] = Continuity(
+            self.rooms, edge_topic(self.instance_id), limits.history_max, limits.recovery_max
+        )
+        self.acks: PendingAcks[Connection] = PendingAcks()
+        self.bus = bus
         self.path = BrokerPath(
-            self.instance_id, bus, self.rooms, self.stats,
+            self.instance_id, bus, self.rooms, self.continuity, self.stats,
             probe_interval=liveness.probe_interval, probe_timeout=liveness.probe_timeout,
         )
         self.message_ids = Sequence(self.instance_id, "-")
@@ -54,7 +63,9 @@ class Edge:
             self.rooms, self.message_ids, clock_ms, limits.max_message_chars, self.path.healthy
         )
         self.publishes = PublishQueue(bus, self.stats)
-        self.dispatch = Dispatcher(self.handler, self.publishes, self.path, self.stats)
+        self.dispatch = Dispatcher(
+            self.handler, self.publishes, self.path, self.continuity, self.acks, bus, self.stats
+        )
         self.clients = Clients(
             Sequence(self.instance_id, "."),
             self.dispatch,
@@ -68,7 +79,7 @@ class Edge:
             outbox_bytes=limits.outbox_bytes,
             gate=gate,
         )
-        self.fanout = Fanout(self.rooms, self.path, self.stats)
+        self.fanout = Fanout(self.rooms, self.continuity, self.acks, self.path, bus, self.stats)
         self.closing = False  # shutting down: the front door refuses upgrades
 
     def healthy(self) -> bool:
@@ -77,6 +88,12 @@ class Edge:
     def tick(self) -> None:
         self.path.tick()
         self.clients.tick()
+        now = time.monotonic()
+        fx: Effects[Connection] = Effects()
+        self.continuity.expire(now, fx)
+        for conn, frame in self.acks.expire(now):
+            fx.member_frame(conn, text_frame(frame))
+        apply(fx, self.bus, self.stats)
 
     def publish_external(self, room_id: str, message: str, sender: str) -> str:
         """Publish a chat from outside any room membership (the HTTP API); return its id.

@@ -9,7 +9,7 @@ tokens live with the room, in `edge.rooms`.)
 
 from __future__ import annotations
 
-from protocol.topics import edge_topic, parse_probe, probe_body
+from protocol.topics import Probe, edge_topic, parse_probe, probe_body
 
 
 class ProbeClock:
@@ -47,12 +47,12 @@ class ProbeClock:
             del self._sent_at[min(self._sent_at)]
         return probe_body(self.edge_id, self._token)
 
-    def own_probe(self, body: bytes) -> int | None:
-        """The token of a probe this edge sent, or None for anyone else's."""
+    def own_probe(self, body: bytes) -> Probe | None:
+        """A probe this edge sent, or None for anyone else's."""
         parsed = parse_probe(body)
-        if parsed is None or parsed[0] != self.edge_id:
+        if parsed is None or parsed.edge_id != self.edge_id:
             return None
-        return parsed[1]
+        return parsed
 
     def health_probe_returned(self, token: int, now: float) -> bool:
         """Record a returned health probe; True if the path was unhealthy until now."""

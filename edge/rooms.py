@@ -12,9 +12,11 @@ will reach this edge.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
 from enum import Enum, auto
-from typing import Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
+from protocol.messages import Position
 from protocol.topics import room_topic
 
 M = TypeVar("M", bound=Hashable)
@@ -22,6 +24,7 @@ M = TypeVar("M", bound=Hashable)
 
 class JoinOutcome(Enum):
     JOINED = auto()  # room live: acknowledge now
+    ALREADY = auto()  # already a member: acknowledge with where the stream is, replay nothing
     SUBSCRIBE = auto()  # first local member: subscribe, probe, acknowledge once live
     WAIT = auto()  # room's subscription not yet live: acknowledge once it is
     TOO_MANY_ROOMS = auto()  # refused, nothing changed
@@ -33,17 +36,52 @@ class LeaveOutcome(Enum):
     UNSUBSCRIBE = auto()  # left, and it was the last local member
 
 
+class JoinSpec(NamedTuple):
+    """A join as asked: who (for its `joined` reply), and what it wants replayed."""
+
+    connection_id: str
+    history: int | None = None
+    since: Position | None = None
+
+
+@dataclass(slots=True)
+class Replay(Generic[M]):
+    """A member's join, answered once its history arrives."""
+
+    member: M
+    spec: JoinSpec
+    epoch: str
+    upto: int  # the room's position when the member joined: the replay ends here
+    held: list[tuple[int, bytes]] = field(default_factory=list)  # (offset, frame) after it
+
+
+@dataclass(slots=True)
+class Repair:
+    """A hole in a room's stream, being filled from history."""
+
+    upto: int  # the last missing offset
+    held: list[bytes] = field(default_factory=list)  # stamped chats that came after the hole
+
+
 class Room(Generic[M]):
-    __slots__ = ("live", "members", "probe_sent", "probe_token", "room_id", "topic", "waiting")
+    __slots__ = ("epoch", "last", "live", "members", "probe_sent", "probe_token", "repair",
+                 "replays", "room_id", "topic", "waiting")
 
     def __init__(self, room_id: str) -> None:
         self.room_id = room_id
         self.topic = room_topic(room_id)
         self.members: set[M] = set()
         self.live = False
-        # Members whose `joined` reply waits for liveness, with that reply
+        # Members whose `joined` waits for liveness, with their join
         # (a dict: ordered, one reply per member however often it joined).
-        self.waiting: dict[M, bytes] = {}
+        self.waiting: dict[M, JoinSpec] = {}
+        # The room's stream as delivered here (edge.continuity owns these):
+        # its epoch (None until the first probe came back), the last offset
+        # delivered, a hole being repaired, members whose replay is on its way.
+        self.epoch: str | None = None
+        self.last = 0
+        self.repair: Repair | None = None
+        self.replays: dict[M, Replay[Any]] = {}
         # The probe that proves this subscription live: a token per
         # subscription, so a probe left over from an earlier subscription of
         # the same room (or from before a broker restart) proves nothing.
@@ -88,14 +126,14 @@ class RoomRegistry(Generic[M]):
 
     # Transitions.
 
-    def join(self, member: M, room_id: str, joined: bytes) -> JoinOutcome:
-        """Add `member`; `joined` is its reply, kept until the room is live if it is not yet."""
+    def join(self, member: M, room_id: str, spec: JoinSpec) -> JoinOutcome:
+        """Add `member`; its join is kept until the room is live if it is not yet."""
         mine = self._memberships.get(member)
         if mine is not None and room_id in mine:
             room = mine[room_id]
-            if room.live:
-                return JoinOutcome.JOINED
-            room.waiting[member] = joined  # one `joined` answers every pending join
+            if room.epoch is not None and member not in room.waiting:
+                return JoinOutcome.ALREADY
+            room.waiting.setdefault(member, spec)  # one `joined` answers every pending join
             return JoinOutcome.WAIT
         if mine is not None and len(mine) >= self.max_rooms_per_member:
             return JoinOutcome.TOO_MANY_ROOMS
@@ -118,7 +156,7 @@ class RoomRegistry(Generic[M]):
             mine = self._memberships[member] = {}
         mine[room_id] = room
         if outcome is not JoinOutcome.JOINED:
-            room.waiting[member] = joined
+            room.waiting[member] = spec
         return outcome
 
     def leave(self, member: M, room_id: str) -> tuple[LeaveOutcome, Room[M] | None]:
@@ -151,18 +189,20 @@ class RoomRegistry(Generic[M]):
         room.probe_sent = now
         return room.probe_token
 
-    def probe_returned(self, topic: bytes, token: int) -> list[tuple[M, bytes]]:
+    def probe_returned(
+        self, topic: bytes, token: int
+    ) -> tuple[Room[M], list[tuple[M, JoinSpec]]] | None:
         """A room probe came back: if it proves the current subscription, the room is
-        live; return the `joined` replies now due, to whom."""
+        live; return it and the joins now due."""
         room = self._by_topic.get(topic)
         if room is None or room.live or room.probe_token != token:
-            return []  # unsubscribed meanwhile, already live, or a stale probe
+            return None  # unsubscribed meanwhile, already live, or a stale probe
         room.live = True
         room.probe_token = 0
         room.probe_sent = float("-inf")
         self._pending.pop(topic, None)
         waiting, room.waiting = room.waiting, {}
-        return list(waiting.items())
+        return room, list(waiting.items())
 
     def mark_all_unverified(self) -> list[Room[M]]:
         """After the broker path broke, every room must prove its subscription again."""
@@ -177,6 +217,7 @@ class RoomRegistry(Generic[M]):
     def _remove(self, member: M, room: Room[M]) -> LeaveOutcome:
         room.members.discard(member)
         room.waiting.pop(member, None)
+        room.replays.pop(member, None)
         if room.members:
             return LeaveOutcome.LEFT
         del self._by_id[room.room_id]

@@ -15,7 +15,7 @@ from typing import Generic, NamedTuple, TypeVar
 
 from edge.auth import Identity, may_join
 from edge.ratelimit import ConnectionLimits, TokenBucket
-from edge.rooms import JoinOutcome, LeaveOutcome, RoomRegistry
+from edge.rooms import JoinOutcome, JoinSpec, LeaveOutcome, RoomRegistry
 from protocol.chats import check_chat
 from protocol.codec import (
     PONG_FRAME,
@@ -23,12 +23,12 @@ from protocol.codec import (
     decode_client_frame,
     encode_chat,
     encode_error,
-    encode_joined,
     encode_left,
 )
 from protocol.errors import ErrorCode
 from protocol.ids import Sequence
-from protocol.messages import ChatRequest, JoinRequest, LeaveRequest, PingRequest
+from protocol.messages import ChatBody, ChatRequest, JoinRequest, LeaveRequest, PingRequest
+from protocol.stream import dedupe_key
 from protocol.websocket import CloseCode
 
 M = TypeVar("M", bound=Hashable)
@@ -70,10 +70,23 @@ class Reply(NamedTuple):
 
 
 class Publish(NamedTuple):
-    """Send a chat into the broker; it comes back to every member, this edge included."""
+    """Send a chat into the broker; it comes back to every member, this edge included.
+
+    With a msgId, `key` is its dedupe key and the sender is owed an `ack`.
+    """
 
     topic: bytes
     body: bytes
+    room_id: str = ""
+    msg_id: str | None = None
+    key: str | None = None
+
+
+class Admit(NamedTuple):
+    """The member is in a live room: `joined` now, or after its replay (edge.continuity)."""
+
+    topic: bytes
+    spec: JoinSpec
 
 
 class Subscribe(NamedTuple):
@@ -94,13 +107,13 @@ class Close(NamedTuple):
     why: Disconnect
 
 
-Intent = Reply | Publish | Subscribe | Unsubscribe | Close
+Intent = Reply | Publish | Admit | Subscribe | Unsubscribe | Close
 
 ABUSE_CLOSE = Close(CloseCode.POLICY_VIOLATION, "rate limit exceeded", Disconnect.RATE_LIMITED)
 
 
-def error(code: ErrorCode, message: str) -> Reply:
-    return Reply(encode_error(code, message), code)
+def error(code: ErrorCode, message: str, msg_id: str | None = None) -> Reply:
+    return Reply(encode_error(code, message, msg_id), code)
 
 
 class FrameHandler(Generic[M]):
@@ -125,17 +138,18 @@ class FrameHandler(Generic[M]):
             return [error(exc.code, exc.message)]
         match frame:
             case ChatRequest(payload=body):
-                refused = self._over_limit(client.limits, "chat")
+                refused = self._over_limit(client.limits, "chat", body.msg_id)
                 if refused is not None:
                     return refused
-                return self._chat(member, client.sender, body.room_id, body.message)
+                return self._chat(member, client, body)
             case JoinRequest(payload=ref):
                 refused = self._over_limit(client.limits, "membership")
                 if refused is not None:
                     return refused
                 if not may_join(client.identity, ref.room_id):
                     return [error(ErrorCode.FORBIDDEN, f"not allowed to join {ref.room_id!r}")]
-                return self._join(member, client.sender, ref.room_id)
+                spec = JoinSpec(client.sender, ref.history, ref.since)
+                return self._join(member, ref.room_id, spec)
             case LeaveRequest(payload=ref):
                 refused = self._over_limit(client.limits, "membership")
                 if refused is not None:
@@ -151,7 +165,9 @@ class FrameHandler(Generic[M]):
     def disconnect(self, member: M) -> list[Intent]:
         return [Unsubscribe(room.topic) for room in self.registry.drop(member)]
 
-    def _over_limit(self, limits: ConnectionLimits | None, kind: str) -> list[Intent] | None:
+    def _over_limit(
+        self, limits: ConnectionLimits | None, kind: str, msg_id: str | None = None
+    ) -> list[Intent] | None:
         """None if the frame may proceed; else a `rate_limited` error, or the abuse close."""
         if limits is None:
             return None
@@ -161,15 +177,18 @@ class FrameHandler(Generic[M]):
         if bucket.abusive():
             return [ABUSE_CLOSE]
         what = "chats" if kind == "chat" else "joins and leaves"
-        return [error(ErrorCode.RATE_LIMITED, f"too many {what}: slow down")]
+        return [error(ErrorCode.RATE_LIMITED, f"too many {what}: slow down", msg_id)]
 
-    def _join(self, member: M, connection_id: str, room_id: str) -> list[Intent]:
-        joined = encode_joined(room_id, connection_id)
-        outcome = self.registry.join(member, room_id, joined)
+    def _join(self, member: M, room_id: str, spec: JoinSpec) -> list[Intent]:
+        outcome = self.registry.join(member, room_id, spec)
+        room = self.registry.room_by_id(room_id)
         if outcome is JoinOutcome.JOINED:
-            return [Reply(joined)]
+            assert room is not None
+            return [Admit(room.topic, spec)]
+        if outcome is JoinOutcome.ALREADY:
+            assert room is not None
+            return [Admit(room.topic, JoinSpec(spec.connection_id))]  # replays nothing
         if outcome is JoinOutcome.SUBSCRIBE:
-            room = self.registry.room_by_id(room_id)
             assert room is not None
             return [Subscribe(room.topic)]
         if outcome is JoinOutcome.WAIT:
@@ -187,28 +206,31 @@ class FrameHandler(Generic[M]):
             return [left, Unsubscribe(room.topic)]
         return [left]
 
-    def _chat(
-        self, member: M, connection_id: str, room_id: str | None, message: str
-    ) -> list[Intent]:
+    def _chat(self, member: M, client: Client, body: ChatBody) -> list[Intent]:
+        room_id, msg_id = body.room_id, body.msg_id
         if room_id is None:
             rooms = list(self.registry.rooms_of(member))
             if not rooms:
-                return [error(ErrorCode.NOT_IN_ROOM, "join a room before chatting")]
+                return [error(ErrorCode.NOT_IN_ROOM, "join a room before chatting", msg_id)]
             if len(rooms) > 1:
-                return [
-                    error(ErrorCode.ROOM_REQUIRED, "in several rooms: say which with `roomId`")
-                ]
+                return [error(
+                    ErrorCode.ROOM_REQUIRED, "in several rooms: say which with `roomId`", msg_id
+                )]
             room_id = rooms[0]
         elif not self.registry.is_member(member, room_id):
-            return [error(ErrorCode.NOT_IN_ROOM, f"not in room {room_id!r}")]
+            return [error(ErrorCode.NOT_IN_ROOM, f"not in room {room_id!r}", msg_id)]
         refused = check_chat(
-            room_id, message, self.max_message_chars, self.path_up(), room_checked=True
+            room_id, body.message, self.max_message_chars, self.path_up(), room_checked=True
         )
         if refused is not None:
-            return [error(*refused)]
+            return [error(*refused, msg_id)]
         room = self.registry.room_by_id(room_id)
         assert room is not None
-        body = encode_chat(
-            room_id, message, self.message_ids.next(), connection_id, self.clock_ms()
+        chat = encode_chat(
+            room_id, body.message, self.message_ids.next(), client.sender, self.clock_ms(),
+            msg_id,
         )
-        return [Publish(room.topic, body)]
+        if msg_id is None:
+            return [Publish(room.topic, chat)]
+        user = None if client.identity is None else client.identity.sub
+        return [Publish(room.topic, chat, room_id, msg_id, dedupe_key(msg_id, user))]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from edge.rooms import RoomRegistry
-from edge.session import Client, FrameHandler, Intent, Publish, Reply, Subscribe, Unsubscribe
+from edge.auth import Identity
+from edge.rooms import JoinSpec, RoomRegistry
+from edge.session import Admit, Client, FrameHandler, Intent, Publish, Reply, Subscribe, Unsubscribe
 from protocol.errors import ErrorCode
 from protocol.ids import Sequence
 from protocol.topics import room_topic
@@ -30,25 +31,49 @@ def C(connection_id: str) -> Client:
     return Client(connection_id, None, None)
 
 
-def live(h: FrameHandler[str], room: str) -> list[tuple[str, bytes]]:
-    """The room's probe comes back: the `joined` replies now due."""
+def live(h: FrameHandler[str], room: str) -> list[tuple[str, JoinSpec]]:
+    """The room's probe comes back: the joins now due."""
     found = h.registry.room_by_id(room)
     assert found is not None
     token = h.registry.probe_due(found, now=0.0, retry=0.1)
     assert token is not None
-    return h.registry.probe_returned(found.topic, token)
+    proven = h.registry.probe_returned(found.topic, token)
+    assert proven is not None
+    found.epoch = "E"  # what edge.continuity learns from the probe's stamp
+    return proven[1]
 
 
 def test_join_subscribes_then_acknowledges_when_live() -> None:
     h = make()
     assert h.handle("a", C("ca"), frame("join", roomId="r")) == [Subscribe(room_topic("r"))]
     assert h.handle("b", C("cb"), frame("join", roomId="r")) == []
-    acks = live(h, "r")
-    assert [m for m, _ in acks] == ["a", "b"]
-    assert json.loads(acks[0][1]) == {
-        "type": "joined", "payload": {"roomId": "r", "connectionId": "ca"}
+    assert live(h, "r") == [("a", JoinSpec("ca")), ("b", JoinSpec("cb"))]
+    assert h.handle("c", C("cc"), frame("join", roomId="r", history=3)) == [
+        Admit(room_topic("r"), JoinSpec("cc", history=3))
+    ]
+    # Joining again replays nothing.
+    assert h.handle("c", C("cc"), frame("join", roomId="r", history=3)) == [
+        Admit(room_topic("r"), JoinSpec("cc"))
+    ]
+
+
+def test_a_chat_with_a_msgid_is_keyed_and_its_errors_name_it() -> None:
+    h = make()
+    [intent] = h.handle("a", C("ca"), frame("chat", message="hi", msgId="m-1"))
+    assert reply_json([intent])["payload"] == {
+        "code": "not_in_room", "message": "join a room before chatting", "msgId": "m-1"
     }
-    assert reply_json(h.handle("c", C("cc"), frame("join", roomId="r")))["type"] == "joined"
+    h.handle("a", C("ca"), frame("join", roomId="r"))
+    live(h, "r")
+    [publish] = h.handle("a", C("ca"), frame("chat", message="hi", msgId="m-1"))
+    assert isinstance(publish, Publish)
+    assert (publish.room_id, publish.msg_id, publish.key) == ("r", "m-1", "m-1")
+    assert json.loads(publish.body)["payload"]["msgId"] == "m-1"
+    alice = Client("ca", Identity("alice", 0, None), None)
+    [publish] = h.handle("a", alice, frame("chat", message="hi", msgId="m-1"))
+    assert isinstance(publish, Publish) and publish.key == "alice\x00m-1"  # scoped by user
+    bad = reply_json(h.handle("a", C("ca"), frame("chat", message="hi", msgId="no spaces")))
+    assert bad["payload"]["code"] == "invalid_payload"
 
 
 def test_chat_is_encoded_once_for_the_broker() -> None:

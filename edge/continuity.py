@@ -1,0 +1,308 @@
+"""Each room's stream at this edge, without holes: offsets checked, gaps repaired,
+replays merged with the live stream (protocol v2 sections 2 to 6). Pure.
+
+An edge sees a room's chats in the sequencer's order, each stamped with its
+epoch and offset. This module keeps, per room, the last offset delivered and
+decides what each chat means:
+
+- the next offset: deliver it;
+- an offset already delivered: drop it (a repair overlapped the live stream);
+- a hole: hold this chat and what follows, ask the sequencer for the missing
+  ones, deliver them and then the held ones; if history no longer has them,
+  tell every member `resync` first;
+- another epoch: the stream restarted; `resync` to the new epoch, go on.
+
+A join with `history` or `since` is answered by a query too. The member's
+live chats are held while it is outstanding; the reply comes through the
+same pipe as the room's chats, so it counts exactly the chats delivered
+before it. Then: `joined`, the replay, the held chats above the replay's
+end, and the member is live.
+
+Everything here is data in, effects out: the fan-out (`edge.fanout`) and the
+dispatcher write the frames and publish the queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Generic, NamedTuple, TypeVar
+
+from edge.rooms import JoinSpec, Repair, Replay, Room, RoomRegistry
+from protocol.codec import encode_joined, encode_resync
+from protocol.frames import text_frame
+from protocol.stream import HistoryQuery, HistoryReply, query_part, read_stamp
+
+M = TypeVar("M", bound=Hashable)
+
+QUERY_TIMEOUT = 5.0  # seconds: a reply later than this is taken as lost
+
+
+class Asked(NamedTuple):
+    room: Room  # type: ignore[type-arg]
+    deadline: float
+    replay: Replay | None  # type: ignore[type-arg]  # None: a repair
+
+
+@dataclass(slots=True)
+class Effects(Generic[M]):
+    """What the I/O shell must do, in order: frames to write, queries to publish.
+
+    A frame for a room goes to the room's live members. When the room has
+    members still settling (waiting for its probe, or for their replay),
+    who counts as live is fixed at the moment the frame is made, so that a
+    replay finishing later in the same batch cannot make a member get a
+    frame twice (once held for its replay, once live).
+    """
+
+    out: list[tuple[Room[M] | list[M], list[bytes]]] = field(default_factory=list)
+    queries: list[tuple[bytes, bytes]] = field(default_factory=list)  # (topic, part)
+
+    def room_frame(self, room: Room[M], frame: bytes) -> None:
+        target: Room[M] | list[M] = room
+        if room.waiting or room.replays:
+            target = [m for m in room.members if m not in room.waiting and m not in room.replays]
+        out = self.out
+        if out and out[-1][0] is target:
+            out[-1][1].append(frame)
+        else:
+            out.append((target, [frame]))
+
+    def member_frame(self, member: M, frame: bytes) -> None:
+        self.out.append(([member], [frame]))
+
+
+class Continuity(Generic[M]):
+    def __init__(
+        self, rooms: RoomRegistry[M], origin: bytes, history_max: int, recovery_max: int
+    ) -> None:
+        self.rooms = rooms
+        self.origin = origin  # this edge's topic: where replies come
+        self.history_max = history_max
+        self.recovery_max = recovery_max
+        self._asked: dict[int, Asked] = {}
+        self._last_request = 0
+        self.repairs = 0  # holes filled from history
+        self.resyncs = 0  # holes that could not be filled, and epoch changes
+
+    # Chats from the sequencer.
+
+    def chats(self, room: Room[M], bodies: list[bytes], now: float, fx: Effects[M]) -> None:
+        """Stamped chats of one room, in the order they arrived."""
+        for body in bodies:
+            self._chat(room, body, now, fx)
+
+    def _chat(self, room: Room[M], body: bytes, now: float, fx: Effects[M]) -> None:
+        if room.repair is not None:
+            room.repair.held.append(body)
+            return
+        stamp = read_stamp(body)
+        if stamp is None:
+            self._deliver(room, -1, text_frame(body), fx)  # unsequenced: passed as it is
+            return
+        epoch_bytes, offset = stamp
+        if room.epoch is None:
+            return  # not live yet: this chat is before the probe's top, so history
+        epoch = epoch_bytes.decode()
+        if epoch != room.epoch:
+            # The stream restarted (its history lost): continuity is broken.
+            self._resync(room, epoch, offset - 1, fx)
+        elif offset <= room.last:
+            return  # already delivered (a repair overlapped the live stream)
+        elif offset > room.last + 1:
+            self._start_repair(room, offset - 1, body, now, fx)
+            return
+        room.last = offset
+        self._deliver(room, offset, text_frame(body), fx)
+
+    def _deliver(self, room: Room[M], offset: int, frame: bytes, fx: Effects[M]) -> None:
+        fx.room_frame(room, frame)
+        for replay in room.replays.values():
+            replay.held.append((offset, frame))
+
+    def _resync(self, room: Room[M], epoch: str, top: int, fx: Effects[M]) -> None:
+        self.resyncs += 1
+        room.epoch = epoch
+        room.last = top
+        self._deliver(room, -1, text_frame(encode_resync(room.room_id, epoch, top)), fx)
+
+    def _start_repair(
+        self, room: Room[M], upto: int, body: bytes, now: float, fx: Effects[M]
+    ) -> None:
+        assert room.epoch is not None
+        room.repair = Repair(upto, [body])
+        self._ask(room, room.epoch, room.last, upto, upto - room.last, None, now, fx)
+
+    def _ask(
+        self,
+        room: Room[M],
+        epoch: str | None,
+        after: int,
+        upto: int,
+        limit: int,
+        replay: Replay[M] | None,
+        now: float,
+        fx: Effects[M],
+    ) -> None:
+        self._last_request += 1
+        request_id = self._last_request
+        self._asked[request_id] = Asked(room, now + QUERY_TIMEOUT, replay)
+        query = HistoryQuery(self.origin, request_id, room.room_id, epoch, after, upto, limit)
+        fx.queries.append((room.topic, query_part(query)))
+
+    # The room's probe came back: its stream position at that point.
+
+    def went_live(
+        self,
+        room: Room[M],
+        epoch: str,
+        top: int,
+        waiting: list[tuple[M, JoinSpec]],
+        now: float,
+        fx: Effects[M],
+    ) -> None:
+        """The room's subscription is proven (again) with the stream at (epoch, top)."""
+        if room.epoch is None:
+            room.epoch, room.last = epoch, top
+        elif room.repair is None:
+            if epoch != room.epoch:
+                self._resync(room, epoch, top, fx)
+            elif top > room.last:
+                # Chats sent while the path was broken: fetch them like any hole.
+                room.repair = Repair(top)
+                self._ask(room, epoch, room.last, top, top - room.last, None, now, fx)
+        for member, spec in waiting:
+            self.join(room, member, spec, now, fx)
+
+    # Joins.
+
+    def join(self, room: Room[M], member: M, spec: JoinSpec, now: float, fx: Effects[M]) -> None:
+        """A join into a live room: `joined` now, or once its history is here."""
+        epoch, top = room.epoch, room.last
+        assert epoch is not None
+        if room.repair is not None:
+            top = room.repair.upto  # the hole is being filled; the member starts after it
+        since, history = spec.since, spec.history
+        if since is None and not history:
+            fx.member_frame(member, text_frame(
+                encode_joined(room.room_id, spec.connection_id, epoch, top)
+            ))
+            return
+        if since is not None and since.epoch == epoch and since.offset == top:
+            fx.member_frame(member, text_frame(
+                encode_joined(room.room_id, spec.connection_id, epoch, top, True)
+            ))
+            return  # nothing missed
+        replay = Replay(member, spec, epoch, top)
+        room.replays[member] = replay
+        want = min(history or 0, self.history_max)
+        if since is not None and since.epoch == epoch and since.offset >= top:
+            # Nothing missed here; the client may even be ahead of this edge.
+            # An empty query is a barrier: its reply comes after the stream
+            # has caught up with the sequencer, so the client's position is
+            # either known to the stream by then, or bogus.
+            after = since.offset
+        elif since is not None and since.epoch == epoch and top - since.offset <= self.recovery_max:
+            after = min(since.offset, top - want)
+        else:
+            after = max(top - want, 0)
+        self._ask(room, epoch, after, max(after, top), max(top - after, 0), replay, now, fx)
+
+    def _finish(
+        self,
+        room: Room[M],
+        replay: Replay[M],
+        chats: list[bytes],
+        recovered: bool | None,
+        fx: Effects[M],
+    ) -> None:
+        """`joined`, then the replay, then the live chats held meanwhile."""
+        if room.replays.get(replay.member) is not replay:
+            return  # the member left, or joined again meanwhile
+        del room.replays[replay.member]
+        spec = replay.spec
+        out = [text_frame(encode_joined(
+            room.room_id, spec.connection_id, replay.epoch, replay.upto, recovered
+        ))]
+        out += [text_frame(chat) for chat in chats]
+        out += [frame for offset, frame in replay.held if offset < 0 or offset > replay.upto]
+        fx.member_frame(replay.member, b"".join(out))
+
+    # Replies and their deadlines.
+
+    def reply(self, reply: HistoryReply, now: float, fx: Effects[M]) -> None:
+        asked = self._asked.pop(reply.request_id, None)
+        if asked is None:
+            return  # late: already given up on
+        if asked.replay is None:
+            self._repaired(asked.room, reply, now, fx)
+        else:
+            self._replayed(asked.room, asked.replay, reply, fx)
+
+    def _replayed(
+        self, room: Room[M], replay: Replay[M], reply: HistoryReply | None, fx: Effects[M]
+    ) -> None:
+        spec, since, epoch = replay.spec, replay.spec.since, replay.epoch
+        answered = reply is not None and reply.epoch == epoch
+        chats = reply.chats if reply is not None and answered else []
+        recovered: bool | None = None
+        if since is not None:
+            if since.epoch != epoch or not answered:
+                recovered = False
+            elif since.offset >= replay.upto:
+                assert reply is not None
+                recovered = since.offset <= reply.top  # else a position never reached
+                if recovered:
+                    replay.upto = since.offset
+                    chats = []
+            else:
+                offsets = [_offset(c) for c in chats]
+                wanted = list(range(since.offset + 1, replay.upto + 1))
+                recovered = offsets[-len(wanted):] == wanted if wanted else True
+                if recovered:
+                    chats = chats[len(chats) - len(wanted):] if wanted else []
+        if not recovered:
+            want = min(spec.history or 0, self.history_max)
+            chats = [c for c in chats if _offset(c) <= replay.upto]
+            chats = chats[-want:] if want else []
+        self._finish(room, replay, chats, recovered, fx)
+
+    def _repaired(
+        self, room: Room[M], reply: HistoryReply | None, now: float, fx: Effects[M]
+    ) -> None:
+        repair = room.repair
+        if repair is None:
+            return
+        room.repair = None
+        filled = (
+            reply is not None and reply.complete and reply.epoch == room.epoch
+            and all(_offset(c) > room.last for c in reply.chats)
+        )
+        if filled and reply is not None:
+            self.repairs += 1
+            for chat in reply.chats:
+                offset = _offset(chat)
+                if offset == room.last + 1:
+                    room.last = offset
+                    self._deliver(room, offset, text_frame(chat), fx)
+        else:
+            assert room.epoch is not None
+            # History no longer has them: same epoch, members told where it resumes.
+            self._resync(room, room.epoch, repair.upto, fx)
+        held, repair.held = repair.held, []
+        self.chats(room, held, now, fx)
+
+    def expire(self, now: float, fx: Effects[M]) -> None:
+        """Queries whose reply did not come in time: taken as answered with nothing."""
+        late = [rid for rid, asked in self._asked.items() if asked.deadline <= now]
+        for request_id in late:
+            asked = self._asked.pop(request_id)
+            if asked.replay is None:
+                self._repaired(asked.room, None, now, fx)
+            else:
+                self._replayed(asked.room, asked.replay, None, fx)
+
+
+def _offset(chat: bytes) -> int:
+    stamp = read_stamp(chat)
+    return -1 if stamp is None else stamp[1]
