@@ -16,13 +16,13 @@ from typing import Protocol
 
 from edge.session import Client, Disconnect
 from protocol.websocket import (
+    OPEN,
     BinaryMessage,
     CloseCode,
     CloseReceived,
     Failed,
     Send,
     ServerConnection,
-    State,
     TextMessage,
 )
 
@@ -108,19 +108,19 @@ class Connection(asyncio.Protocol):
             return  # nothing may follow our close frame
         transport = self.transport
         transport.write(data)
-        if transport.get_write_buffer_size() > self.outbox_bytes and self.ws.state is State.OPEN:
+        if transport.get_write_buffer_size() > self.outbox_bytes and self.ws.state is OPEN:
             self.close(CloseCode.TRY_AGAIN_LATER, "too slow: outbox full", Disconnect.SLOW)
 
     def close(self, code: CloseCode, reason: str, why: Disconnect) -> None:
         """Close from our side: the close frame goes out after what is already queued."""
-        if self.ws.state is not State.OPEN:
+        if self.ws.state is not OPEN:
             return
         self.ws.send_close(code, reason)
         self._ended(why)
 
     def heartbeat(self) -> None:
         """Ping; drop the connection if nothing at all came since the last ping."""
-        if self.ws.state is not State.OPEN:
+        if self.ws.state is not OPEN:
             return  # a closing connection has its own deadline
         if self.ws.heartbeat():
             self._flush()
