@@ -23,19 +23,23 @@ from typing import NamedTuple
 import msgspec
 
 from protocol.stream import (
+    CHAT_SEPARATOR,
     MSGID_MARK,
     QUERY_MARK,
     AckNote,
     HistoryQuery,
     HistoryReply,
     ack_part,
+    pack,
     read_keyed,
     read_query,
     reply_part,
     stamp_head,
+    unpack,
 )
 from protocol.topics import PROBE_MARK, room_of_topic, room_topic, stamp_probe
 
+CHAT_END = b"}}"  # a chat's JSON as an edge encodes it ends here: the stamp goes before
 # What one held chat costs besides its bytes: the tuple, the deque slot, the
 # global order entry (measured: docs/benchmarks.md).
 ENTRY_OVERHEAD = 200
@@ -134,7 +138,14 @@ class Sequencer:
         append = self._append
         for part in parts:
             if part[:1] == b"{":
-                forward.append(append(stream, part))
+                # One chat, or several packed: forwarded packed the same way.
+                if CHAT_SEPARATOR not in part and part[-2:] == CHAT_END:
+                    forward.append(append(stream, part))
+                    continue
+                chats = [chat for chat in unpack(part) if chat[-2:] == CHAT_END]
+                self.malformed += part.count(CHAT_SEPARATOR) + 1 - len(chats)
+                if chats:
+                    forward.append(pack([append(stream, chat) for chat in chats]))
                 continue
             kind = part[:1]
             if kind == MSGID_MARK:
@@ -150,8 +161,7 @@ class Sequencer:
         return Sequenced(forward, notes)
 
     def _append(self, stream: Stream, body: bytes) -> bytes:
-        if body[-2:] != b"}}":
-            body = b"{}}"  # not a chat an edge made; keep the offset, never forward garbage
+        """Sequence one chat (its JSON ends with CHAT_END: checked by the caller)."""
         stream.top += 1
         stamped = b"%s%s%d}}" % (body[:-2], stream.stamp_head, stream.top)
         history = stream.history
@@ -188,6 +198,9 @@ class Sequencer:
         try:
             keyed = read_keyed(part)
         except (msgspec.DecodeError, msgspec.ValidationError):
+            self.malformed += 1
+            return
+        if keyed.body[-2:] != CHAT_END or CHAT_SEPARATOR in keyed.body:
             self.malformed += 1
             return
         seen = stream.dedupe.get(keyed.key)

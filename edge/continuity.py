@@ -31,7 +31,14 @@ from typing import Generic, NamedTuple, TypeVar
 from edge.rooms import JoinSpec, Repair, Replay, Room, RoomRegistry
 from protocol.codec import encode_joined, encode_resync
 from protocol.frames import text_frame
-from protocol.stream import HistoryQuery, HistoryReply, query_part, read_stamp
+from protocol.stream import (
+    CHAT_SEPARATOR,
+    HistoryQuery,
+    HistoryReply,
+    query_part,
+    read_stamp,
+    unpack,
+)
 
 M = TypeVar("M", bound=Hashable)
 
@@ -87,10 +94,15 @@ class Continuity(Generic[M]):
 
     # Chats from the sequencer.
 
-    def chats(self, room: Room[M], bodies: list[bytes], now: float, fx: Effects[M]) -> None:
-        """Stamped chats of one room, in the order they arrived."""
-        for body in bodies:
-            self._chat(room, body, now, fx)
+    def chats(self, room: Room[M], parts: list[bytes], now: float, fx: Effects[M]) -> None:
+        """Stamped chats of one room (parts of one chat or several packed), as they arrived."""
+        chat = self._chat
+        for part in parts:
+            if CHAT_SEPARATOR in part:
+                for body in unpack(part):
+                    chat(room, body, now, fx)
+            else:
+                chat(room, part, now, fx)
 
     def _chat(self, room: Room[M], body: bytes, now: float, fx: Effects[M]) -> None:
         if room.repair is not None:

@@ -2,8 +2,9 @@
 
 A chat is not published the moment it is accepted: every chat accepted in
 the same event-loop iteration into the same room leaves as one ZeroMQ
-message (`[topic, body, body, ...]`), which costs the broker and every
-subscribed edge one wake-up instead of one per chat.
+message, which costs the broker and every subscribed edge one wake-up
+instead of one per chat; runs of chats without a msgId even share one frame
+(`protocol.stream.pack`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 
 from edge.bus import Bus
 from edge.metrics import Stats
+from protocol.stream import pack
 
 
 class PublishQueue:
@@ -40,4 +42,21 @@ class PublishQueue:
             if len(bodies) == 1:
                 self._bus.publish(topic, bodies[0])
             else:
-                self._bus.publish_many(topic, bodies)
+                self._bus.publish_many(topic, _packed(bodies))
+
+
+def _packed(bodies: list[bytes]) -> list[bytes]:
+    """Consecutive plain chats as one part; a keyed chat stays a part of its own."""
+    parts: list[bytes] = []
+    run: list[bytes] = []
+    for body in bodies:
+        if body[:1] == b"{":
+            run.append(body)
+            continue
+        if run:
+            parts.append(pack(run))
+            run = []
+        parts.append(body)
+    if run:
+        parts.append(pack(run))
+    return parts

@@ -12,10 +12,12 @@ from protocol.stream import (
     REPLY_MARK,
     HistoryQuery,
     keyed_part,
+    pack,
     query_part,
     read_ack,
     read_reply,
     read_stamp,
+    unpack,
 )
 from protocol.topics import parse_probe, probe_body, room_topic
 
@@ -163,3 +165,21 @@ def test_a_burst_then_silence_expires_whole() -> None:
     seq.expire(now=61.5)
     assert query(seq, after=0) == ("E1", 20, False, [])
     assert seq.held_bytes == 0
+
+
+def test_packed_chats_are_sequenced_one_by_one_and_forwarded_packed() -> None:
+    seq = make()
+    out = seq.sequence(ROOM, [pack([chat("a"), chat("b"), chat("c")]), chat("d")], now=0.0)
+    assert out is not None and len(out.forward) == 2
+    packed = unpack(out.forward[0])
+    assert [read_stamp(c) for c in packed] == [(b"E1", 1), (b"E1", 2), (b"E1", 3)]
+    assert read_stamp(out.forward[1]) == (b"E1", 4)
+    assert all(b"\n" not in c for c in packed)
+
+
+def test_a_part_that_is_not_a_chat_takes_no_offset() -> None:
+    seq = make()
+    out = seq.sequence(ROOM, [b"{not json", pack([b"{broken", chat("a")])], now=0.0)
+    assert out is not None
+    assert [read_stamp(c) for c in unpack(out.forward[0])] == [(b"E1", 1)]
+    assert seq.malformed == 2
