@@ -6,6 +6,10 @@
     chat-bench latency | sweep | churn | scale
     chat-bench smoke                     ~2 s fan-out against ours; non-zero exit on
                                          loss, order violations or cross-room leaks
+    chat-bench recovery                  members cut and rejoined on another edge with
+                                         `since`; non-zero exit on a missed or duplicated chat
+    chat-bench broker                    one broker process on one core: chats/s and CPU
+                                         per chat, 1, 10 and 50 chats per ZeroMQ message
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import machine, report
+from bench import brokerload, machine, recovery, report
 from bench.pinning import machine_plan
 from bench.plot import plot_sweeps
 from bench.procstat import raise_fd_limit
@@ -61,6 +66,36 @@ def _rates(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(",") if x.strip())
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def _extra_commands(sub: Any, out: argparse.ArgumentParser) -> None:
+    """`recovery` and `broker`: ours only, their own knobs."""
+    r = recovery.RecoveryParams()
+    rec = sub.add_parser("recovery", parents=[out], help="members cut mid-stream (abruptly "
+                         "and by close) rejoin on another edge with `since`; exits 1 on a "
+                         "missed or duplicated chat")
+    rec.add_argument("--rooms", type=int, default=r.rooms)
+    rec.add_argument("--members", type=int, default=r.members, help="per room")
+    rec.add_argument("--rate", type=float, default=r.rate, help="chats/s per room")
+    rec.add_argument("--duration", type=float, default=r.duration)
+    rec.add_argument("--cuts", type=int, default=r.cuts, help="per member")
+    rec.add_argument("--gap", type=float, default=r.gap,
+                     help="seconds a cut member stays away")
+    rec.add_argument("--size", type=int, default=r.size, help="message length in chars")
+    b = brokerload.BrokerParams()
+    brk = sub.add_parser("broker", parents=[out], help="one broker process on one core, "
+                         "driven over ZeroMQ: chats/s and broker CPU per chat")
+    brk.add_argument("--batches", type=_ints, default=b.batches,
+                     help="comma-separated chats per ZeroMQ message")
+    brk.add_argument("--rooms", type=int, default=b.rooms)
+    brk.add_argument("--size", type=int, default=b.size, help="message length in chars")
+    brk.add_argument("--duration", type=float, default=b.duration,
+                     help="measured seconds per batch size")
+    brk.add_argument("--window", type=int, default=b.window, help="messages in flight")
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     d = Params()
@@ -96,6 +131,13 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         sub.add_parser(name, parents=[common], help=HELP[name])
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                     help="directory for JSON and markdown (default: bench/results)")
+    out.add_argument("--no-pin", dest="pin", action="store_false",
+                     help="do not pin the servers and the generator to separate cores")
+    out.add_argument("--quiet", action="store_true", help="no progress notes")
+    _extra_commands(sub, out)
     return top
 
 
@@ -189,9 +231,75 @@ def smoke_failures(session: dict[str, Any]) -> list[str]:
     return failures
 
 
+def _stamp() -> tuple[str, str]:
+    now = datetime.datetime.now(datetime.UTC)
+    return now.strftime("%Y%m%d-%H%M%S"), now.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _write(out: Path, stem: str, session: dict[str, Any], text: str) -> None:
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(session, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(text + "\n")
+    print(text)
+    print(f"wrote {out / stem}.json, .md", file=sys.stderr)
+
+
+def _header(session: dict[str, Any]) -> str:
+    return (f"{session['command']} at {session['date']}, roomcast {session['revision']}; "
+            f"{session['cpus']['note']}; load average {session['load_average']}")
+
+
+async def _recovery(args: argparse.Namespace) -> int:
+    params = recovery.RecoveryParams(
+        rooms=args.rooms, members=args.members, rate=args.rate, duration=args.duration,
+        cuts=args.cuts, gap=args.gap, size=args.size)
+    cpus = machine_plan(args.pin)
+    stamp, date = _stamp()
+    progress = Progress(quiet=args.quiet)
+    progress.note(cpus.note)
+    load = [brokerload.load_average()]
+    before = os.sched_getaffinity(0)
+    with running("ours", cpus, args.out / "logs" / stamp) as started:
+        if cpus.pinned:
+            os.sched_setaffinity(0, cpus.loadgen)
+        try:
+            result = await recovery.run(params, started, stamp)
+        finally:
+            os.sched_setaffinity(0, before)
+    load.append(brokerload.load_average())
+    session = {"command": "recovery", "date": date, "revision": machine.revision(),
+               "cpus": cpus.to_json(), "load_average": " -> ".join(load), **result}
+    _write(args.out, f"{stamp}-recovery", session,
+           _header(session) + "\n\n" + recovery.markdown(result))
+    failed = recovery.failures(result)
+    for failure in failed:
+        print(f"RECOVERY FAILED: {failure}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _broker(args: argparse.Namespace) -> int:
+    params = brokerload.BrokerParams(batches=args.batches, rooms=args.rooms, size=args.size,
+                                     duration=args.duration, window=args.window)
+    cpus = machine_plan(args.pin)
+    stamp, date = _stamp()
+    Progress(quiet=args.quiet).note(cpus.note)
+    result = brokerload.run(params, cpus, args.out / "logs" / stamp)
+    session = {"command": "broker", "date": date, "revision": machine.revision(),
+               **result, "load_average": " -> ".join(result["load_average"])}
+    _write(args.out, f"{stamp}-broker", session,
+           _header(session) + "\n\n" + brokerload.markdown(session))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     raise_fd_limit()  # inherited by every server and generator process
+    if args.command == "recovery":
+        return asyncio.run(_recovery(args))
+    if args.command == "broker":
+        return _broker(args)
     session = asyncio.run(run(args))
     stem = f"{session['stamp']}-{args.command}"
     plot = None

@@ -19,14 +19,17 @@ from bench import rawclient
 from protocol.codec import decode_server_frame, encode
 from protocol.messages import (
     ChatBody,
+    ChatDelivery,
     ChatMessage,
     ChatRequest,
     Error,
     JoinBody,
     Joined,
+    JoinedBody,
     JoinRequest,
     LeaveRequest,
     Left,
+    Position,
     RoomRef,
 )
 
@@ -57,18 +60,18 @@ class _Replies:
     """At most one request (join or leave) waits for its reply at a time."""
 
     def __init__(self) -> None:
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[Any] | None = None
 
-    def expect(self) -> asyncio.Future[None]:
+    def expect(self) -> asyncio.Future[Any]:
         self._waiter = asyncio.get_running_loop().create_future()
         return self._waiter
 
-    def resolve(self, error: str | None = None) -> bool:
+    def resolve(self, error: str | None = None, value: Any = None) -> bool:
         waiter, self._waiter = self._waiter, None
         if waiter is None or waiter.done():
             return False
         if error is None:
-            waiter.set_result(None)
+            waiter.set_result(value)
         else:
             waiter.set_exception(ServerError(error))
         return True
@@ -112,10 +115,10 @@ class WsConn:
         assert self._ws is not None
         self._ws.send_text(encode(frame))
 
-    async def _request(self, frame: Any) -> None:
+    async def _request(self, frame: Any) -> Any:
         waiter = self._replies.expect()
         self._send(frame)
-        await asyncio.wait_for(waiter, REPLY_TIMEOUT)
+        return await asyncio.wait_for(waiter, REPLY_TIMEOUT)
 
     async def join(self, room_id: str) -> None:
         await self._request(JoinRequest(JoinBody(room_id)))
@@ -129,6 +132,65 @@ class WsConn:
     async def close(self) -> None:
         if self._ws is not None:
             await self._ws.close()
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once (a reset): no close handshake."""
+        if self._ws is not None:
+            self._ws.abort()
+
+
+class StreamConn(WsConn):
+    """Protocol v2: every chat with its epoch and offset, joins with `since`.
+
+    Chats go to `on_delivery` whole (epoch, offset, msgId); `positions` holds
+    the last (epoch, offset) seen per room, from `joined` or a chat, which is
+    what a rejoin passes as `since`.
+    """
+
+    def __init__(self, on_delivery: Callable[[ChatDelivery], None]) -> None:
+        super().__init__(ignore_chat)
+        self.on_delivery = on_delivery
+        self.positions: dict[str, tuple[str, int]] = {}
+
+    @classmethod
+    async def open_stream(
+        cls, url: str, on_delivery: Callable[[ChatDelivery], None]
+    ) -> StreamConn:
+        conn = cls(on_delivery)
+        conn._ws = await rawclient.connect(url, conn._dispatch)
+        conn._ws.on_lost = conn._gone
+        return conn
+
+    def _dispatch(self, data: bytes) -> None:
+        try:
+            frame = decode_server_frame(data)
+        except msgspec.DecodeError:
+            self.errors += 1
+            return
+        if type(frame) is ChatMessage:
+            body = frame.payload
+            if body.epoch is not None and body.offset is not None:
+                self.positions[body.room_id] = (body.epoch, body.offset)
+            self.on_delivery(body)
+        elif type(frame) is Joined:
+            joined = frame.payload
+            if joined.epoch is not None and joined.offset is not None:
+                self.positions[joined.room_id] = (joined.epoch, joined.offset)
+            self._replies.resolve(value=joined)
+        elif type(frame) is Left:
+            self._replies.resolve()
+        elif type(frame) is Error:
+            self.errors += 1
+            self._replies.resolve(f"{frame.payload.code}: {frame.payload.message}")
+
+    async def join_stream(
+        self, room_id: str, since: tuple[str, int] | None = None, history: int | None = None
+    ) -> JoinedBody:
+        """Join; the answer carries the room's epoch and top (and `recovered` with `since`)."""
+        position = Position(*since) if since is not None else None
+        joined: JoinedBody = await self._request(
+            JoinRequest(JoinBody(room_id, history, position)))
+        return joined
 
 
 class SioConn:

@@ -196,6 +196,11 @@ class ClientProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def abort(self) -> None:
+        """Drop the connection without a close handshake (the peer sees a reset)."""
+        self._out.clear()
+        self._abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.upgraded.done():
             self.upgraded.set_exception(ConnectionResetError("closed before the upgrade"))
