@@ -3,6 +3,7 @@ rooms through the broker without a WebSocket."""
 
 from chatclient.backoff import Backoff
 from chatclient.client import ChatClient, Connected, Disconnected, Status, connect
+from chatclient.core import Joined, Resynced, StreamEvent
 from chatclient.errors import (
     BadJson,
     ChatError,
@@ -20,9 +21,11 @@ from chatclient.errors import (
     UnknownType,
 )
 from chatclient.publisher import Publisher
+from protocol.messages import AckBody as Ack
 from protocol.messages import ChatDelivery
 
 __all__ = [
+    "Ack",
     "Backoff",
     "BadJson",
     "ChatClient",
@@ -35,11 +38,14 @@ __all__ = [
     "Disconnected",
     "Forbidden",
     "InvalidPayload",
+    "Joined",
     "NotInRoom",
     "Publisher",
     "RateLimited",
+    "Resynced",
     "RoomRequired",
     "Status",
+    "StreamEvent",
     "TooManyRooms",
     "Unauthorized",
     "Unavailable",

@@ -1,16 +1,18 @@
 """The asyncio chat client: one WebSocket at a time, failing over across edges.
 
     async with connect(["ws://127.0.0.1:8081/", "ws://127.0.0.1:8082/"]) as client:
-        await client.join("lobby")
-        await client.send("lobby", "hello")
+        await client.join("lobby", history=20)
+        ack = await client.send("lobby", "hello")
         async for message in client:
             print(message.room_id, message.sender, message.message)
 
 When the connection drops, the client waits (exponential backoff, full
 jitter), connects to the next URL of the list, and rejoins its rooms before
-any new request goes out. Requests made meanwhile wait for that. A chat in
-flight when the connection dropped raises `ConnectionLost` rather than being
-sent twice.
+any new request goes out, each with `since` = the last chat it saw there, so
+the edge replays exactly what was missed. Requests made meanwhile wait for
+that. Every chat carries a msgId; one not yet acknowledged when the
+connection dropped is sent again with the same msgId, which the broker
+delivers at most once, so the caller sees one delivery and gets its ack.
 
 This module only moves bytes; `chatclient.core` decides what they mean.
 """
@@ -21,7 +23,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -30,7 +33,15 @@ import msgspec
 from yarl import URL
 
 from chatclient.backoff import Backoff
-from chatclient.core import Delivered, Done, Request, Stray, Tracker
+from chatclient.core import (
+    Delivered,
+    Done,
+    Noted,
+    Request,
+    Stray,
+    StreamEvent,
+    Tracker,
+)
 from chatclient.errors import (
     ChatError,
     ClientClosed,
@@ -41,7 +52,7 @@ from chatclient.errors import (
     Unavailable,
 )
 from protocol.codec import decode_server_frame
-from protocol.messages import ChatDelivery
+from protocol.messages import AckBody, ChatDelivery
 
 log = logging.getLogger("chatclient")
 
@@ -51,6 +62,10 @@ HANDSHAKE_TIMEOUT = 5.0
 HEARTBEAT = 10.0  # seconds between WebSocket pings; no pong within half of it drops the link
 INBOX_SIZE = 10_000
 REJOIN_TRIES = 20
+RESEND_WINDOW = 60.0  # a send is retried this long; well inside the broker's dedupe window
+UNAVAILABLE_RETRIES = 5  # `unavailable` answers to one send before it fails
+
+Item = ChatDelivery | StreamEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +107,8 @@ class ChatClient:
         heartbeat: float | None = HEARTBEAT,
         inbox_size: int = INBOX_SIZE,
         on_status: Callable[[Status], None] | None = None,
+        resend_window: float = RESEND_WINDOW,
+        unavailable_retries: int = UNAVAILABLE_RETRIES,
     ) -> None:
         self.urls = split_urls(urls)
         self.token = token
@@ -100,6 +117,9 @@ class ChatClient:
         self.connect_timeout = connect_timeout
         self.heartbeat = heartbeat
         self.on_status = on_status
+        self.resend_window = resend_window
+        self.unavailable_retries = unavailable_retries
+        self.resent = 0  # chats sent again after a lost connection or `unavailable`
         self.rooms: set[str] = set()  # rooms to be in; rejoined after every reconnect
         self.url: str | None = None  # the edge currently connected to
         self.connection_id: str | None = None
@@ -109,7 +129,8 @@ class ChatClient:
         self._url_index = 0
         self._tracker = Tracker()
         self._waiters: dict[Request, asyncio.Future[Request]] = {}
-        self._inbox: asyncio.Queue[ChatDelivery | ClientError | None] = asyncio.Queue(inbox_size)
+        self._history: dict[str, int] = {}  # a room's `history` K, asked again on rejoins
+        self._inbox: asyncio.Queue[Item | ClientError | None] = asyncio.Queue(inbox_size)
         self._changed = asyncio.Condition()
         self._ready = False
         self._closed = False
@@ -180,16 +201,20 @@ class ChatClient:
 
     # Requests.
 
-    async def join(self, room_id: str) -> str:
-        """Join a room; return this connection's id once the room is live."""
+    async def join(self, room_id: str, history: int | None = None) -> str:
+        """Join a room; return this connection's id once the room is live. With
+        `history` K the room's last K chats (at most the edge's cap) come first."""
         self.rooms.add(room_id)
+        if history:
+            self._history[room_id] = history
         while True:
             try:
-                request = await self._request(Request.join(room_id))
+                request = await self._request(Request.join(room_id, history or None))
             except ConnectionLost:
                 continue  # the reconnect rejoins it; ask again on the new connection
             except BaseException:
                 self.rooms.discard(room_id)
+                self._history.pop(room_id, None)
                 raise
             assert request.connection_id is not None
             return request.connection_id
@@ -197,6 +222,8 @@ class ChatClient:
     async def leave(self, room_id: str) -> None:
         was_member = room_id in self.rooms
         self.rooms.discard(room_id)
+        self._history.pop(room_id, None)
+        self._tracker.forget(room_id)
         if was_member and not self._ready:
             return  # the next connection will not rejoin it
         try:
@@ -207,10 +234,45 @@ class ChatClient:
             if not (was_member and exc.code == "not_in_room"):
                 raise
 
-    async def send(self, room_id: str | None, message: str) -> None:
-        """Send a chat; return once the edge accepted it (every member, this client
-        included, then receives it). `room_id=None` uses the short form."""
-        await self._request(Request.chat(room_id, message))
+    async def send(
+        self, room_id: str | None, message: str, *, msg_id: str | None = None
+    ) -> AckBody:
+        """Send a chat and return its ack (room, msgId, epoch, offset, duplicate) once
+        the broker has sequenced it; every member, this client included, receives it.
+        `room_id=None` uses the short form; `msg_id` defaults to a random UUID.
+
+        A lost connection or an `unavailable` does not fail the call: the chat is
+        sent again with the same msgId (the broker drops repeats) after the
+        reconnect, for up to `resend_window` seconds and `unavailable_retries`
+        refusals; then `ConnectionLost` or `Unavailable`. Any other refusal raises
+        its `ChatError` at once."""
+        msg_id = msg_id or uuid.uuid4().hex
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.resend_window
+        refusals = 0
+        attempt = 0
+        while True:
+            if attempt:
+                self.resent += 1
+            attempt += 1
+            try:
+                request = await self._request(Request.chat(room_id, message, msg_id))
+            except ConnectionLost:
+                if self._stopped() or loop.time() >= deadline:
+                    raise
+                continue  # the next _request waits for the reconnect and its rejoins
+            except Unavailable:
+                refusals += 1
+                if refusals > self.unavailable_retries or loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(min(1.0, 0.1 * 2**refusals))
+                continue
+            assert request.ack is not None
+            return request.ack
+
+    def position(self, room_id: str) -> tuple[str, int] | None:
+        """(epoch, offset) of the last chat seen in a room: where a rejoin resumes."""
+        return self._tracker.position(room_id)
 
     async def ping(self) -> float:
         """Round-trip time to the edge, in seconds."""
@@ -228,6 +290,23 @@ class ChatClient:
         return self
 
     async def __anext__(self) -> ChatDelivery:
+        while True:
+            item = await self._next_item()
+            if isinstance(item, ChatDelivery):
+                return item
+
+    async def events(self) -> AsyncIterator[Item]:
+        """Chats and what happened to the rooms' streams, in the order they arrived:
+        `Joined(room_id, connection_id, epoch, offset, recovered)` for every join and
+        rejoin (`recovered` False: chats may have been missed), and
+        `Resynced(room_id, epoch, offset)`. Read either this or the client itself."""
+        while True:
+            try:
+                yield await self._next_item()
+            except StopAsyncIteration:
+                return
+
+    async def _next_item(self) -> Item:
         item = await self._inbox.get()
         if item is None:
             self._inbox.put_nowait(None)  # every later call ends too
@@ -303,7 +382,7 @@ class ChatClient:
                 future.set_exception(error)
         self._waiters.clear()
 
-    def _put(self, item: ChatDelivery | ClientError | None) -> None:
+    def _put(self, item: Item | ClientError | None) -> None:
         if self._inbox.full():
             self._inbox.get_nowait()  # a consumer that falls behind loses the oldest
             self.dropped += 1
@@ -404,7 +483,8 @@ class ChatClient:
         # Many rooms at once can exceed the edge's join rate: wait and ask again.
         for attempt in range(1, REJOIN_TRIES + 1):
             try:
-                await self._request(Request.join(room), wait=False)
+                since = self._tracker.position(room)
+                await self._request(Request.join(room, self._history.get(room), since), wait=False)
                 return
             except (RateLimited, Unavailable):
                 if attempt == REJOIN_TRIES:
@@ -432,6 +512,8 @@ class ChatClient:
             match event:
                 case Delivered(message):
                     self._put(message)
+                case Noted(news):
+                    self._put(news)
                 case Done(request):
                     future = self._waiters.pop(request, None)
                     if future is not None and not future.done():

@@ -17,7 +17,8 @@ class ClientError(Exception):
 
 class ConnectionLost(ClientError):
     """The connection dropped before the server answered; the request may or may not have
-    taken effect. The client reconnects by itself; a chat is not re-sent automatically."""
+    taken effect. The client reconnects by itself, and resends a chat (with the same msgId,
+    so it is delivered once) until its resend window ends: then `send` raises this."""
 
 
 class ClientClosed(ClientError):
@@ -39,11 +40,12 @@ class ChatError(ClientError):
 
     code: str = ""
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | None = None, msg_id: str | None = None) -> None:
         super().__init__(f"{code or self.code}: {message}")
         if code is not None:
             self.code = code
         self.message = message
+        self.msg_id = msg_id  # the chat it refused, when that chat carried a msgId
 
 
 class BadJson(ChatError):
@@ -79,7 +81,8 @@ class RateLimited(ChatError):
 
 
 class Unavailable(ChatError):
-    """The edge cannot reach the broker: the chat was not sent, and may be sent again."""
+    """The edge cannot reach the broker, or got no ack for the chat within 5 s: it may
+    be sent again (with its msgId, `send` does so by itself a few times)."""
 
     code = "unavailable"
 
@@ -93,9 +96,9 @@ ERROR_TYPES: dict[str, type[ChatError]] = {
 }
 
 
-def chat_error(code: str, message: str) -> ChatError:
-    """The exception for an error frame with `code`."""
+def chat_error(code: str, message: str, msg_id: str | None = None) -> ChatError:
+    """The exception for an error frame with `code` (about the chat `msg_id`, if given)."""
     kind = ERROR_TYPES.get(code)
     if kind is None:
-        return ChatError(message, code)
-    return kind(message)
+        return ChatError(message, code, msg_id)
+    return kind(message, msg_id=msg_id)

@@ -1,22 +1,38 @@
-"""The client's pure core: which server frame answers which request, and backoff."""
+"""The client's pure core: which server frame answers which request, where each room's
+stream stands, and backoff."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from chatclient import Backoff, NotInRoom, RateLimited, TooManyRooms
-from chatclient.core import Delivered, Done, Request, Stray, Tracker
+from chatclient import Backoff, NotInRoom, RateLimited, TooManyRooms, Unavailable
+from chatclient.core import (
+    Delivered,
+    Done,
+    Event,
+    Joined,
+    Noted,
+    Request,
+    Resynced,
+    Stray,
+    Tracker,
+)
 from chatclient.errors import ERROR_TYPES, ChatError, chat_error
 from protocol.codec import (
     PONG_FRAME,
     decode_server_frame,
+    encode_ack,
     encode_chat,
     encode_error,
     encode_joined,
     encode_left,
+    encode_resync,
 )
 from protocol.errors import ErrorCode
 from protocol.messages import ServerFrame
+from protocol.stream import stamp
 
 PONG = decode_server_frame(PONG_FRAME)
 
@@ -65,7 +81,9 @@ def test_a_join_answered_at_once_completes_at_its_pong() -> None:
     tracker = Tracker()
     join = Request.join("r")
     tracker.send(join)
-    assert tracker.receive(decode_server_frame(encode_joined("r", "e.1"))) == []
+    assert tracker.receive(decode_server_frame(encode_joined("r", "e.1"))) == [
+        Noted(Joined("r", "e.1", None, None))
+    ]
     assert tracker.receive(PONG) == [Done(join)]
     assert join.connection_id == "e.1" and tracker.connection_id == "e.1"
 
@@ -76,7 +94,9 @@ def test_a_join_of_a_new_room_completes_when_joined_follows_the_pong() -> None:
     tracker.send(join)
     assert tracker.receive(PONG) == []
     assert tracker.outstanding() == 1
-    assert tracker.receive(decode_server_frame(encode_joined("r", "e.1"))) == [Done(join)]
+    assert tracker.receive(decode_server_frame(encode_joined("r", "e.1"))) == [
+        Noted(Joined("r", "e.1", None, None)), Done(join)
+    ]
     assert tracker.outstanding() == 0
 
 
@@ -134,3 +154,148 @@ def test_backoff_grows_to_its_cap_with_full_jitter() -> None:
     for _ in range(5000):
         many.next()
     assert many.next() == 5.0
+
+
+# Protocol v2: positions in each room's stream, acks by msgId.
+
+
+def chat(room_id: str, offset: int, epoch: str = "E1", text: str = "") -> ServerFrame:
+    return decode_server_frame(
+        stamp(encode_chat(room_id, text or f"m{offset}", f"id-{offset}", "e.2", 5), epoch.encode(),
+              offset)
+    )
+
+
+def joined(room_id: str, epoch: str, top: int, recovered: bool | None = None) -> ServerFrame:
+    return decode_server_frame(encode_joined(room_id, "e.1", epoch, top, recovered))
+
+
+def offsets(events: list[Event]) -> list[int | None]:
+    return [e.message.offset for e in events if isinstance(e, Delivered)]
+
+
+def join_live(tracker: Tracker, room_id: str, epoch: str, top: int, **options: Any) -> Request:
+    join = Request.join(room_id, **options)
+    tracker.send(join)
+    tracker.receive(joined(room_id, epoch, top, None if "since" not in options else True))
+    tracker.receive(PONG)
+    assert join.done
+    return join
+
+
+def test_the_position_follows_joined_and_every_chat() -> None:
+    tracker = Tracker()
+    assert tracker.position("r") is None
+    join_live(tracker, "r", "E1", 7)
+    assert tracker.position("r") == ("E1", 7)
+    assert offsets(tracker.receive(chat("r", 8))) == [8]
+    assert tracker.position("r") == ("E1", 8)
+    tracker.lost()  # the position outlives the connection
+    assert tracker.position("r") == ("E1", 8)
+    tracker.forget("r")
+    assert tracker.position("r") is None
+
+
+def test_a_rejoin_asks_since_and_a_recovered_replay_is_delivered() -> None:
+    tracker = Tracker()
+    join_live(tracker, "r", "E1", 3)
+    tracker.receive(chat("r", 4))
+    tracker.lost()
+    rejoin = Request.join("r", since=tracker.position("r"))
+    assert rejoin.frame == (
+        b'{"type":"join","payload":{"roomId":"r","since":{"epoch":"E1","offset":4}}}'
+    )
+    tracker.send(rejoin)
+    events = tracker.receive(joined("r", "E1", 6, recovered=True))
+    assert events[0] == Noted(Joined("r", "e.1", "E1", 6, True))
+    assert tracker.position("r") == ("E1", 4)  # the replay still has to come
+    replay = [e for n in (5, 6, 7) for e in tracker.receive(chat("r", n))]
+    assert offsets(replay) == [5, 6, 7]
+    assert tracker.position("r") == ("E1", 7)
+
+
+def test_a_chat_seen_already_is_dropped() -> None:
+    tracker = Tracker()
+    join_live(tracker, "r", "E1", 0)
+    got = [e for n in (1, 2, 2, 1, 3) for e in tracker.receive(chat("r", n))]
+    assert offsets(got) == [1, 2, 3]
+    assert tracker.duplicates == 2
+    # Another epoch is another stream: its offsets start again.
+    assert offsets(tracker.receive(chat("r", 1, epoch="E2"))) == [1]
+
+
+def test_history_on_join_is_delivered_and_a_failed_recovery_never_repeats_a_chat() -> None:
+    tracker = Tracker()
+    join_live(tracker, "r", "E1", 10, history=3)
+    assert tracker.position("r") == ("E1", 7)
+    assert offsets([e for n in (8, 9, 10) for e in tracker.receive(chat("r", n))]) == [8, 9, 10]
+    tracker.lost()
+    # History was trimmed: recovery fails in the same epoch and the last 3 come again.
+    rejoin = Request.join("r", history=3, since=tracker.position("r"))
+    tracker.send(rejoin)
+    [noted, *_] = tracker.receive(joined("r", "E1", 40, recovered=False))
+    assert noted == Noted(Joined("r", "e.1", "E1", 40, False))
+    assert tracker.position("r") == ("E1", 37)
+    # A new epoch: the earlier position means nothing there.
+    tracker.lost()
+    tracker.send(Request.join("r", since=tracker.position("r")))
+    tracker.receive(joined("r", "E2", 2, recovered=False))
+    assert tracker.position("r") == ("E2", 2)
+
+
+def test_a_resync_moves_the_position_and_is_reported() -> None:
+    tracker = Tracker()
+    join_live(tracker, "r", "E1", 5)
+    assert tracker.receive(decode_server_frame(encode_resync("r", "E2", 0))) == [
+        Noted(Resynced("r", "E2", 0))
+    ]
+    assert tracker.position("r") == ("E2", 0)
+    assert offsets(tracker.receive(chat("r", 1, epoch="E2"))) == [1]
+
+
+def test_a_chat_with_a_msgid_completes_at_its_ack_in_either_order() -> None:
+    tracker = Tracker()
+    send = Request.chat("r", "hi", "m-1")
+    assert tracker.send(send)[0] == (
+        b'{"type":"chat","payload":{"message":"hi","roomId":"r","msgId":"m-1"}}'
+    )
+    assert tracker.receive(PONG) == []  # accepted by the edge, not yet sequenced
+    assert tracker.outstanding() == 1
+    ack = decode_server_frame(encode_ack("r", "m-1", "E1", 4))
+    assert tracker.receive(ack) == [Done(send)]
+    assert send.ack is not None and (send.ack.offset, send.ack.duplicate) == (4, False)
+    assert tracker.outstanding() == 0
+    # An ack before the pong: the pong then answers nothing.
+    early = Request.chat("r", "again", "m-2")
+    tracker.send(early)
+    dup = decode_server_frame(encode_ack("r", "m-2", "E1", 4, duplicate=True))
+    assert tracker.receive(dup) == [Done(early)]
+    assert early.ack is not None and early.ack.duplicate
+    assert tracker.receive(PONG) == []
+    assert tracker.receive(ack) == []  # an ack nobody waits for
+
+
+def test_an_error_naming_a_msgid_fails_that_send_whatever_the_order() -> None:
+    tracker = Tracker()
+    first, second = Request.chat("r", "1", "m-1"), Request.chat("r", "2", "m-2")
+    tracker.send(first)
+    tracker.send(second)
+    assert tracker.receive(PONG) == [] and tracker.receive(PONG) == []
+    late = decode_server_frame(encode_error(ErrorCode.UNAVAILABLE, "no broker", "m-2"))
+    assert tracker.receive(late) == [Done(second)]
+    assert isinstance(second.error, Unavailable) and second.error.msg_id == "m-2"
+    assert tracker.receive(late) == []  # about a send no longer waited for: not stray
+    assert first.error is None and tracker.outstanding() == 1
+    assert tracker.lost() == [first]
+
+
+def test_a_refusal_before_the_pong_is_matched_by_msgid_too() -> None:
+    tracker = Tracker()
+    plain, tagged = Request.ping(), Request.chat("r", "x", "m-9")
+    tracker.send(plain)
+    tracker.send(tagged)
+    refused = decode_server_frame(encode_error(ErrorCode.NOT_IN_ROOM, "join first", "m-9"))
+    assert tracker.receive(refused) == [Done(tagged)]
+    assert isinstance(tagged.error, NotInRoom)
+    assert tracker.receive(PONG) == [Done(plain)]
+    assert tracker.receive(PONG) == []
