@@ -360,6 +360,9 @@ class ClientSettings(Settings):
     echo_timeout: float = setting(
         10.0, "seconds to wait at the end for your own messages to come back", at_least(0)
     )
+    history: int = setting(
+        0, "chats of each room's history to show on joining it (the edge caps it)", at_least(0)
+    )
 
 
 @dataclass(frozen=True, slots=True)
