@@ -94,6 +94,8 @@ def _extra_commands(sub: Any, out: argparse.ArgumentParser) -> None:
     brk.add_argument("--duration", type=float, default=b.duration,
                      help="measured seconds per batch size")
     brk.add_argument("--window", type=int, default=b.window, help="messages in flight")
+    brk.add_argument("--at", default=None, metavar="REF",
+                     help="run the broker as committed at a git ref (default: this checkout)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -281,13 +283,15 @@ async def _recovery(args: argparse.Namespace) -> int:
 
 def _broker(args: argparse.Namespace) -> int:
     params = brokerload.BrokerParams(batches=args.batches, rooms=args.rooms, size=args.size,
-                                     duration=args.duration, window=args.window)
+                                     duration=args.duration, window=args.window, at=args.at)
     cpus = machine_plan(args.pin)
     stamp, date = _stamp()
     Progress(quiet=args.quiet).note(cpus.note)
     result = brokerload.run(params, cpus, args.out / "logs" / stamp)
     session = {"command": "broker", "date": date, "revision": machine.revision(),
                **result, "load_average": " -> ".join(result["load_average"])}
+    if result["broker_commit"]:
+        session["revision"] = f"{session['revision']} (broker at {result['broker_commit']})"
     _write(args.out, f"{stamp}-broker", session,
            _header(session) + "\n\n" + brokerload.markdown(session))
     return 0

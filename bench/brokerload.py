@@ -32,7 +32,7 @@ import zmq.backend
 
 from bench.pinning import CpuPlan
 from bench.procstat import cpu_seconds
-from bench.servers import _clean_env, free_port
+from bench.servers import _clean_env, check_imports_from, free_port, resolve_ref, worktree
 from protocol.codec import encode_chat
 from protocol.stream import read_stamp
 from protocol.topics import room_topic
@@ -54,6 +54,7 @@ class BrokerParams:
     size: int = 128  # message characters
     duration: float = 5.0  # measured seconds per batch size, after a warm-up
     window: int = 2000  # messages in flight
+    at: str | None = None  # a git ref: the broker as committed there (None: this checkout)
 
 
 def room_messages(rooms: int, batch: int, size: int) -> list[list[bytes]]:
@@ -112,15 +113,31 @@ class BatchResult:
 
 
 @contextlib.contextmanager
-def broker_process(cpus: CpuPlan, logs: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
-    """A broker with default history on free ports, on the first server core only."""
+def broker_process(cpus: CpuPlan, logs: Path, at: str | None = None,
+                   ) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+    """A broker with default history on free ports, on the first server core only.
+
+    `at`: run the broker as committed at that git ref, from a temporary
+    worktree (as `ours@REF` does), so edits under way elsewhere do not count.
+    """
+    with contextlib.ExitStack() as stack:
+        cwd = None
+        if at is not None:
+            cwd = stack.enter_context(worktree(at))
+            check_imports_from(cwd)
+        yield stack.enter_context(_broker(cpus, logs, cwd))
+
+
+@contextlib.contextmanager
+def _broker(cpus: CpuPlan, logs: Path, cwd: Path | None,
+            ) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
     pub, sub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     env = _clean_env({"CHAT_BROKER_PUB": pub, "CHAT_BROKER_SUB": sub,
                       "CHAT_LOG_LEVEL": "WARNING"})
     prefix = ["taskset", "-c", str(cpus.servers[0])] if cpus.pinned else []
     logs.mkdir(parents=True, exist_ok=True)
     with (logs / "broker.log").open("wb") as err:
-        proc = subprocess.Popen([*prefix, sys.executable, "-m", "broker"], env=env,
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "broker"], env=env, cwd=cwd,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
     try:
         yield proc, pub, sub
@@ -258,7 +275,8 @@ def load_average() -> str:
 def run(params: BrokerParams, cpus: CpuPlan, logs: Path) -> dict[str, Any]:
     results = []
     loads = [load_average()]
-    with broker_process(cpus, logs) as (proc, pub, sub):
+    commit = resolve_ref(params.at)[:7] if params.at is not None else None
+    with broker_process(cpus, logs, params.at) as (proc, pub, sub):
         before = os.sched_getaffinity(0)
         if cpus.pinned:
             os.sched_setaffinity(0, cpus.loadgen)
@@ -275,8 +293,8 @@ def run(params: BrokerParams, cpus: CpuPlan, logs: Path) -> dict[str, Any]:
         finally:
             driver.close()
             os.sched_setaffinity(0, before)
-    return {"params": asdict(params), "cpus": cpus.to_json(), "load_average": loads,
-            "results": [asdict(r) for r in results]}
+    return {"params": asdict(params), "broker_commit": commit, "cpus": cpus.to_json(),
+            "load_average": loads, "results": [asdict(r) for r in results]}
 
 
 def markdown(session: dict[str, Any]) -> str:
