@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from edge.acks import PendingAcks
+from edge.auth import Deadlines
 from edge.bus import Bus
 from edge.connection import Connection
 from edge.continuity import Continuity, Effects
@@ -21,6 +22,7 @@ from edge.publishing import PublishQueue
 from edge.rooms import RoomRegistry
 from edge.session import (
     Admit,
+    Await,
     Close,
     FrameHandler,
     Intent,
@@ -31,6 +33,8 @@ from edge.session import (
 )
 from protocol.frames import text_frame
 from protocol.stream import keyed_part
+
+JOIN_DEADLINE = 5.0  # seconds a join may wait for its room to be proven live
 
 
 class Dispatcher:
@@ -53,6 +57,8 @@ class Dispatcher:
         self._bus = bus
         self._origin = path.probes.topic  # where the sequencer sends this edge's acks
         self._stats = stats
+        # Joins waiting for their room: answered `unavailable` if not live in time.
+        self._join_deadlines: Deadlines[tuple[Connection, bytes]] = Deadlines()
 
     # edge.connection.Receiver
 
@@ -61,6 +67,10 @@ class Dispatcher:
 
     def binary(self, conn: Connection) -> None:
         self._execute(conn, self._handler.binary_frame())
+
+    def tick(self, now: float) -> None:
+        for conn, topic in self._join_deadlines.pop_due(now):
+            self._execute(conn, self._handler.join_timed_out(conn, topic))
 
     def leave_rooms(self, conn: Connection) -> None:
         """A connection ended: out of every room, unsubscribing those left empty."""
@@ -87,6 +97,8 @@ class Dispatcher:
                         self._stats.errors[error] += 1
                 case Subscribe(topic):
                     self._path.subscribe(topic)
+                case Await(topic):
+                    self._join_deadlines.set((conn, topic), time.monotonic() + JOIN_DEADLINE)
                 case Unsubscribe(topic):
                     self._path.unsubscribe(topic)
                 case Close(code, reason, why):

@@ -89,6 +89,7 @@ class Edge:
         self.path.tick()
         self.clients.tick()
         now = time.monotonic()
+        self.dispatch.tick(now)
         fx: Effects[Connection] = Effects()
         self.continuity.expire(now, fx)
         for conn, frame in self.acks.expire(now):

@@ -95,6 +95,12 @@ class Subscribe(NamedTuple):
     topic: bytes
 
 
+class Await(NamedTuple):
+    """The member's `joined` waits for the room to be proven live (JOIN_DEADLINE at most)."""
+
+    topic: bytes
+
+
 class Unsubscribe(NamedTuple):
     topic: bytes
 
@@ -107,7 +113,7 @@ class Close(NamedTuple):
     why: Disconnect
 
 
-Intent = Reply | Publish | Admit | Subscribe | Unsubscribe | Close
+Intent = Reply | Publish | Admit | Subscribe | Await | Unsubscribe | Close
 
 ABUSE_CLOSE = Close(CloseCode.POLICY_VIOLATION, "rate limit exceeded", Disconnect.RATE_LIMITED)
 
@@ -162,6 +168,20 @@ class FrameHandler(Generic[M]):
     def binary_frame(self) -> list[Intent]:
         return [error(ErrorCode.BAD_JSON, "binary frames are not supported; send JSON text")]
 
+    def join_timed_out(self, member: M, topic: bytes) -> list[Intent]:
+        """A join still waiting for its room at its deadline: undone, and said so."""
+        room = self.registry.room(topic)
+        if room is None or member not in room.waiting:
+            return []  # answered meanwhile, or left
+        outcome, _ = self.registry.leave(member, room.room_id)
+        refusal = error(
+            ErrorCode.UNAVAILABLE,
+            f"room {room.room_id!r} could not be made live (broker unreachable): not joined",
+        )
+        if outcome is LeaveOutcome.UNSUBSCRIBE:
+            return [refusal, Unsubscribe(topic)]
+        return [refusal]
+
     def disconnect(self, member: M) -> list[Intent]:
         return [Unsubscribe(room.topic) for room in self.registry.drop(member)]
 
@@ -190,9 +210,10 @@ class FrameHandler(Generic[M]):
             return [Admit(room.topic, JoinSpec(spec.connection_id))]  # replays nothing
         if outcome is JoinOutcome.SUBSCRIBE:
             assert room is not None
-            return [Subscribe(room.topic)]
+            return [Subscribe(room.topic), Await(room.topic)]
         if outcome is JoinOutcome.WAIT:
-            return []
+            assert room is not None
+            return [Await(room.topic)]
         limit = self.registry.max_rooms_per_member
         return [error(ErrorCode.TOO_MANY_ROOMS, f"a connection may be in at most {limit} rooms")]
 

@@ -50,7 +50,13 @@ async def test_healthz_follows_the_broker(
     wait_until(lambda: edge.health()[0] == 200, 10, "healthz 200 with the broker back")
     wait_until(lambda: edge.metrics()["chat_pending_rooms"] == 0, 10, "room re-verified")
     await client.chat("back", "h")
-    assert (await client.recv_chat())["message"] == "back"
+    # The broker kept no history: its new stream is announced before the chat.
+    resync = await client.recv_type("resync")
+    assert resync["payload"]["offset"] == 0
+    back = await client.recv_chat()
+    assert (back["message"], back["epoch"], back["offset"]) == (
+        "back", resync["payload"]["epoch"], 1
+    )
 
 
 async def test_thousands_of_rooms_resume_after_broker_kill9(
@@ -96,10 +102,17 @@ async def test_thousands_of_rooms_resume_after_broker_kill9(
         await members[key].chat(f"after {r}", r)
 
     async def collect(key: tuple[int, int]) -> set[str]:
-        got = set()
-        for _ in expected[key]:
-            payload = await members[key].recv_chat(timeout=30)
+        got: set[str] = set()
+        resynced: set[str] = set()
+        while len(got) < len(expected[key]):
+            frame = await members[key].recv(timeout=30)
+            payload = frame["payload"]
+            if frame["type"] == "resync":  # every room's stream restarted with the broker
+                resynced.add(payload["roomId"])
+                continue
+            assert frame["type"] == "chat", frame
             assert payload["message"] == f"after {payload['roomId']}"
+            assert payload["roomId"] in resynced  # told before any later chat
             got.add(payload["roomId"])
         return got
 

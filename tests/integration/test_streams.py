@@ -181,3 +181,17 @@ async def test_a_broker_restart_is_a_resync_and_nothing_hangs(
     late = await clients(cluster.edges[0].url)
     rejoined = await join(late, r, since={"epoch": first["epoch"], "offset": 1})
     assert rejoined["recovered"] is False
+
+
+async def test_a_join_while_the_broker_is_down_is_refused_within_5_s(
+    cluster_factory: Callable[..., Cluster], clients: OpenWs
+) -> None:
+    cluster = cluster_factory(edges=1)
+    c = await clients(cluster.edges[0].url)
+    assert cluster.broker is not None
+    cluster.broker.kill9()
+    await c.send({"type": "join", "payload": {"roomId": room()}})
+    frame = await c.recv(timeout=10)
+    assert frame["type"] == "error" and frame["payload"]["code"] == "unavailable", frame
+    await c.send({"type": "ping"})
+    assert (await c.recv())["type"] == "pong"  # the connection stays usable

@@ -26,7 +26,7 @@ from edge.auth import (
 )
 from edge.guard import needs_token
 from edge.rooms import RoomRegistry
-from edge.session import Client, FrameHandler, Reply, Subscribe
+from edge.session import Await, Client, FrameHandler, Reply, Subscribe
 from edge.tokens import main as chat_token
 from edge.tokens import mint
 from protocol.ids import Sequence
@@ -168,7 +168,9 @@ def test_forbidden_join_in_the_pure_handler() -> None:
     assert isinstance(refusal, Reply)
     assert json.loads(refusal.frame)["payload"]["code"] == "forbidden"
     assert not h.registry.is_member("a", "secret")
-    assert h.handle("a", alice, join % "team-red") == [Subscribe(room_topic("team-red"))]
+    assert h.handle("a", alice, join % "team-red") == [
+        Subscribe(room_topic("team-red")), Await(room_topic("team-red"))
+    ]
     [refusal] = h.handle("a", alice, join % "Team-red")
     assert isinstance(refusal, Reply) and refusal.error == "forbidden"
 

@@ -7,7 +7,17 @@ from typing import Any
 
 from edge.auth import Identity
 from edge.rooms import JoinSpec, RoomRegistry
-from edge.session import Admit, Client, FrameHandler, Intent, Publish, Reply, Subscribe, Unsubscribe
+from edge.session import (
+    Admit,
+    Await,
+    Client,
+    FrameHandler,
+    Intent,
+    Publish,
+    Reply,
+    Subscribe,
+    Unsubscribe,
+)
 from protocol.errors import ErrorCode
 from protocol.ids import Sequence
 from protocol.topics import room_topic
@@ -45,8 +55,10 @@ def live(h: FrameHandler[str], room: str) -> list[tuple[str, JoinSpec]]:
 
 def test_join_subscribes_then_acknowledges_when_live() -> None:
     h = make()
-    assert h.handle("a", C("ca"), frame("join", roomId="r")) == [Subscribe(room_topic("r"))]
-    assert h.handle("b", C("cb"), frame("join", roomId="r")) == []
+    assert h.handle("a", C("ca"), frame("join", roomId="r")) == [
+        Subscribe(room_topic("r")), Await(room_topic("r"))
+    ]
+    assert h.handle("b", C("cb"), frame("join", roomId="r")) == [Await(room_topic("r"))]
     assert live(h, "r") == [("a", JoinSpec("ca")), ("b", JoinSpec("cb"))]
     assert h.handle("c", C("cc"), frame("join", roomId="r", history=3)) == [
         Admit(room_topic("r"), JoinSpec("cc", history=3))
@@ -130,3 +142,13 @@ def test_too_many_rooms_and_ping() -> None:
     assert isinstance(intents[0], Reply) and intents[0].error is ErrorCode.TOO_MANY_ROOMS
     assert reply_json(h.handle("a", C("ca"), '{"type":"ping"}')) == {"type": "pong"}
     assert reply_json(h.binary_frame())["payload"]["code"] == "bad_json"
+
+
+def test_a_join_not_live_by_its_deadline_is_undone() -> None:
+    h = make()
+    h.handle("a", C("ca"), frame("join", roomId="r"))
+    [refusal, unsubscribe] = h.join_timed_out("a", room_topic("r"))
+    assert reply_json([refusal])["payload"]["code"] == "unavailable"
+    assert unsubscribe == Unsubscribe(room_topic("r"))
+    assert not h.registry.is_member("a", "r")
+    assert h.join_timed_out("a", room_topic("r")) == []  # once
