@@ -195,12 +195,13 @@ class Continuity(Generic[M]):
         if room.repair is not None:
             top = room.repair.upto  # the hole is being filled; the member starts after it
         since, history = spec.since, spec.history
-        if since is None and not history:
+        if since is None and not history and room.repair is None:
             fx.member_frame(member, text_frame(
                 encode_joined(room.room_id, spec.connection_id, epoch, top)
             ))
             return
-        if since is not None and since.epoch == epoch and since.offset == top:
+        if (since is not None and since.epoch == epoch and since.offset == top
+                and room.repair is None):
             fx.member_frame(member, text_frame(
                 encode_joined(room.room_id, spec.connection_id, epoch, top, True)
             ))

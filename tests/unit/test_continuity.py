@@ -247,3 +247,15 @@ def test_a_lost_reply_ends_in_a_resync_or_recovered_false() -> None:
     assert w.got["b"][0]["payload"]["recovered"] is False
     w.chats(chats[3:])
     assert w.offsets("a")[-1] == 4
+
+
+def test_a_join_during_a_repair_starts_after_the_hole() -> None:
+    w = World()
+    w.join("a", JoinSpec("ca"))
+    chats = w.send(4)
+    queries = w.chats([chats[0], chats[3]])  # hole: 2 and 3
+    queries += w.join("b", JoinSpec("cb"))  # joins while the hole is being filled
+    w.answer(queries)
+    assert w.got["b"][0]["payload"]["offset"] == 3
+    assert w.offsets("b") == [4]  # nothing at or below its joined offset
+    assert w.offsets("a") == [1, 2, 3, 4]
