@@ -1,4 +1,5 @@
-// roomcast web chat: protocol v1 over one WebSocket, several rooms at once.
+// roomcast web chat: protocol v2 (sections 1-6) over one WebSocket, several
+// rooms at once.
 //
 // Everything a server or another user sends is shown with textContent, never
 // parsed as HTML. The connection fails over to the next edge of the list the
@@ -6,6 +7,16 @@
 // rejoins every room. The chosen name never goes on the wire: the protocol
 // has none, so the page shows it for its own messages and shows everyone else
 // by the `from` the server stamped (see docs/clients.md).
+//
+// Every room's stream has an epoch and offsets 1, 2, 3, ... A first join asks
+// for the last HISTORY_ON_JOIN chats; a rejoin asks to recover everything
+// after the last offset shown (`since`), on whichever edge the page lands.
+// A chat is shown only if its offset is past the last one shown in that
+// epoch, so a replay that overlaps what is on screen shows nothing twice.
+// When the server says the stream cannot be repaired (`recovered: false`,
+// `resync`), the room's log says so. Own chats carry a random msgId and stay
+// pending until acknowledged; unacknowledged ones are sent again, with the
+// same msgId, after every rejoin: the server delivers a msgId once.
 "use strict";
 
 (() => {
@@ -14,6 +25,9 @@
   const KEEPALIVE_MS = 15000;
   const SILENCE_LIMIT_MS = 40000; // nothing heard for this long: the connection is dead
   const MAX_LINES = 500; // per room; older lines are dropped from the page
+  const HISTORY_ON_JOIN = 50; // chats replayed on a first join (and when recovery fails)
+  const RESEND_AFTER_MS = 1000; // after `unavailable`, a pending chat is sent again
+  const MISSING = "some messages may be missing";
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -44,7 +58,11 @@
     url: null,
     connectionId: null,
     ownIds: new Set(), // every connection id this page has had: its own messages
-    rooms: new Map(), // room id -> {joined, tab, log, badge, unread}
+    rooms: new Map(), // room id -> {joined, tab, log, badge, unread, epoch, shown, top, ...}
+    // Own chats by msgId: {roomId, message, acked, line}. `line` is the pending
+    // line shown until the server's copy arrives; unacked ones are resent.
+    sent: new Map(),
+    ownMsgIds: new Set(),
     active: null,
     name: "",
     token: "",
@@ -98,7 +116,7 @@
       state.lastHeard = Date.now();
       state.inFlight = [];
       describeConnected();
-      for (const roomId of state.rooms.keys()) request({ type: "join", payload: { roomId } });
+      for (const room of state.rooms.values()) request(joinFrame(room));
       if (state.rooms.size === 0) request({ type: "ping" });
     };
     ws.onmessage = (event) => {
@@ -183,12 +201,28 @@
         if (room) {
           const again = room.everJoined ? "rejoined" : "joined";
           systemLine(room, `${again} through ${state.url} as ${payload.connectionId}`);
+          takeJoined(room, payload);
           room.everJoined = true;
           markJoined(room, true);
+          resendPending(room);
         }
         describeConnected();
         break;
       }
+      case "resync": {
+        const room = state.rooms.get(payload.roomId);
+        if (room && typeof payload.epoch === "string" && Number.isInteger(payload.offset)) {
+          // Chats continue from offset + 1 of this epoch; what came before is gone.
+          room.epoch = payload.epoch;
+          room.shown = payload.offset;
+          room.top = payload.offset;
+          missingLine(room);
+        }
+        break;
+      }
+      case "ack":
+        acknowledged(payload);
+        break;
       case "left":
         break;
       case "pong":
@@ -205,6 +239,10 @@
 
   function showError(payload) {
     const text = `${payload.code}: ${payload.message}`;
+    if (typeof payload.msgId === "string" && state.sent.has(payload.msgId)) {
+      sendFailed(payload.msgId, payload.code, text);
+      return;
+    }
     const frame = state.inFlight.length ? state.inFlight[0] : null;
     if (frame && frame.type === "join") {
       const roomId = frame.payload.roomId;
@@ -212,7 +250,7 @@
         // Many rooms rejoined at once can exceed the join rate: ask again shortly.
         setTimeout(() => {
           const room = state.rooms.get(roomId);
-          if (room && !room.joined) request(frame);
+          if (room && !room.joined) request(joinFrame(room));
         }, 1000);
         return;
       }
@@ -264,10 +302,16 @@
     log.setAttribute("aria-live", "polite");
     ui.logs.append(log);
 
-    const room = { id: roomId, joined: false, everJoined: false, tab, log, badge, unread: 0 };
+    const room = {
+      id: roomId, joined: false, everJoined: false, tab, log, badge, unread: 0,
+      epoch: null, // the stream's epoch, once joined
+      shown: null, // last offset shown in that epoch (null: none yet)
+      top: 0, // the room's top when last (re)joined without recovery
+      historyTop: 0, // chats up to this offset are history replayed on join
+    };
     state.rooms.set(roomId, room);
     activate(roomId);
-    request({ type: "join", payload: { roomId } });
+    request(joinFrame(room));
     updateShare();
   }
 
@@ -284,6 +328,7 @@
     room.tab.remove();
     room.log.remove();
     state.rooms.delete(roomId);
+    for (const [msgId, entry] of state.sent) if (entry.roomId === roomId) state.sent.delete(msgId);
     if (state.active === roomId) {
       const next = state.rooms.keys().next();
       state.active = null;
@@ -342,8 +387,12 @@
   function append(room, line) {
     const log = room.log;
     const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-    log.append(line);
-    while (log.childElementCount > MAX_LINES) log.firstElementChild.remove();
+    // Own chats still pending stay last, below everything the server sent.
+    const pending = line.classList.contains("pending") ? null : log.querySelector(":scope > .pending");
+    log.insertBefore(line, pending);
+    while (log.childElementCount > MAX_LINES && !log.firstElementChild.classList.contains("pending")) {
+      log.firstElementChild.remove();
+    }
     if (atBottom || room.id !== state.active) log.scrollTop = log.scrollHeight;
   }
 
@@ -354,29 +403,84 @@
     return s;
   }
 
+  // Streams: where each room is, and which chats are new.
+
+  function position(room) {
+    return room.shown !== null ? room.shown : room.top;
+  }
+
+  function joinFrame(room) {
+    const payload = { roomId: room.id, history: HISTORY_ON_JOIN };
+    // `history` applies only when recovery from `since` fails.
+    if (room.epoch !== null) payload.since = { epoch: room.epoch, offset: position(room) };
+    return { type: "join", payload };
+  }
+
+  function takeJoined(room, p) {
+    if (typeof p.epoch !== "string" || !Number.isInteger(p.offset)) return; // a v1 server
+    if (p.recovered === true) return; // chats after room.shown follow, in order
+    if (p.recovered === false) missingLine(room);
+    // The last HISTORY_ON_JOIN chats up to p.offset follow, then live ones.
+    // In the same epoch, the ones already on screen are skipped as they come.
+    if (p.epoch !== room.epoch) {
+      room.epoch = p.epoch;
+      room.shown = null;
+    }
+    room.top = p.offset;
+    room.historyTop = p.offset;
+    for (const [msgId, entry] of state.sent) {
+      // Accepted but maybe never delivered to this page: stop waiting for the copy.
+      if (entry.roomId === room.id && entry.acked && p.recovered === false) settle(msgId, entry);
+    }
+  }
+
+  function isNew(room, p) {
+    if (typeof p.epoch !== "string" || !Number.isInteger(p.offset)) return true; // a v1 server
+    if (p.epoch !== room.epoch) {
+      // A new epoch without resync or joined first: continuity is not certain.
+      if (room.epoch !== null) missingLine(room);
+      room.epoch = p.epoch;
+      room.shown = null;
+      room.top = 0;
+      room.historyTop = 0;
+    }
+    if (room.shown !== null && p.offset <= room.shown) return false;
+    room.shown = p.offset;
+    return true;
+  }
+
   function showChat(p) {
     const room = state.rooms.get(p.roomId);
-    if (!room) return;
-    const mine = state.ownIds.has(p.from);
+    if (!room || !isNew(room, p)) return;
+    const own = typeof p.msgId === "string" && state.ownMsgIds.has(p.msgId);
+    if (own) delivered(p.msgId);
+    const mine = own || state.ownIds.has(p.from);
     const line = document.createElement("div");
     line.className = mine ? "msg mine" : "msg";
     line.dataset.id = String(p.id);
     line.dataset.from = String(p.from);
+    if (Number.isInteger(p.offset)) line.dataset.offset = String(p.offset);
+    if (typeof p.epoch === "string") line.dataset.epoch = p.epoch;
     const time = span("time", clock(p.ts || Date.now()));
     time.title = new Date(p.ts || Date.now()).toISOString();
     const from = span("from", mine ? `${state.name} (you)` : String(p.from));
     from.title = String(p.from);
     line.append(time, from, span("text", String(p.message)));
     append(room, line);
-    if (room.id !== state.active) {
+    const replayed = p.epoch === room.epoch && p.offset <= room.historyTop;
+    if (room.id !== state.active && !replayed) {
       room.unread += 1;
       room.badge.textContent = String(room.unread);
     }
   }
 
+  function missingLine(room) {
+    systemLine(room, MISSING, "gap");
+  }
+
   function systemLine(room, text, kind) {
     const line = document.createElement("div");
-    line.className = kind === "error" ? "msg system error" : "msg system";
+    line.className = kind ? `msg system ${kind}` : "msg system";
     line.append(span("time", clock(Date.now())), span("text", text));
     append(room, line);
   }
@@ -387,17 +491,81 @@
 
   // Sending and joining.
 
+  function newMsgId() {
+    if (crypto.randomUUID) return crypto.randomUUID();
+    // Outside a secure context randomUUID is missing; getRandomValues is not.
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
   function sendMessage() {
     const text = ui.message.value;
-    if (!text.trim() || state.active === null) return;
-    if (!activeJoined()) {
-      notify("not connected yet: the message is kept, send it again in a moment");
+    const room = state.rooms.get(state.active);
+    if (!text.trim() || !room) return;
+    const msgId = newMsgId();
+    const line = document.createElement("div");
+    line.className = "msg mine pending";
+    line.dataset.msgId = msgId;
+    line.title = "sending…";
+    line.append(span("time", "…"), span("from", `${state.name} (you)`), span("text", text));
+    append(room, line);
+    state.sent.set(msgId, { roomId: room.id, message: text, acked: false, line });
+    state.ownMsgIds.add(msgId);
+    ui.message.value = "";
+    // Not joined right now: it goes out, with this msgId, once the room is rejoined.
+    if (room.joined) transmit(msgId);
+    notify(room.joined ? "" : "not connected: the message is sent once the room is rejoined");
+  }
+
+  function transmit(msgId) {
+    const entry = state.sent.get(msgId);
+    if (!entry || entry.acked) return;
+    request({ type: "chat", payload: { roomId: entry.roomId, message: entry.message, msgId } });
+  }
+
+  function resendPending(room) {
+    for (const [msgId, entry] of state.sent) {
+      if (entry.roomId === room.id && !entry.acked) transmit(msgId);
+    }
+  }
+
+  function acknowledged(p) {
+    const entry = state.sent.get(p.msgId);
+    if (!entry) return;
+    entry.acked = true;
+    if (entry.line) entry.line.title = "sent";
+    const room = state.rooms.get(entry.roomId);
+    // A duplicate was accepted earlier: its copy was shown, is being replayed,
+    // or was lost with a broken stream. Otherwise the copy is on its way.
+    const passed = room && p.epoch === room.epoch && room.shown !== null && p.offset <= room.shown;
+    if (!entry.line || p.duplicate === true || passed) settle(p.msgId, entry);
+  }
+
+  function delivered(msgId) {
+    // The server's copy of an own chat: it was accepted even if its ack was lost.
+    const entry = state.sent.get(msgId);
+    if (entry) settle(msgId, entry);
+  }
+
+  function settle(msgId, entry) {
+    if (entry.line) entry.line.remove();
+    entry.line = null;
+    state.sent.delete(msgId);
+  }
+
+  function sendFailed(msgId, code, text) {
+    const entry = state.sent.get(msgId);
+    if (code === "unavailable") {
+      // No verdict from the broker yet: the same msgId again is safe.
+      setTimeout(() => {
+        const room = state.rooms.get(entry.roomId);
+        if (room && room.joined) transmit(msgId);
+      }, RESEND_AFTER_MS);
       return;
     }
-    if (request({ type: "chat", payload: { roomId: state.active, message: text } })) {
-      ui.message.value = "";
-      notify("");
-    }
+    settle(msgId, entry);
+    const room = state.rooms.get(entry.roomId);
+    if (room) systemLine(room, `not sent: ${text}`, "error");
   }
 
   ui.message.addEventListener("keydown", (event) => {

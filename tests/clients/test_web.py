@@ -6,16 +6,27 @@ Screenshots of every run land in test-artifacts/web/.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Locator, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    Dialog,
+    Locator,
+    Page,
+    WebSocketRoute,
+    expect,
+    sync_playwright,
+)
 
 from tests.clients.conftest import API_KEY
-from tests.support.procs import ROOT, Cluster
+from tests.support.procs import ROOT, Cluster, env_with
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -27,7 +38,10 @@ WAIT_MS = 10_000
 
 expect.set_options(timeout=WAIT_MS)
 
-OpenPage = Callable[[str], Page]
+OpenPage = Callable[..., Page]
+Spawn = Callable[..., subprocess.Popen[str]]
+NO_RATE_LIMIT = {"CHAT_RATE_LIMIT": "0"}
+MISSING = "some messages may be missing"
 
 
 def room(label: str = "room") -> str:
@@ -46,19 +60,53 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def open_page(browser: Browser) -> Iterator[OpenPage]:
-    """`open_page(url)`: a page in a browser context of its own, closed after the test."""
+    """`open_page(url, sockets=handler)`: a page in a browser context of its own, closed
+    after the test; `sockets` routes its WebSockets (Playwright's route_web_socket)."""
     contexts = []
 
-    def make(url: str) -> Page:
+    def make(url: str, sockets: Callable[[WebSocketRoute], Any] | None = None) -> Page:
         context = browser.new_context(viewport={"width": 1100, "height": 640})
         contexts.append(context)
         page = context.new_page()
+        if sockets is not None:
+            page.route_web_socket(re.compile(r"^wss?://"), sockets)
         page.goto(url)
         return page
 
     yield make
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """`spawn("chatclient.cli", *args)`: a client process with a stdin pipe, killed and
+    reaped after the test."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(module: str, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args], cwd=ROOT, env=env_with(), text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stdin is not None:
+            proc.stdin.close()
+
+
+def feed(proc: subprocess.Popen[str], lines: list[str], close: bool = False) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write("".join(f"{line}\n" for line in lines))
+    proc.stdin.flush()
+    if close:
+        proc.stdin.close()
 
 
 def shot(page: Page, name: str) -> None:
@@ -85,11 +133,22 @@ def say(page: Page, text: str) -> None:
 
 
 def messages(page: Page, room_id: str) -> Locator:
-    return page.locator(f'.log[data-room="{room_id}"] .msg:not(.system)')
+    """The chats the server delivered (not system lines, not own chats still pending)."""
+    return page.locator(f'.log[data-room="{room_id}"] .msg:not(.system):not(.pending)')
 
 
 def last_text(page: Page, room_id: str) -> Locator:
-    return page.locator(f'.log[data-room="{room_id}"] .msg:not(.system) .text').last
+    return messages(page, room_id).locator(".text").last
+
+
+def missing_notice(page: Page, room_id: str) -> Locator:
+    return page.locator(f'.log[data-room="{room_id}"] .system', has_text=MISSING)
+
+
+def offsets(page: Page, room_id: str) -> list[int]:
+    return [int(o or "0") for o in messages(page, room_id).evaluate_all(
+        "lines => lines.map(l => l.dataset.offset)"
+    )]
 
 
 def test_plain_get_serves_the_page(client_cluster: Cluster, open_page: OpenPage) -> None:
@@ -263,3 +322,159 @@ def test_page_script_parses_and_uses_no_markup_sinks() -> None:
     source = script.read_text()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in source, sink
+
+
+def test_a_page_joining_shows_the_last_50_messages_then_live_ones(
+    fresh_cluster: Callable[..., Cluster], open_page: OpenPage, spawn: Spawn
+) -> None:
+    cluster = fresh_cluster(edges=2, env=NO_RATE_LIMIT)
+    r = room("history")
+    earlier = [f"earlier {i:02d}" for i in range(1, 61)]
+    sender = spawn("chatclient.cli", cluster.edges[0].url, "--room", r)
+    feed(sender, earlier, close=True)
+    assert sender.wait(30) == 0  # every line came back: all 60 are in the room
+
+    page = open_page(chat_url(cluster.edges[1].http, r, name="late"))
+    joined(page, r)
+    expect(messages(page, r)).to_have_count(50)
+    assert messages(page, r).locator(".text").all_text_contents() == earlier[10:]
+    assert offsets(page, r) == list(range(11, 61))
+    say(page, "live after history")
+    expect(last_text(page, r)).to_have_text("live after history")
+    expect(messages(page, r)).to_have_count(51)
+    assert offsets(page, r)[-1] == 61
+    shot(page, "history-on-join")
+
+
+def test_edge_killed_while_a_sender_posts_100_the_page_shows_each_once_in_order(
+    fresh_cluster: Callable[..., Cluster], open_page: OpenPage, spawn: Spawn
+) -> None:
+    cluster = fresh_cluster(edges=3, env=NO_RATE_LIMIT)
+    doomed, next_edge, sender_edge = cluster.edges
+    r = room("failover")
+    page = open_page(chat_url(doomed.http, r, name="watcher"))
+    joined(page, r)
+    texts = [f"message {i:03d}" for i in range(1, 101)]
+    sender = spawn("chatclient.cli", sender_edge.url, "--room", r)
+    feed(sender, texts[:30])
+    expect(messages(page, r)).to_have_count(30)
+
+    doomed.proc.kill9()
+    feed(sender, texts[30:], close=True)  # posted while the page has no edge, or a new one
+
+    expect(page.locator("#status-text")).to_contain_text(f"connected to {next_edge.url}")
+    joined(page, r)
+    assert sender.wait(30) == 0
+    expect(messages(page, r)).to_have_count(100)
+    assert messages(page, r).locator(".text").all_text_contents() == texts
+    assert offsets(page, r) == list(range(1, 101))
+    expect(missing_notice(page, r)).to_have_count(0)
+    # Nothing more arrives late: the page's own next chat is the 101st line.
+    say(page, "all there")
+    expect(last_text(page, r)).to_have_text("all there")
+    expect(messages(page, r)).to_have_count(101)
+    expect(page.locator(".pending")).to_have_count(0)
+    shot(page, "edge-killed-100")
+
+
+def test_a_chat_unacknowledged_when_the_connection_drops_is_resent_and_shown_once(
+    client_cluster: Cluster, open_page: OpenPage
+) -> None:
+    r = room("resend")
+    holding = True
+    routes: list[WebSocketRoute] = []
+    sent: list[str] = []
+
+    def sockets(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        routes.extend((ws, server))
+
+        def from_page(message: str | bytes) -> None:
+            sent.append(str(message))
+            server.send(message)
+
+        def from_server(message: str | bytes) -> None:
+            # Lose the ack and the copy of a chat the edge did accept.
+            if not (holding and re.match(r'\{"type":"(ack|chat)"', str(message))):
+                ws.send(message)
+
+        ws.on_message(from_page)
+        server.on_message(from_server)
+
+    page = open_page(chat_url(client_cluster.edges[0].http, r, name="alice"), sockets=sockets)
+    observer = open_page(chat_url(client_cluster.edges[1].http, r, name="bob"))
+    joined(page, r)
+    joined(observer, r)
+    say(page, "said once")
+    expect(last_text(observer, r)).to_have_text("said once")  # the edge accepted it
+    expect(page.locator(".pending .text")).to_have_text("said once")  # no ack seen
+
+    holding = False
+    for route in routes:
+        route.close()
+    expect(page.locator(f'.log[data-room="{r}"] .system').last).to_contain_text("rejoined")
+    expect(page.locator(".pending")).to_have_count(0)
+    expect(last_text(page, r)).to_have_text("said once")
+    chats = [m for m in sent if '"type":"chat"' in m]
+    assert len(chats) == 2 and len({re.sub(r'"msgId":"[^"]+"', "", m) for m in chats}) == 1
+    msg_ids = {re.search(r'"msgId":"([^"]+)"', m).group(1) for m in chats}  # type: ignore[union-attr]
+    assert len(msg_ids) == 1  # the same msgId, sent again after the rejoin
+
+    say(observer, "marker")
+    for p in (page, observer):
+        expect(last_text(p, r)).to_have_text("marker")
+        assert messages(p, r).locator(".text").all_text_contents() == ["said once", "marker"]
+    expect(missing_notice(page, r)).to_have_count(0)
+
+
+def test_a_failed_recovery_says_messages_may_be_missing(
+    fresh_cluster: Callable[..., Cluster], open_page: OpenPage, spawn: Spawn
+) -> None:
+    # The broker keeps 5 chats per room: 10 posted while the page has no edge are too many.
+    cluster = fresh_cluster(edges=1, env=NO_RATE_LIMIT | {"CHAT_HISTORY_SIZE": "5"})
+    (edge,) = cluster.edges
+    r = room("gap")
+    page = open_page(chat_url(edge.http, r, name="watcher"))
+    joined(page, r)
+    say(page, "before the gap")
+    expect(last_text(page, r)).to_have_text("before the gap")
+
+    edge.proc.kill9()
+    expect(page.locator("#status")).not_to_have_attribute("data-state", "connected")
+    away = [f"while away {i:02d}" for i in range(1, 11)]
+    publisher = spawn(
+        "chatclient.publish_cli", "--room", r, "--broker-pub", cluster.broker_pub,
+        "--broker-sub", cluster.broker_sub, "-",
+    )
+    feed(publisher, away, close=True)
+    assert publisher.wait(30) == 0
+    cluster.start_edge(edge.port).wait_healthy()
+
+    # The page's backoff may have grown to 8 s meanwhile.
+    expect(missing_notice(page, r)).to_be_visible(timeout=30_000)
+    expect(messages(page, r)).to_have_count(6)  # the one shown, then the 5 still held
+    assert messages(page, r).locator(".text").all_text_contents() == ["before the gap", *away[5:]]
+    assert offsets(page, r) == [1, 7, 8, 9, 10, 11]
+    shot(page, "recovery-failed")
+
+
+def test_a_broker_restart_says_messages_may_be_missing(
+    fresh_cluster: Callable[..., Cluster], open_page: OpenPage
+) -> None:
+    cluster = fresh_cluster(edges=1)
+    edge = cluster.edges[0]
+    r = room("resync")
+    page = open_page(chat_url(edge.http, r, name="watcher"))
+    joined(page, r)
+    say(page, "before the restart")
+    expect(last_text(page, r)).to_have_text("before the restart")
+    first_epoch = messages(page, r).last.get_attribute("data-epoch")
+
+    assert cluster.broker is not None
+    cluster.broker.kill9()
+    cluster.start_broker()
+    expect(missing_notice(page, r)).to_be_visible(timeout=20_000)  # a resync, same connection
+    say(page, "after the restart")
+    expect(last_text(page, r)).to_have_text("after the restart")
+    assert messages(page, r).last.get_attribute("data-epoch") != first_epoch
+    expect(messages(page, r)).to_have_count(2)
