@@ -40,6 +40,8 @@ from protocol.stream import (
 from protocol.topics import PROBE_MARK, room_of_topic, room_topic, stamp_probe
 
 CHAT_END = b"}}"  # a chat's JSON as an edge encodes it ends here: the stamp goes before
+# What one remembered msgId costs besides its key: dict slot, tuple, order entry.
+KEY_OVERHEAD = 250
 # What one held chat costs besides its bytes: the tuple, the deque slot, the
 # global order entry (measured: docs/benchmarks.md).
 ENTRY_OVERHEAD = 200
@@ -105,6 +107,7 @@ class Sequencer:
         self._key_order: deque[tuple[Stream, str, float]] = deque()
         self.held_bytes = 0
         self.malformed = 0  # parts that were neither a chat, a keyed chat, a query nor a probe
+        self.shortened_windows = 0  # msgIds forgotten early: the byte budget was all msgIds
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -210,6 +213,7 @@ class Sequencer:
             forward.append(self._append(stream, keyed.body))
             stream.dedupe[keyed.key] = (stream.top, now)
             self._key_order.append((stream, keyed.key, now))
+            self.held_bytes += len(keyed.key) + KEY_OVERHEAD
             note = AckNote(stream.room_id, keyed.key, stream.epoch, stream.top, False)
         notes.append((keyed.origin, ack_part(note)))
 
@@ -233,6 +237,7 @@ class Sequencer:
         return stream
 
     def _trim_to_budget(self) -> None:
+        """Oldest history first; remembered msgIds only once no history is left."""
         order = self._mark_order
         while self.held_bytes > self.limits.history_bytes and order:
             stream = order[0]
@@ -240,6 +245,9 @@ class Sequencer:
                 self._expire_oldest_window()
             else:  # the room's only window, still open: its oldest chats one by one
                 self.held_bytes -= len(stream.history.popleft()) + ENTRY_OVERHEAD
+        while self.held_bytes > self.limits.history_bytes and self._key_order:
+            self.shortened_windows += 1
+            self._forget_oldest_key()
 
     def expire(self, now: float) -> list[Stream]:
         """Drop history and msgIds past their age; return the streams dropped for good.
@@ -256,12 +264,16 @@ class Sequencer:
         keys = self._key_order
         key_cutoff = now - self.limits.dedupe_window
         while keys and keys[0][2] < key_cutoff:
-            stream, key, at = keys.popleft()
-            seen = stream.dedupe.get(key)
-            if seen is not None and seen[1] == at:
-                del stream.dedupe[key]
-            touched.add(stream)
+            touched.add(self._forget_oldest_key())
         return [s for s in touched if self._drop_if_idle(s)]
+
+    def _forget_oldest_key(self) -> Stream:
+        stream, key, at = self._key_order.popleft()
+        self.held_bytes -= len(key) + KEY_OVERHEAD
+        seen = stream.dedupe.get(key)
+        if seen is not None and seen[1] == at:
+            del stream.dedupe[key]
+        return stream
 
     def subscription(self, topic: bytes, on: bool) -> Stream | None:
         """An edge subscribed to (or the last one unsubscribed from) a topic."""
