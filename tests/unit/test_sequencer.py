@@ -186,10 +186,10 @@ def test_a_part_that_is_not_a_chat_takes_no_offset() -> None:
 
 
 def test_remembered_msgids_count_in_the_byte_budget_after_history() -> None:
-    seq = make(LIMITS._replace(history_bytes=2000))
+    seq = make(LIMITS._replace(history_bytes=1200))
     for i in range(6):
         seq.sequence(ROOM, [keyed_part(ORIGIN, f"k{i}", chat(str(i), f"k{i}"))], now=0.0)
-    assert seq.held_bytes <= 2000
+    assert seq.held_bytes <= 1200
     assert query(seq, after=0)[3] == []  # history went first
     assert seq.shortened_windows > 0 and len(seq.stream(ROOM).dedupe) < 6  # type: ignore[union-attr]
     again = seq.sequence(ROOM, [keyed_part(ORIGIN, "k5", chat("5", "k5"))], now=1.0)
