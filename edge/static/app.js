@@ -200,7 +200,8 @@
         const room = state.rooms.get(payload.roomId);
         if (room) {
           const again = room.everJoined ? "rejoined" : "joined";
-          systemLine(room, `${again} through ${state.url} as ${payload.connectionId}`);
+          const caughtUp = payload.recovered === true ? ": nothing missed" : "";
+          systemLine(room, `${again} through ${state.url} as ${payload.connectionId}${caughtUp}`);
           takeJoined(room, payload);
           room.everJoined = true;
           markJoined(room, true);

@@ -375,6 +375,9 @@ def test_edge_killed_while_a_sender_posts_100_the_page_shows_each_once_in_order(
     expect(messages(page, r)).to_have_count(101)
     expect(page.locator(".pending")).to_have_count(0)
     shot(page, "edge-killed-100")
+    rejoined = page.locator(f'.log[data-room="{r}"] .system', has_text="rejoined")
+    rejoined.evaluate("line => line.scrollIntoView({block: 'center'})")
+    shot(page, "edge-killed-rejoined")
 
 
 def test_a_chat_unacknowledged_when_the_connection_drops_is_resent_and_shown_once(
