@@ -7,6 +7,11 @@ Typed lines go to the current room (the last one joined). Commands:
 `//` to send text that begins with `/`. Chat lines go to stdout as
 `HH:MM:SS [room] sender: text`; connection news and errors go to stderr.
 
+With `--history K` each room joined shows its last K chats first. After a
+reconnect it rejoins every room where it left off: nothing missed, nothing
+twice; when the edge cannot recover what was missed, or a room's stream
+restarted, it says so on stderr ("some messages may be missing").
+
 At the end of input it waits until its own messages have come back through
 the broker, then exits: 0 if everything was delivered, 1 otherwise.
 """
@@ -18,10 +23,12 @@ import contextlib
 import os
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 
 from chatclient.client import ChatClient, Connected, Disconnected, Status, connect
+from chatclient.core import Joined, Resynced
 from chatclient.errors import ChatError, ClientError, ConnectionLost, RateLimited, Unavailable
 from chatconfig import ClientSettings, parse
 from protocol.messages import ChatDelivery
@@ -55,9 +62,10 @@ def on_status(status: Status) -> None:
 class Session:
     """What the terminal user sees and does, on top of one ChatClient."""
 
-    def __init__(self, client: ChatClient, name: str | None) -> None:
+    def __init__(self, client: ChatClient, name: str | None, history: int = 0) -> None:
         self.client = client
         self.name = name
+        self.history = history
         self.current: str | None = None
         self.awaiting: Counter[tuple[str, str]] = Counter()  # own messages not yet seen back
         self.echoed = asyncio.Event()
@@ -77,8 +85,19 @@ class Session:
     async def receive(self) -> None:
         while True:
             try:
-                async for message in self.client:
-                    self.show(message)
+                async for item in self.client.events():
+                    match item:
+                        case ChatDelivery():
+                            self.show(item)
+                        case Joined(room_id=room, recovered=False):
+                            problem(
+                                f"rejoined {room} but could not recover what was missed: "
+                                "some messages may be missing"
+                            )
+                        case Joined(room_id=room, recovered=True):
+                            info(f"rejoined {room}; missed messages recovered")
+                        case Resynced(room_id=room):
+                            problem(f"{room} restarted its stream: some messages may be missing")
                 return
             except ChatError as exc:
                 problem(str(exc))
@@ -89,7 +108,7 @@ class Session:
 
     async def join(self, room: str) -> None:
         try:
-            await self.client.join(room)
+            await self.client.join(room, history=self.history or None)
         except ChatError as exc:
             problem(f"could not join {room}: {exc}")
             self.failures += 1
@@ -126,18 +145,19 @@ class Session:
             problem("join a room first: /join ROOM")
             self.failures += 1
             return
+        msg_id = uuid.uuid4().hex  # one id across retries: delivered at most once
         for attempt in range(RETRIES):
             try:
                 self.awaiting[(room, text)] += 1
                 self.echoed.clear()
-                await self.client.send(room, text)
+                await self.client.send(room, text, msg_id=msg_id)
                 return
             except (RateLimited, Unavailable):
                 self._forget(room, text)
                 await asyncio.sleep(min(1.0, 0.05 * (attempt + 1)))
             except ConnectionLost:
                 self._forget(room, text)
-                problem(f"connection lost while sending to {room}; it may not have arrived")
+                problem(f"not sent to {room}: no connection to an edge for too long")
                 self.failures += 1
                 return
             except ChatError as exc:
@@ -273,7 +293,7 @@ async def run(args: ClientSettings) -> int:
         problem(str(exc))
         return 1
     async with client:
-        session = Session(client, args.display_name or None)
+        session = Session(client, args.display_name or None, args.history)
         receiver = asyncio.create_task(session.receive(), name="receive")
         for room in args.room:
             await session.join(room)

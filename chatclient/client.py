@@ -208,10 +208,13 @@ class ChatClient:
         if history:
             self._history[room_id] = history
         while True:
+            generation = self.generation
             try:
                 request = await self._request(Request.join(room_id, history or None))
             except ConnectionLost:
-                continue  # the reconnect rejoins it; ask again on the new connection
+                # The reconnect rejoins it; ask again on the new connection.
+                await self.wait_connected(after=generation)
+                continue
             except BaseException:
                 self.rooms.discard(room_id)
                 self._history.pop(room_id, None)
@@ -255,12 +258,20 @@ class ChatClient:
             if attempt:
                 self.resent += 1
             attempt += 1
+            generation = self.generation
             try:
                 request = await self._request(Request.chat(room_id, message, msg_id))
             except ConnectionLost:
-                if self._stopped() or loop.time() >= deadline:
+                left = deadline - loop.time()
+                if self._stopped() or left <= 0:
                     raise
-                continue  # the next _request waits for the reconnect and its rejoins
+                try:  # a newer connection, its rooms rejoined (and caught up) first
+                    await asyncio.wait_for(self.wait_connected(after=generation), left)
+                except TimeoutError:
+                    raise ConnectionLost(
+                        f"no connection within {self.resend_window:g} s to resend"
+                    ) from None
+                continue
             except Unavailable:
                 refusals += 1
                 if refusals > self.unavailable_retries or loop.time() >= deadline:
@@ -450,6 +461,7 @@ class ChatClient:
             await self._notify(ready=True)
             return await reader
         finally:
+            self._ready = False  # at once: nothing may use the connection from here on
             self._ws = None
             self.connection_id = None
             await self._notify(ready=False)

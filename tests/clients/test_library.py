@@ -9,12 +9,14 @@ from collections.abc import Callable
 import pytest
 
 from chatclient import (
+    Ack,
     BadJson,
     ChatClient,
     Connected,
     Disconnected,
     Forbidden,
     InvalidPayload,
+    Joined,
     NotInRoom,
     RateLimited,
     RoomRequired,
@@ -183,3 +185,130 @@ async def test_tokens_forbidden_and_unauthorized(
     await client.send("team-a", "signed")
     message = await next_message(client)
     assert message.sender == "alice" and client.is_own(message)
+
+
+# Protocol v2: acks, history, recovery and resends across a reconnect.
+
+NO_LIMITS = {"CHAT_RATE_LIMIT": "0"}
+
+
+async def collect(client: ChatClient, count: int) -> list[ChatDelivery]:
+    got: list[ChatDelivery] = []
+    async with asyncio.timeout(WAIT * 2):
+        while len(got) < count:
+            got.append(await client.receive())
+    return got
+
+
+async def test_send_returns_its_ack_and_a_repeated_msgid_is_a_duplicate(
+    client_cluster: Cluster, open_client: OpenClient
+) -> None:
+    r = room()
+    a = await open_client(client_cluster.urls()[0])
+    b = await open_client(client_cluster.urls()[1])
+    await a.join(r)
+    await b.join(r)
+    ack = await a.send(r, "acknowledged")
+    assert isinstance(ack, Ack)
+    assert (ack.room_id, ack.duplicate) == (r, False) and len(ack.msg_id) == 32
+    got = await next_message(b)
+    assert (got.msg_id, got.epoch, got.offset) == (ack.msg_id, ack.epoch, ack.offset)
+    again = await b.send(r, "acknowledged", msg_id=ack.msg_id)  # another edge, same id
+    assert again.duplicate and (again.epoch, again.offset) == (ack.epoch, ack.offset)
+    await a.send(r, "marker", msg_id="marker-" + r)
+    assert [m.message for m in await collect(b, 1)] == ["marker"]  # nothing in between
+    assert a.position(r) is not None
+
+
+async def test_join_with_history_replays_the_last_chats(
+    client_cluster: Cluster, open_client: OpenClient
+) -> None:
+    r = room()
+    sender = await open_client(client_cluster.urls()[0])
+    await sender.join(r)
+    for i in range(8):
+        await sender.send(r, f"h{i}")
+    late = await open_client(client_cluster.urls()[2])
+    await late.join(r, history=3)
+    await sender.send(r, "live")
+    got = await collect(late, 4)
+    assert [m.message for m in got] == ["h5", "h6", "h7", "live"]
+    assert [m.offset for m in got] == [6, 7, 8, 9]
+
+
+async def test_a_reconnect_resumes_every_room_exactly_where_it_left_off(
+    fresh_cluster: Callable[..., Cluster], open_client: OpenClient
+) -> None:
+    cluster = fresh_cluster(edges=2, env=NO_LIMITS)
+    first, second = cluster.edges
+    r = room()
+    client = await open_client(cluster.urls())
+    sender = await open_client(second.url)
+    await client.join(r)
+    await sender.join(r)
+    events = client.events()
+    texts = [f"m{i}" for i in range(300)]
+
+    async def produce() -> None:
+        for i, text in enumerate(texts):
+            await sender.send(r, text)
+            if i == 100:
+                first.proc.kill9()  # the client's edge, while chats keep coming
+
+    producing = asyncio.create_task(produce())
+    got: list[ChatDelivery] = []
+    rejoined: list[Joined] = []
+    async with asyncio.timeout(WAIT * 3):
+        while len(got) < len(texts):
+            item = await anext(events)
+            if isinstance(item, Joined):
+                rejoined.append(item)
+            elif isinstance(item, ChatDelivery):
+                got.append(item)
+    await producing
+    await events.aclose()
+    print(f"received {len(got)} chats, rejoined {len(rejoined) - 1} time(s)")
+    assert client.url == second.url and client.generation == 2
+    assert [m.message for m in got] == texts  # every chat, once, in order
+    assert [m.offset for m in got] == list(range(1, 301))
+    assert [j.recovered for j in rejoined] == [None, True]
+
+
+async def test_sends_in_flight_at_a_drop_are_resent_and_delivered_once(
+    fresh_cluster: Callable[..., Cluster], open_client: OpenClient
+) -> None:
+    cluster = fresh_cluster(edges=2, env=NO_LIMITS)
+    first, second = cluster.edges
+    r = room()
+    client = await open_client(cluster.urls())
+    observer = await open_client(second.url)
+    await client.join(r)
+    await observer.join(r)
+    # A send acknowledged before the drop, sent again afterwards: delivered once.
+    early = await client.send(r, "early", msg_id="early-" + r)
+    acked = 0
+    some_acked = asyncio.Event()
+
+    async def send(i: int) -> Ack:
+        nonlocal acked
+        ack = await client.send(r, f"burst-{i}", msg_id=f"burst-{i}-{r}")
+        acked += 1
+        if acked == 20:
+            some_acked.set()
+        return ack
+
+    burst = [asyncio.create_task(send(i)) for i in range(200)]
+    await asyncio.wait_for(some_acked.wait(), WAIT)
+    first.proc.kill9()  # with most of the burst still unacknowledged
+    async with asyncio.timeout(WAIT * 2):
+        acks = await asyncio.gather(*burst)
+    again = await client.send(r, "early", msg_id="early-" + r)
+    assert again.duplicate and (again.epoch, again.offset) == (early.epoch, early.offset)
+    await client.send(r, "end")
+    got = await collect(observer, 202)
+    print(f"{acked} acked, {client.resent} resent, {sum(a.duplicate for a in acks)} duplicates")
+    assert client.generation == 2 and client.resent > 0
+    assert sorted(m.message for m in got[1:-1]) == sorted(f"burst-{i}" for i in range(200))
+    assert got[0].message == "early" and got[-1].message == "end"
+    assert [m.offset for m in got] == list(range(1, 203))
+    assert {a.offset for a in acks} == set(range(2, 202))
