@@ -281,6 +281,12 @@ class ChatClient:
             assert request.ack is not None
             return request.ack
 
+    @property
+    def duplicates(self) -> int:
+        """Chats dropped because this client had delivered them already (a replay that
+        overlapped what it had seen)."""
+        return self._tracker.duplicates
+
     def position(self, room_id: str) -> tuple[str, int] | None:
         """(epoch, offset) of the last chat seen in a room: where a rejoin resumes."""
         return self._tracker.position(room_id)
