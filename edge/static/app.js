@@ -526,7 +526,10 @@
 
   function resendPending(room) {
     for (const [msgId, entry] of state.sent) {
-      if (entry.roomId === room.id && !entry.acked) transmit(msgId);
+      if (entry.roomId === room.id && !entry.acked) {
+        transmit(msgId);
+        notify("");
+      }
     }
   }
 

@@ -451,13 +451,19 @@ def test_a_failed_recovery_says_messages_may_be_missing(
     )
     feed(publisher, away, close=True)
     assert publisher.wait(30) == 0
+    say(page, "typed while offline")  # kept as pending, sent once the room is rejoined
+    expect(page.locator(".pending .text")).to_have_text("typed while offline")
     cluster.start_edge(edge.port).wait_healthy()
 
     # The page's backoff may have grown to 8 s meanwhile.
     expect(missing_notice(page, r)).to_be_visible(timeout=30_000)
-    expect(messages(page, r)).to_have_count(6)  # the one shown, then the 5 still held
-    assert messages(page, r).locator(".text").all_text_contents() == ["before the gap", *away[5:]]
-    assert offsets(page, r) == [1, 7, 8, 9, 10, 11]
+    # The one shown, the 5 the broker still holds, then the one sent after the rejoin.
+    expect(messages(page, r)).to_have_count(7)
+    assert messages(page, r).locator(".text").all_text_contents() == [
+        "before the gap", *away[5:], "typed while offline"
+    ]
+    assert offsets(page, r) == [1, 7, 8, 9, 10, 11, 12]
+    expect(page.locator(".pending")).to_have_count(0)
     shot(page, "recovery-failed")
 
 
