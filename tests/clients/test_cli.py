@@ -47,9 +47,11 @@ async def spawn_cli() -> AsyncIterator[Spawn]:
     after the test, its stdin pipe closed."""
     procs: list[asyncio.subprocess.Process] = []
 
-    async def spawn(*args: str, **options: Any) -> asyncio.subprocess.Process:
+    async def spawn(
+        *args: str, env: dict[str, str] | None = None, **options: Any
+    ) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "chatclient.cli", *args, cwd=ROOT, env=env_with(), **options
+            sys.executable, "-m", "chatclient.cli", *args, cwd=ROOT, env=env_with(env), **options
         )
         procs.append(proc)
         return proc
@@ -307,3 +309,62 @@ async def test_input_from_a_file_or_dev_null(
         assert got == ["from a file", "last line, no newline"]
     else:
         assert out == b""
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+async def test_history_is_shown_on_join(
+    client_cluster: Cluster, open_client: OpenClient, spawn_cli: Spawn, how: str
+) -> None:
+    r = room()
+    sender = await open_client(client_cluster.urls()[0])
+    await sender.join(r)
+    for i in range(6):
+        await sender.send(r, f"earlier {i}")
+    args, env = (["--history", "4"], None) if how == "flag" else ([], {"CHAT_HISTORY": "4"})
+    proc = await spawn_cli(
+        client_cluster.urls()[1], "--room", r, *args, env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(WAIT):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    shown = re.findall(rf"\[{r}\] \S+: (.*)$", out.decode(), re.M)
+    assert shown == [f"earlier {i}" for i in range(2, 6)]
+
+
+async def test_a_resync_and_a_failed_recovery_are_reported(
+    fresh_cluster: Callable[..., Cluster], open_client: OpenClient, spawn_cli: Spawn
+) -> None:
+    cluster = fresh_cluster(edges=2)
+    first, second = cluster.edges
+    assert cluster.broker is not None
+    r = room()
+    proc = await spawn_cli(
+        first.url, second.url, "--room", r,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin and proc.stderr
+    await read_until(proc.stderr, rf"joined {r}")
+    # A broker restart without durable history: the stream restarts, in a new epoch.
+    cluster.broker.kill9()
+    cluster.start_broker()
+    await read_until(proc.stderr, rf"{r} restarted its stream: some messages may be missing")
+    # The broker forgets the room again, and then its edge dies: the rejoin elsewhere
+    # asks for a position in an epoch that is gone.
+    cluster.broker.kill9()
+    first.proc.kill9()
+    cluster.start_broker()
+    await asyncio.to_thread(second.wait_healthy)
+    await read_until(
+        proc.stderr, rf"rejoined {r} but could not recover .*: some messages may be missing"
+    )
+    watcher = await open_client(second.url)
+    await watcher.join(r)
+    proc.stdin.write(b"still here\n")
+    proc.stdin.close()
+    async with asyncio.timeout(WAIT):
+        assert (await watcher.receive()).message == "still here"
+        await proc.wait()
+    assert proc.returncode == 0
