@@ -70,6 +70,14 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip())
 
 
+def _framings(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    wrong = [n for n in names if n not in brokerload.FRAMINGS]
+    if wrong or not names:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(brokerload.FRAMINGS)}")
+    return names
+
+
 def _extra_commands(sub: Any, out: argparse.ArgumentParser) -> None:
     """`recovery` and `broker`: ours only, their own knobs."""
     r = recovery.RecoveryParams()
@@ -89,6 +97,9 @@ def _extra_commands(sub: Any, out: argparse.ArgumentParser) -> None:
                          "driven over ZeroMQ: chats/s and broker CPU per chat")
     brk.add_argument("--batches", type=_ints, default=b.batches,
                      help="comma-separated chats per ZeroMQ message")
+    brk.add_argument("--framing", type=_framings, default=b.framings,
+                     help="comma-separated: parts (a ZeroMQ frame per chat), packed (one "
+                     "frame of newline-joined chats, as edges send them); default both")
     brk.add_argument("--rooms", type=int, default=b.rooms)
     brk.add_argument("--size", type=int, default=b.size, help="message length in chars")
     brk.add_argument("--duration", type=float, default=b.duration,
@@ -282,8 +293,9 @@ async def _recovery(args: argparse.Namespace) -> int:
 
 
 def _broker(args: argparse.Namespace) -> int:
-    params = brokerload.BrokerParams(batches=args.batches, rooms=args.rooms, size=args.size,
-                                     duration=args.duration, window=args.window, at=args.at)
+    params = brokerload.BrokerParams(
+        batches=args.batches, framings=args.framing, rooms=args.rooms, size=args.size,
+        duration=args.duration, window=args.window, at=args.at)
     cpus = machine_plan(args.pin)
     stamp, date = _stamp()
     Progress(quiet=args.quiet).note(cpus.note)

@@ -3,8 +3,10 @@
 The broker runs alone (`python -m broker`, history on with its defaults),
 pinned to one server core. This process plays every edge at once from the
 generator core: a PUB socket connected to the broker's XSUB endpoint sends
-`[topic, chat, chat, ...]` messages (a room's burst as one ZeroMQ message,
-as edges send them), round-robin over the rooms, and a SUB socket on the
+a room's burst as one ZeroMQ message, round-robin over the rooms, in either
+framing the broker takes: `[topic, chat, chat, ...]` (a frame per chat,
+"parts") or `[topic, chat\nchat\n...]` (one frame of newline-packed chats,
+"packed", as edges publish since 54ca855), and a SUB socket on the
 XPUB endpoint, subscribed to every room, takes the stamped chats back. At
 most `window` messages are in flight, so no pipe reaches its high-water mark
 (a PUB drops silently there): the rate is what the broker keeps up with.
@@ -34,7 +36,7 @@ from bench.pinning import CpuPlan
 from bench.procstat import cpu_seconds
 from bench.servers import _clean_env, check_imports_from, free_port, resolve_ref, worktree
 from protocol.codec import encode_chat
-from protocol.stream import read_stamp
+from protocol.stream import CHAT_SEPARATOR, pack, read_stamp
 from protocol.topics import room_topic
 
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -50,6 +52,7 @@ START_TIMEOUT = 20.0
 @dataclass(frozen=True, slots=True)
 class BrokerParams:
     batches: tuple[int, ...] = (1, 10, 50)
+    framings: tuple[str, ...] = ("parts", "packed")
     rooms: int = 100
     size: int = 128  # message characters
     duration: float = 5.0  # measured seconds per batch size, after a warm-up
@@ -57,15 +60,23 @@ class BrokerParams:
     at: str | None = None  # a git ref: the broker as committed there (None: this checkout)
 
 
-def room_messages(rooms: int, batch: int, size: int) -> list[list[bytes]]:
-    """One message per room, `[topic, chat * batch]`, each chat as an edge encodes it."""
+FRAMINGS = ("parts", "packed")
+
+
+def room_messages(rooms: int, batch: int, size: int, framing: str = "parts",
+                  ) -> list[list[bytes]]:
+    """One message per room of `batch` chats, each chat as an edge encodes it.
+
+    "parts": `[topic, chat, chat, ...]`; "packed": `[topic, chat\nchat...]`.
+    """
     text = "x" * size
     messages = []
     for n in range(rooms):
         room = f"bench-{n}"
         chats = [encode_chat(room, text, f"m{n}-{i}", "c-bench", 1_700_000_000_000)
                  for i in range(batch)]
-        messages.append([room_topic(room), *chats])
+        body = chats if framing == "parts" else [pack(chats)]
+        messages.append([room_topic(room), *body])
     return messages
 
 
@@ -85,6 +96,8 @@ class Continuity:
 
     def message(self, parts: Sequence[bytes]) -> None:
         count = len(parts) - 1
+        if count == 1:
+            count = parts[1].count(CHAT_SEPARATOR) + 1  # packed
         self.chats += count
         stamp = read_stamp(parts[-1])
         if stamp is None:
@@ -99,6 +112,7 @@ class Continuity:
 
 @dataclass(slots=True)
 class BatchResult:
+    framing: str
     batch: int
     chats: int
     seconds: float
@@ -209,9 +223,8 @@ class Driver:
                 return
         raise TimeoutError(f"nothing came back through the broker in {timeout:.0f} s")
 
-    def run(self, messages: list[list[bytes]], window: int, warmup: float, duration: float,
-            broker_pid: int) -> BatchResult:
-        batch = len(messages[0]) - 1
+    def run(self, messages: list[list[bytes]], framing: str, batch: int, window: int,
+            warmup: float, duration: float, broker_pid: int) -> BatchResult:
         check = Continuity()
         sent = 0
         received = 0
@@ -256,7 +269,7 @@ class Driver:
         chats = chats1 - chats0
         broker_cpu = broker1 - broker0
         return BatchResult(
-            batch=batch, chats=chats, seconds=round(seconds, 3),
+            framing=framing, batch=batch, chats=chats, seconds=round(seconds, 3),
             chats_per_s=round(chats / seconds, 1),
             messages_per_s=round(chats / batch / seconds, 1),
             broker_cpu_s=round(broker_cpu, 3),
@@ -283,13 +296,17 @@ def run(params: BrokerParams, cpus: CpuPlan, logs: Path) -> dict[str, Any]:
         driver = Driver(pub, sub, params.rooms)
         try:
             driver.wait_live(room_messages(1, 1, params.size)[0])
-            for batch in params.batches:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the broker exited with {proc.returncode}")
-                messages = room_messages(params.rooms, batch, params.size)
-                window = max(1, min(params.window, params.window * 10 // batch))
-                results.append(driver.run(messages, window, WARMUP, params.duration, proc.pid))
-                loads.append(load_average())
+            for framing in params.framings:
+                for batch in params.batches:
+                    if framing == "packed" and batch == 1 and "parts" in params.framings:
+                        continue  # the same bytes as one chat in parts
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"the broker exited with {proc.returncode}")
+                    messages = room_messages(params.rooms, batch, params.size, framing)
+                    window = max(1, min(params.window, params.window * 10 // batch))
+                    results.append(driver.run(messages, framing, batch, window, WARMUP,
+                                              params.duration, proc.pid))
+                    loads.append(load_average())
         finally:
             driver.close()
             os.sched_setaffinity(0, before)
@@ -299,13 +316,14 @@ def run(params: BrokerParams, cpus: CpuPlan, logs: Path) -> dict[str, Any]:
 
 def markdown(session: dict[str, Any]) -> str:
     lines = [
-        "| chats per message | chats/s | messages/s | broker CPU % of its core "
+        "| framing | chats per message | chats/s | messages/s | broker CPU % of its core "
         "| broker CPU µs/chat | driver CPU % | lost | offset breaks |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in session["results"]:
         lines.append(
-            f"| {r['batch']} | {r['chats_per_s']:,.0f} | {r['messages_per_s']:,.0f} "
+            f"| {r['framing']} | {r['batch']} | {r['chats_per_s']:,.0f} "
+            f"| {r['messages_per_s']:,.0f} "
             f"| {r['broker_cpu_pct']:.0f} | {r['broker_us_per_chat']:.2f} "
             f"| {r['driver_cpu_pct']:.0f}{' ⚠' if r['driver_cpu_pct'] >= 90 else ''} "
             f"| {r['lost']:,} | {r['offset_breaks']} |"

@@ -39,7 +39,8 @@ def test_broker_load_forwards_every_chat_in_offset_order(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr[-3000:]
     [report] = list(tmp_path.glob("*-broker.json"))
     results = json.loads(report.read_text())["results"]
-    assert [r["batch"] for r in results] == [1, 10]
+    assert [(r["framing"], r["batch"]) for r in results] == [
+        ("parts", 1), ("parts", 10), ("packed", 10)]
     for r in results:
         assert r["chats"] > 0 and r["broker_cpu_s"] > 0
         assert (r["lost"], r["offset_breaks"]) == (0, 0)

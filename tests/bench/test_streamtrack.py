@@ -5,7 +5,7 @@ from __future__ import annotations
 from bench.brokerload import Continuity, room_messages
 from bench.recovery import failures
 from bench.streamtrack import Track, percentile
-from protocol.stream import read_stamp, stamp
+from protocol.stream import pack, read_stamp, stamp, unpack
 from protocol.topics import room_of_topic
 
 
@@ -85,6 +85,8 @@ def test_broker_load_messages_are_one_topic_then_batch_chats_per_room() -> None:
     assert len(messages) == 3
     assert [room_of_topic(m[0]) for m in messages] == ["bench-0", "bench-1", "bench-2"]
     assert all(len(m) == 11 and all(c.endswith(b"}}") for c in m[1:]) for m in messages)
+    [packed] = room_messages(1, 10, 16, "packed")
+    assert len(packed) == 2 and unpack(packed[1]) == messages[0][1:]
 
 
 def test_continuity_counts_messages_whose_offsets_do_not_follow_on() -> None:
@@ -95,6 +97,7 @@ def test_continuity_counts_messages_whose_offsets_do_not_follow_on() -> None:
     check.message([topic, stamp(chat, b"E", 3)])
     check.message([topic, stamp(chat, b"E", 7)])  # 4..6 skipped
     check.message([topic, chat])  # not stamped
-    assert check.chats == 5
+    check.message([topic, pack([stamp(chat, b"E", 8), stamp(chat, b"E", 9)])])  # packed
+    assert check.chats == 7
     assert check.breaks == 2
     assert read_stamp(stamp(chat, b"E", 3)) == (b"E", 3)
