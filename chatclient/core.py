@@ -251,9 +251,7 @@ class Tracker:
             if pos is not None and pos.epoch == epoch and offset <= pos.offset:
                 self.duplicates += 1
                 return []
-            if pos is None:
-                self._positions[delivery.room_id] = Position(epoch, offset)
-            else:
+            if pos is not None:  # none: a room left, whose last chats still arrive
                 pos.epoch, pos.offset = epoch, offset
         return [Delivered(delivery)]
 

@@ -194,6 +194,9 @@ def test_the_position_follows_joined_and_every_chat() -> None:
     assert tracker.position("r") == ("E1", 8)
     tracker.forget("r")
     assert tracker.position("r") is None
+    # The last chats of a room just left still arrive, and start no position.
+    assert offsets(tracker.receive(chat("r", 9))) == [9]
+    assert tracker.position("r") is None
 
 
 def test_a_rejoin_asks_since_and_a_recovered_replay_is_delivered() -> None:
