@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections.abc import Callable
 
@@ -297,9 +298,12 @@ async def test_sends_in_flight_at_a_drop_are_resent_and_delivered_once(
             some_acked.set()
         return ack
 
-    burst = [asyncio.create_task(send(i)) for i in range(200)]
+    burst = [asyncio.create_task(send(i)) for i in range(100)]
     await asyncio.wait_for(some_acked.wait(), WAIT)
-    first.proc.kill9()  # with most of the burst still unacknowledged
+    first.proc.signal(signal.SIGSTOP)  # from here on nothing is acknowledged...
+    burst += [asyncio.create_task(send(i)) for i in range(100, 200)]
+    await asyncio.sleep(0)  # one turn of the loop: the new sends are written
+    first.proc.kill9()  # ...and the edge dies with those sends in flight
     async with asyncio.timeout(WAIT * 2):
         acks = await asyncio.gather(*burst)
     again = await client.send(r, "early", msg_id="early-" + r)
