@@ -183,6 +183,7 @@ class Tracker:
         self._joining: dict[str, list[Request]] = {}  # accepted joins awaiting `joined`
         self._acks: dict[str, Request] = {}  # chats awaiting their ack, by msgId
         self._positions: dict[str, Position] = {}
+        self._live: set[str] = set()  # rooms with a `joined` on this connection
         self.connection_id: str | None = None
         self.duplicates = 0  # deliveries dropped as already seen
 
@@ -207,6 +208,7 @@ class Tracker:
     def forget(self, room_id: str) -> None:
         """The room was left: a later join starts afresh."""
         self._positions.pop(room_id, None)
+        self._live.discard(room_id)
 
     def receive(self, frame: ServerFrame) -> list[Event]:
         match frame:
@@ -235,6 +237,7 @@ class Tracker:
         self._unanswered.clear()
         self._joining.clear()
         self._acks.clear()
+        self._live.clear()
         self.connection_id = None
         return waiting
 
@@ -301,7 +304,10 @@ class Tracker:
     def _joined(self, body: JoinedBody) -> list[Event]:
         room_id, connection_id = body.room_id, body.connection_id
         self.connection_id = connection_id
-        self._place(body, self._join_for(room_id))
+        if room_id not in self._live:
+            # A repeated join replays nothing: the stream goes on where it is.
+            self._live.add(room_id)
+            self._place(body, self._join_for(room_id))
         events: list[Event] = [
             Noted(Joined(room_id, connection_id, body.epoch, body.offset, body.recovered))
         ]

@@ -302,3 +302,17 @@ def test_a_refusal_before_the_pong_is_matched_by_msgid_too() -> None:
     assert isinstance(tagged.error, NotInRoom)
     assert tracker.receive(PONG) == [Done(plain)]
     assert tracker.receive(PONG) == []
+
+
+def test_a_join_repeated_during_a_replay_leaves_the_position_alone() -> None:
+    tracker = Tracker()
+    join_live(tracker, "r", "E1", 10, history=3)
+    again = Request.join("r")
+    tracker.send(again)
+    [noted] = tracker.receive(joined("r", "E1", 10))  # answered before the replay
+    assert noted == Noted(Joined("r", "e.1", "E1", 10))
+    assert tracker.position("r") == ("E1", 7)
+    assert offsets([e for n in (8, 9, 10, 11) for e in tracker.receive(chat("r", n))]) == [
+        8, 9, 10, 11
+    ]
+    assert tracker.receive(PONG) == [Done(again)]
