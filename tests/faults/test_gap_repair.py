@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import signal
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import zmq
 
@@ -16,6 +17,7 @@ from protocol.stream import REPLY_MARK, HistoryReply, read_reply, read_stamp
 from protocol.topics import edge_topic, probe_body, room_topic
 from tests.conftest import OpenWs
 from tests.support.procs import Cluster
+from tests.support.wsclient import WsClient
 
 HWM = 10  # messages per ZeroMQ pipe
 # About 16 MB: more than the kernel's socket buffers between the broker and
@@ -70,20 +72,39 @@ def replies_witness(
     return sub
 
 
-def history_replies(sub: zmq.Socket[bytes], until: bytes) -> list[HistoryReply]:
-    """The replies to the edge's queries about ROOM, up to the barrier probe `until`."""
+def history_replies(
+    witness: zmq.Socket[bytes], pub: zmq.Socket[bytes], tokens: Iterator[int]
+) -> list[HistoryReply]:
+    """The replies to the edge's queries about ROOM that reached the witness
+    before one of the barrier probes sent now: every reply the broker sent
+    before it (the witness's pipe has a tiny high-water mark too, so a probe
+    is sent again until one gets through)."""
     out = []
+    sent: set[bytes] = set()
+    for _ in range(int(TIMEOUT / 0.05)):
+        probe = probe_body("gap-test", next(tokens))
+        sent.add(probe)
+        pub.send_multipart([OWN, probe])
+        while witness.poll(50):
+            topic, *parts = witness.recv_multipart()
+            if topic == OWN and parts[0] in sent:
+                return out
+            for part in parts:
+                if part[:1] == REPLY_MARK:
+                    reply = read_reply(part)
+                    if reply.room_id == ROOM:
+                        out.append(reply)
+    raise TimeoutError("no barrier probe reached the witness")
+
+
+async def read_through(client: WsClient, offset: int) -> list[dict[str, Any]]:
+    """Frames up to the chat at `offset` (or anything else that comes instead)."""
+    frames = []
     while True:
-        if not sub.poll(int(TIMEOUT * 1000)):
-            raise TimeoutError("the barrier probe never reached the witness")
-        topic, *parts = sub.recv_multipart()
-        if topic == OWN and parts == [until]:
-            return out
-        for part in parts:
-            if part[:1] == REPLY_MARK:
-                reply = read_reply(part)
-                if reply.room_id == ROOM:
-                    out.append(reply)
+        frame = await client.recv(TIMEOUT)
+        frames.append(frame)
+        if frame["type"] != "chat" or frame["payload"]["offset"] >= offset:
+            return frames
 
 
 async def test_chats_dropped_on_the_way_to_an_edge_are_repaired_from_history(
@@ -95,11 +116,14 @@ async def test_chats_dropped_on_the_way_to_an_edge_are_repaired_from_history(
         edges=1,
         env={
             "CHAT_RATE_LIMIT": "0",
-            "CHAT_HWM": str(HWM),  # the broker's pipes and the edge's alike
-            "CHAT_HISTORY_SIZE": str(CHATS + 1),  # the broker holds every chat of the flood
+            "CHAT_HWM": str(HWM),  # the broker's pipes: where a frozen edge's chats drop
+            "CHAT_HISTORY_SIZE": str(2 * CHATS),  # the broker holds every chat of the test
         },
-        # The listener gets the whole repair in one go once the edge thaws.
-        edge_args=["--outbox-bytes", str(1 << 28)],
+        # The edge's own pipes unbounded: once thawed, its I/O thread drains
+        # the socket buffers at once, so the broker's pipe has room again
+        # for the replies to the edge's queries. The listener gets the whole
+        # repair in one go.
+        edge_args=["--hwm", "0", "--outbox-bytes", str(1 << 28)],
     )
     edge = cluster.edges[0]
     instance = edge.health()[1]["instance"]
@@ -125,22 +149,28 @@ async def test_chats_dropped_on_the_way_to_an_edge_are_repaired_from_history(
         await asyncio.to_thread(flood)
     finally:
         edge.proc.signal(signal.SIGCONT)
-    # What was dropped is the end of the flood (once the socket buffers were
-    # full): the edge sees the hole when the room's next chat comes.
-    pub.send_multipart([topic, encode_chat(ROOM, "after", "gap-after", "flooder", 0)])
-
-    frames = [await listener.recv(TIMEOUT) for _ in range(CHATS + 1)]
-    assert [f["type"] for f in frames] == ["chat"] * (CHATS + 1)  # no resync, nothing else
+    # A hole at the very end of the flood shows only when the room's next
+    # chat comes, and that chat may be dropped too while the edge still
+    # drains the flood: one more chat now and then, until the listener has
+    # the first of them. Whatever it receives must be 1, 2, 3, ... each once.
+    reading = asyncio.create_task(read_through(listener, CHATS + 1))
+    sent = CHATS
+    while sent < CHATS + TIMEOUT / 0.2:
+        pub.send_multipart([topic, encode_chat(ROOM, "after", f"after-{sent}", "flooder", 0)])
+        sent += 1
+        if (await asyncio.wait([reading], timeout=0.2))[0]:
+            break
+    frames = await reading
+    assert [f for f in frames if f["type"] != "chat"] == []  # no resync, nothing else
+    assert len(frames) == CHATS + 1
     payloads = [f["payload"] for f in frames]
     assert [p["offset"] for p in payloads] == list(range(1, CHATS + 2))
     assert {p["epoch"] for p in payloads} == {epoch}
-    assert [p["id"] for p in payloads] == [f"gap-{i}" for i in range(CHATS)] + ["gap-after"]
+    assert [p["id"] for p in payloads] == [f"gap-{i}" for i in range(CHATS)] + [f"after-{CHATS}"]
 
     # The edge really lost chats on the way and asked the broker for them: the
-    # replies to its queries carry the offsets that did not come live. The
-    # broker sent them before it passed this barrier.
-    until = await asyncio.to_thread(barrier, pub, own, tokens)
-    replies = await asyncio.to_thread(history_replies, witness, until)
+    # replies to its queries carry the offsets that did not come live.
+    replies = await asyncio.to_thread(history_replies, witness, pub, tokens)
     repaired = [
         stamp[1] for reply in replies for chat in reply.chats if (stamp := read_stamp(chat))
     ]
@@ -149,4 +179,4 @@ async def test_chats_dropped_on_the_way_to_an_edge_are_repaired_from_history(
     assert replies and all(r.complete and r.epoch == epoch for r in replies)
     # Each missing chat asked for once, in order.
     assert repaired and repaired == sorted(set(repaired))
-    assert set(repaired) <= set(range(1, CHATS + 1))
+    assert set(repaired) <= set(range(1, sent + 1))
