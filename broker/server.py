@@ -44,10 +44,8 @@ EXPIRE_EVERY = 1.0  # seconds between retention sweeps
 # costs enum arithmetic per frame, which is most of a frame's cost here.
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-_RCVMORE = int(zmq.RCVMORE)
 _send = zmq.backend.Socket.send
 _recv = zmq.backend.Socket.recv
-_get = zmq.backend.Socket.get
 
 
 def send_parts(sock: zmq.Socket[bytes], parts: list[bytes]) -> None:
@@ -58,9 +56,13 @@ def send_parts(sock: zmq.Socket[bytes], parts: list[bytes]) -> None:
 
 def recv_parts(sock: zmq.Socket[bytes]) -> list[bytes]:
     """One whole message; raises zmq.Again when none is waiting."""
-    parts = [_recv(sock, _NOBLOCK)]
-    while _get(sock, _RCVMORE):
-        parts.append(_recv(sock, _NOBLOCK))
+    # Frames, not getsockopt(RCVMORE): pyzmq builds an enum on every option
+    # read, which costs more than receiving the frame (bench/brokerload.py).
+    frame = _recv(sock, _NOBLOCK, False)
+    parts = [frame.bytes]
+    while frame.more:
+        frame = _recv(sock, _NOBLOCK, False)
+        parts.append(frame.bytes)
     return parts
 # ZMTP heartbeats find a dead peer (an edge host that vanished) within seconds.
 HEARTBEAT_IVL_MS = 1000

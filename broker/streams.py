@@ -40,10 +40,12 @@ from protocol.stream import (
 from protocol.topics import PROBE_MARK, room_of_topic, room_topic, stamp_probe
 
 CHAT_END = b"}}"  # a chat's JSON as an edge encodes it ends here: the stamp goes before
-# What one remembered msgId costs besides its key: dict slot, tuple, order entry.
-KEY_OVERHEAD = 250
-# What one held chat costs besides its bytes: the tuple, the deque slot, the
-# global order entry (measured: docs/benchmarks.md).
+# What one remembered msgId costs besides its key: dict slot, tuple, order
+# entry (measured 246-272 B with bench/streammem.py).
+KEY_OVERHEAD = 300
+# What one held chat costs besides its bytes: the bytes object's header, the
+# deque slot, its share of the age marks (measured 40-160 B with
+# bench/streammem.py; counted high so the budget is an upper bound).
 ENTRY_OVERHEAD = 200
 
 

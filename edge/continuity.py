@@ -49,6 +49,8 @@ class Asked(NamedTuple):
     room: Room  # type: ignore[type-arg]
     deadline: float
     replay: Replay | None  # type: ignore[type-arg]  # None: a repair
+    part: bytes  # the query, to ask again once if its reply is lost
+    retried: bool
 
 
 @dataclass(slots=True)
@@ -89,6 +91,7 @@ class Continuity(Generic[M]):
         self.recovery_max = recovery_max
         self._asked: dict[int, Asked] = {}
         self._last_request = 0
+        self.active: dict[Room[M], bool] = {}  # rooms with chats lately: busy this second?
         self.repairs = 0  # holes filled from history
         self.resyncs = 0  # holes that could not be filled, and epoch changes
 
@@ -118,14 +121,33 @@ class Continuity(Generic[M]):
         epoch = epoch_bytes.decode()
         if epoch != room.epoch:
             # The stream restarted (its history lost): continuity is broken.
-            self._resync(room, epoch, offset - 1, fx)
+            # Say so at once; what the new stream already holds is still fetched.
+            self._resync(room, epoch, 0, fx)
+            if offset > 1:
+                self._start_repair(room, offset - 1, body, now, fx)
+                return
         elif offset <= room.last:
             return  # already delivered (a repair overlapped the live stream)
         elif offset > room.last + 1:
             self._start_repair(room, offset - 1, body, now, fx)
             return
         room.last = offset
+        self.active[room] = True
         self._deliver(room, offset, text_frame(body), fx)
+
+    def gone_quiet(self) -> list[Room[M]]:
+        """Rooms that had chats before the previous call and none since.
+
+        A hole at the very end of a burst shows no later chat to reveal it;
+        a probe of such a room, stamped with its top, does (`went_live`).
+        Called once a second, so a room is probed once per burst, not per chat.
+        """
+        quiet = [room for room, busy in self.active.items() if not busy]
+        for room in quiet:
+            del self.active[room]
+        for room in self.active:
+            self.active[room] = False
+        return quiet
 
     def _deliver(self, room: Room[M], offset: int, frame: bytes, fx: Effects[M]) -> None:
         fx.room_frame(room, frame)
@@ -158,9 +180,11 @@ class Continuity(Generic[M]):
     ) -> None:
         self._last_request += 1
         request_id = self._last_request
-        self._asked[request_id] = Asked(room, now + QUERY_TIMEOUT, replay)
-        query = HistoryQuery(self.origin, request_id, room.room_id, epoch, after, upto, limit)
-        fx.queries.append((room.topic, query_part(query)))
+        query = query_part(
+            HistoryQuery(self.origin, request_id, room.room_id, epoch, after, upto, limit)
+        )
+        self._asked[request_id] = Asked(room, now + QUERY_TIMEOUT, replay, query, False)
+        fx.queries.append((room.topic, query))
 
     # The room's probe came back: its stream position at that point.
 
@@ -173,7 +197,8 @@ class Continuity(Generic[M]):
         now: float,
         fx: Effects[M],
     ) -> None:
-        """The room's subscription is proven (again) with the stream at (epoch, top)."""
+        """The room's subscription is proven (again), or a quiet room's tail was
+        probed: the stream at (epoch, top) at the probe's place."""
         if room.epoch is None:
             room.epoch, room.last = epoch, top
         elif room.repair is None:
@@ -185,6 +210,12 @@ class Continuity(Generic[M]):
                 self._ask(room, epoch, room.last, top, top - room.last, None, now, fx)
         for member, spec in waiting:
             self.join(room, member, spec, now, fx)
+
+    def tail(self, room: Room[M], epoch: str, top: int, now: float, fx: Effects[M]) -> None:
+        """A quiet room's tail probe came back: chats up to `top` were sent before it."""
+        if room.repair is None and epoch == room.epoch and top > room.last:
+            room.repair = Repair(top)  # the end of a burst was lost: fetch it
+            self._ask(room, epoch, room.last, top, top - room.last, None, now, fx)
 
     # Joins.
 
@@ -298,6 +329,11 @@ class Continuity(Generic[M]):
                 if offset == room.last + 1:
                     room.last = offset
                     self._deliver(room, offset, text_frame(chat), fx)
+        elif reply is not None and reply.epoch != room.epoch:
+            # The stream restarted meanwhile: no resync to the old epoch; the
+            # new one is announced by its first chat, or here if none is held.
+            if not repair.held:
+                self._resync(room, reply.epoch, reply.top, fx)
         else:
             assert room.epoch is not None
             # History no longer has them: same epoch, members told where it resumes.
@@ -306,10 +342,17 @@ class Continuity(Generic[M]):
         self.chats(room, held, now, fx)
 
     def expire(self, now: float, fx: Effects[M]) -> None:
-        """Queries whose reply did not come in time: taken as answered with nothing."""
+        """Queries whose reply did not come in time: asked once more (the first may
+        have been dropped at a full pipe), then taken as answered with nothing."""
         late = [rid for rid, asked in self._asked.items() if asked.deadline <= now]
         for request_id in late:
             asked = self._asked.pop(request_id)
+            if not asked.retried:
+                self._asked[request_id] = asked._replace(
+                    deadline=now + QUERY_TIMEOUT, retried=True
+                )
+                fx.queries.append((asked.room.topic, asked.part))
+                continue
             if asked.replay is None:
                 self._repaired(asked.room, None, now, fx)
             else:

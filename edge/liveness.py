@@ -32,6 +32,8 @@ log = logging.getLogger("edge")
 
 PROBE_RETRY = 0.1  # seconds between probes of a path or room not yet proven live
 TICK = 0.05  # how often `tick` runs
+TAIL_CHECK = 1.0  # seconds: how often rooms whose chats stopped get a tail probe
+TAIL_TOKEN = 0  # room probes' tokens start at 1: 0 marks a tail probe
 
 
 class BrokerPath:
@@ -54,6 +56,7 @@ class BrokerPath:
         self.probes = ProbeClock(instance_id, probe_interval, probe_timeout, PROBE_RETRY)
         self._barriers: dict[int, asyncio.Event] = {}
         self._last_barrier = 0
+        self._next_tail_check = 0.0
         bus.subscribe(self.probes.topic)
 
     def healthy(self) -> bool:
@@ -81,11 +84,19 @@ class BrokerPath:
     def probe_returned(self, topic: bytes, probe: Probe) -> None:
         token = probe.token
         if topic != self.probes.topic:
+            if probe.epoch is None or probe.top is None:
+                return  # not stamped: not through a sequencer
+            fx: Effects[Connection] = Effects()
+            if token == TAIL_TOKEN:
+                tailed = self._rooms.room(topic)
+                if tailed is not None and tailed.live:
+                    self._continuity.tail(tailed, probe.epoch, probe.top, time.monotonic(), fx)
+                    apply(fx, self._bus, self._stats)
+                return
             proven = self._rooms.probe_returned(topic, token)
-            if proven is None or probe.epoch is None or probe.top is None:
+            if proven is None:
                 return
             room, waiting = proven
-            fx: Effects[Connection] = Effects()
             # The probe's stamp is the stream at its place: every chat after it is newer.
             self._continuity.went_live(room, probe.epoch, probe.top, waiting, time.monotonic(), fx)
             apply(fx, self._bus, self._stats)
@@ -119,6 +130,12 @@ class BrokerPath:
             log.warning("broker path down: no probe back for %.1f s", self.probes.timeout)
         for room in self._rooms.pending():
             self._probe_room(room, now)
+        if now >= self._next_tail_check:
+            self._next_tail_check = now + TAIL_CHECK
+            for room in self._continuity.gone_quiet():
+                if room.live and self._rooms.room(room.topic) is room:
+                    self._bus.publish(room.topic, probe_body(self._id, TAIL_TOKEN))
+                    self._stats.probes_sent += 1
 
     def disconnected(self) -> None:
         """libzmq saw the broker connection drop: unhealthy until a probe returns."""

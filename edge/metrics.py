@@ -35,9 +35,15 @@ class Stats:
 
 
 class EdgeCollector(Collector):
-    def __init__(self, stats: Stats, gauges: Callable[[], dict[str, float]]) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        gauges: Callable[[], dict[str, float]],
+        counters: Callable[[], dict[str, tuple[str, float]]] = dict,
+    ) -> None:
         self.stats = stats
         self.gauges = gauges
+        self.counters = counters  # kept by their owners: name -> (help, value)
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -51,6 +57,8 @@ class EdgeCollector(Collector):
         }
         for name, value in self.gauges().items():
             yield GaugeMetricFamily(name, docs.get(name, name), value=value)
+        for name, (text, count) in self.counters().items():
+            yield CounterMetricFamily(name, text, value=count)
         yield CounterMetricFamily(
             "chat_messages_in", "chat messages accepted from clients", value=s.messages_in
         )

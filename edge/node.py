@@ -127,6 +127,14 @@ class Edge:
             "chat_broker_rtt_seconds": rtt if rtt is not None else float("nan"),
         }
 
+    def counters(self) -> dict[str, tuple[str, float]]:
+        c = self.continuity
+        return {
+            "chat_stream_repairs": ("holes in a room's stream filled from history", c.repairs),
+            "chat_resyncs": ("resyncs sent: a hole history no longer held, or a new epoch",
+                             c.resyncs),
+        }
+
     def health(self) -> dict[str, Any]:
         now = time.monotonic()
         listen = self.settings.listen

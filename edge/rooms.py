@@ -126,12 +126,20 @@ class RoomRegistry(Generic[M]):
 
     # Transitions.
 
-    def join(self, member: M, room_id: str, spec: JoinSpec) -> JoinOutcome:
-        """Add `member`; its join is kept until the room is live if it is not yet."""
+    def join(
+        self, member: M, room_id: str, spec: JoinSpec, path_up: bool = True
+    ) -> JoinOutcome:
+        """Add `member`; its join is kept until the room is live if it is not yet.
+
+        While the broker path is down (`path_up` false) a join waits too: the
+        room is re-verified once the path is back, and `joined` follows then.
+        """
         mine = self._memberships.get(member)
         if mine is not None and room_id in mine:
             room = mine[room_id]
-            if room.epoch is not None and member not in room.waiting:
+            if member in room.replays:
+                return JoinOutcome.WAIT  # its `joined` comes with the replay on its way
+            if room.epoch is not None and member not in room.waiting and path_up:
                 return JoinOutcome.ALREADY
             room.waiting.setdefault(member, spec)  # one `joined` answers every pending join
             return JoinOutcome.WAIT
@@ -143,7 +151,7 @@ class RoomRegistry(Generic[M]):
         outcome = JoinOutcome.JOINED
         if existing is not None:
             room = existing
-            if not room.live:
+            if not room.live or not path_up:
                 outcome = JoinOutcome.WAIT
         else:
             room = Room(room_id)

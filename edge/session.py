@@ -200,7 +200,7 @@ class FrameHandler(Generic[M]):
         return [error(ErrorCode.RATE_LIMITED, f"too many {what}: slow down", msg_id)]
 
     def _join(self, member: M, room_id: str, spec: JoinSpec) -> list[Intent]:
-        outcome = self.registry.join(member, room_id, spec)
+        outcome = self.registry.join(member, room_id, spec, self.path_up())
         room = self.registry.room_by_id(room_id)
         if outcome is JoinOutcome.JOINED:
             assert room is not None

@@ -242,6 +242,8 @@ def test_a_lost_reply_ends_in_a_resync_or_recovered_false() -> None:
     w.join("b", JoinSpec("cb", since=Position("E1", 1)))
     fx: Effects[str] = Effects()
     w.cont.expire(QUERY_TIMEOUT + 1, fx)
+    assert len(fx.queries) == 2  # each asked once more: a reply may be lost at a full pipe
+    w.cont.expire(2 * QUERY_TIMEOUT + 2, fx)
     w.apply(fx)
     assert "resync" in w.kinds("a")
     assert w.got["b"][0]["payload"]["recovered"] is False
@@ -259,3 +261,30 @@ def test_a_join_during_a_repair_starts_after_the_hole() -> None:
     assert w.got["b"][0]["payload"]["offset"] == 3
     assert w.offsets("b") == [4]  # nothing at or below its joined offset
     assert w.offsets("a") == [1, 2, 3, 4]
+
+
+def test_a_lost_tail_is_found_by_probing_the_room_once_it_is_quiet() -> None:
+    w = World()
+    w.join("a", JoinSpec("ca"))
+    chats = w.send(5)
+    w.chats(chats[:3])  # 4 and 5 never arrive, and nothing comes after them
+    assert w.cont.gone_quiet() == []  # busy this second
+    assert w.cont.gone_quiet() == [w.room()]  # then quiet: probe it
+    stream = w.seq.stream(TOPIC)
+    assert stream is not None
+    fx: Effects[str] = Effects()
+    w.cont.tail(w.room(), stream.epoch, stream.top, 0.0, fx)
+    w.answer(w.apply(fx))
+    assert w.offsets("a") == [1, 2, 3, 4, 5]
+
+
+def test_a_new_epoch_seen_late_is_resynced_and_what_it_holds_fetched() -> None:
+    w = World()
+    w.join("a", JoinSpec("ca"))
+    w.chats(w.send(2))
+    w.seq = Sequencer(Limits(50, 600.0, 1 << 20, 120.0), lambda: "E2")  # restarted
+    chats = w.send(3)
+    w.answer(w.chats(chats[2:]))  # 1 and 2 of the new stream were missed
+    assert w.kinds("a")[3] == "resync"
+    assert w.got["a"][3]["payload"]["offset"] == 0
+    assert w.offsets("a") == [1, 2, 1, 2, 3]
