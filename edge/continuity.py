@@ -242,10 +242,13 @@ class Continuity(Generic[M]):
         want = min(history or 0, self.history_max)
         if since is not None and since.epoch == epoch and since.offset >= top:
             # Nothing missed here; the client may even be ahead of this edge.
-            # An empty query is a barrier: its reply comes after the stream
-            # has caught up with the sequencer, so the client's position is
-            # either known to the stream by then, or bogus.
-            after = since.offset
+            # The query is a barrier: its reply comes after the stream has
+            # caught up with the sequencer, so the client's position is then
+            # either known to the stream, or bogus (and `history` applies:
+            # the query asks for the last K too).
+            after = max(min(since.offset, top - want), 0)
+            self._ask(room, epoch, after, since.offset, since.offset - after, replay, now, fx)
+            return
         elif since is not None and since.epoch == epoch and top - since.offset <= self.recovery_max:
             after = min(since.offset, top - want)
         else:

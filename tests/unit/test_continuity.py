@@ -288,3 +288,12 @@ def test_a_new_epoch_seen_late_is_resynced_and_what_it_holds_fetched() -> None:
     assert w.kinds("a")[3] == "resync"
     assert w.got["a"][3]["payload"]["offset"] == 0
     assert w.offsets("a") == [1, 2, 1, 2, 3]
+
+
+def test_since_beyond_the_stream_with_history_falls_back_to_history() -> None:
+    w = World()
+    w.join("a", JoinSpec("ca"))
+    w.chats(w.send(6))
+    w.answer(w.join("b", JoinSpec("cb", since=Position("E1", 99), history=2)))
+    assert w.got["b"][0]["payload"]["recovered"] is False
+    assert w.offsets("b") == [5, 6]
