@@ -244,12 +244,12 @@ class Sequencer:
         while self.held_bytes > self.limits.history_bytes and order:
             stream = order[0]
             if len(stream.marks) > 1 or not stream.history:
-                self._expire_oldest_window()
+                self._drop_if_idle(self._expire_oldest_window())
             else:  # the room's only window, still open: its oldest chats one by one
                 self.held_bytes -= len(stream.history.popleft()) + ENTRY_OVERHEAD
         while self.held_bytes > self.limits.history_bytes and self._key_order:
             self.shortened_windows += 1
-            self._forget_oldest_key()
+            self._drop_if_idle(self._forget_oldest_key())
 
     def expire(self, now: float) -> list[Stream]:
         """Drop history and msgIds past their age; return the streams dropped for good.
@@ -313,5 +313,7 @@ class Sequencer:
         first = stream.first_held()
         complete = first <= after + 1 and after == q.after
         start = max(after + 1, first)
+        if upto < start:  # all of it trimmed already
+            return HistoryReply(q.request_id, q.room_id, stream.epoch, top, False, [])
         chats = list(itertools.islice(stream.history, start - first, upto - first + 1))
         return HistoryReply(q.request_id, q.room_id, stream.epoch, top, complete, chats)

@@ -118,7 +118,7 @@ class Continuity(Generic[M]):
         epoch_bytes, offset = stamp
         if room.epoch is None:
             return  # not live yet: this chat is before the probe's top, so history
-        epoch = epoch_bytes.decode()
+        epoch = epoch_bytes.decode(errors="replace")  # a sequencer's epochs are ASCII
         if epoch != room.epoch:
             # The stream restarted (its history lost): continuity is broken.
             # Say so at once; what the new stream already holds is still fetched.
@@ -152,10 +152,12 @@ class Continuity(Generic[M]):
     def _deliver(self, room: Room[M], offset: int, frame: bytes, fx: Effects[M]) -> None:
         fx.room_frame(room, frame)
         for replay in room.replays.values():
-            replay.held.append((offset, frame))
+            replay.held.append((-1 if replay.resynced else offset, frame))
 
     def _resync(self, room: Room[M], epoch: str, top: int, fx: Effects[M]) -> None:
         self.resyncs += 1
+        for replay in room.replays.values():
+            replay.resynced = True
         room.epoch = epoch
         room.last = top
         self._deliver(room, -1, text_frame(encode_resync(room.room_id, epoch, top)), fx)
@@ -218,6 +220,13 @@ class Continuity(Generic[M]):
             self._ask(room, epoch, room.last, top, top - room.last, None, now, fx)
 
     # Joins.
+
+    def rejoined(self, room: Room[M], member: M, spec: JoinSpec, fx: Effects[M]) -> None:
+        """A join from a member already live here: where the stream is, nothing replayed."""
+        assert room.epoch is not None
+        fx.member_frame(member, text_frame(
+            encode_joined(room.room_id, spec.connection_id, room.epoch, room.last)
+        ))
 
     def join(self, room: Room[M], member: M, spec: JoinSpec, now: float, fx: Effects[M]) -> None:
         """A join into a live room: `joined` now, or once its history is here."""
@@ -284,10 +293,15 @@ class Continuity(Generic[M]):
         if asked.replay is None:
             self._repaired(asked.room, reply, now, fx)
         else:
-            self._replayed(asked.room, asked.replay, reply, fx)
+            self._replayed(asked.room, asked.replay, reply, now, fx)
 
     def _replayed(
-        self, room: Room[M], replay: Replay[M], reply: HistoryReply | None, fx: Effects[M]
+        self,
+        room: Room[M],
+        replay: Replay[M],
+        reply: HistoryReply | None,
+        now: float,
+        fx: Effects[M],
     ) -> None:
         spec, since, epoch = replay.spec, replay.spec.since, replay.epoch
         answered = reply is not None and reply.epoch == epoch
@@ -299,13 +313,23 @@ class Continuity(Generic[M]):
             elif since.offset >= replay.upto:
                 assert reply is not None
                 recovered = since.offset <= reply.top  # else a position never reached
+                if recovered and room.last < since.offset and replay.barriers < 3:
+                    # This edge has not delivered up to the client's position
+                    # yet (a repair is on its way): finishing now would let
+                    # the repaired chats reach the member twice. Ask again:
+                    # the reply comes after the repair's.
+                    replay.barriers += 1
+                    self._ask(room, epoch, since.offset, since.offset, 0, replay, now, fx)
+                    return
                 if recovered:
                     replay.upto = since.offset
                     chats = []
             else:
                 offsets = [_offset(c) for c in chats]
                 wanted = list(range(since.offset + 1, replay.upto + 1))
-                recovered = offsets[-len(wanted):] == wanted if wanted else True
+                recovered = len(wanted) <= self.recovery_max and (
+                    offsets[-len(wanted):] == wanted if wanted else True
+                )
                 if recovered:
                     chats = chats[len(chats) - len(wanted):] if wanted else []
         if not recovered:
@@ -333,8 +357,11 @@ class Continuity(Generic[M]):
                     room.last = offset
                     self._deliver(room, offset, text_frame(chat), fx)
         elif reply is not None and reply.epoch != room.epoch:
-            # The stream restarted meanwhile: no resync to the old epoch; the
-            # new one is announced by its first chat, or here if none is held.
+            # The stream restarted meanwhile: what was held of the old epoch
+            # can never be repaired now. The new epoch is announced by its
+            # first held chat, or here if none is held.
+            old = (room.epoch or "").encode()
+            repair.held = [c for c in repair.held if (read_stamp(c) or (old, 0))[0] != old]
             if not repair.held:
                 self._resync(room, reply.epoch, reply.top, fx)
         else:
@@ -359,7 +386,7 @@ class Continuity(Generic[M]):
             if asked.replay is None:
                 self._repaired(asked.room, None, now, fx)
             else:
-                self._replayed(asked.room, asked.replay, None, fx)
+                self._replayed(asked.room, asked.replay, None, now, fx)
 
 
 def _offset(chat: bytes) -> int:

@@ -85,11 +85,14 @@ class Dispatcher:
                     else:
                         self._acks.add(conn, room_id, key, msg_id, time.monotonic())
                         self._publishes.put(topic, keyed_part(self._origin, key, body))
-                case Admit(topic, spec):
+                case Admit(topic, spec, again):
                     room = self._rooms.room(topic)
                     if room is not None:
                         fx: Effects[Connection] = Effects()
-                        self._continuity.join(room, conn, spec, time.monotonic(), fx)
+                        if again:
+                            self._continuity.rejoined(room, conn, spec, fx)
+                        else:
+                            self._continuity.join(room, conn, spec, time.monotonic(), fx)
                         apply(fx, self._bus, self._stats)
                 case Reply(frame, error):
                     conn.send(text_frame(frame))

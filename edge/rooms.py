@@ -53,6 +53,10 @@ class Replay(Generic[M]):
     epoch: str
     upto: int  # the room's position when the member joined: the replay ends here
     held: list[tuple[int, bytes]] = field(default_factory=list)  # (offset, frame) after it
+    # The stream restarted meanwhile: what is held since belongs to the new
+    # epoch, whose offsets say nothing about `upto`: kept whole.
+    resynced: bool = False
+    barriers: int = 0  # queries asked again to let a repair finish first
 
 
 @dataclass(slots=True)
@@ -139,7 +143,9 @@ class RoomRegistry(Generic[M]):
             room = mine[room_id]
             if member in room.replays:
                 return JoinOutcome.WAIT  # its `joined` comes with the replay on its way
-            if room.epoch is not None and member not in room.waiting and path_up:
+            if room.epoch is not None and member not in room.waiting:
+                # Already live here: answered with where the stream is, and it
+                # stays live (never held back again), whatever the path does.
                 return JoinOutcome.ALREADY
             room.waiting.setdefault(member, spec)  # one `joined` answers every pending join
             return JoinOutcome.WAIT

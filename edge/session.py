@@ -83,10 +83,14 @@ class Publish(NamedTuple):
 
 
 class Admit(NamedTuple):
-    """The member is in a live room: `joined` now, or after its replay (edge.continuity)."""
+    """The member is in a live room: `joined` now, or after its replay (edge.continuity).
+
+    `again`: it already was; it gets the current position and no replay.
+    """
 
     topic: bytes
     spec: JoinSpec
+    again: bool = False
 
 
 class Subscribe(NamedTuple):
@@ -207,7 +211,7 @@ class FrameHandler(Generic[M]):
             return [Admit(room.topic, spec)]
         if outcome is JoinOutcome.ALREADY:
             assert room is not None
-            return [Admit(room.topic, JoinSpec(spec.connection_id))]  # replays nothing
+            return [Admit(room.topic, JoinSpec(spec.connection_id), again=True)]
         if outcome is JoinOutcome.SUBSCRIBE:
             assert room is not None
             return [Subscribe(room.topic), Await(room.topic)]

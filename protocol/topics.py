@@ -35,9 +35,13 @@ def edge_topic(edge_id: str) -> bytes:
 
 
 def room_of_topic(topic: bytes) -> str | None:
+    """The room id of a room topic; None for any other topic, or bytes that are not one."""
     if topic[:1] != ROOM_KIND or topic[-1:] != TERMINATOR:
         return None
-    return topic[1:-1].decode()
+    try:
+        return topic[1:-1].decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def probe_body(edge_id: str, token: int) -> bytes:

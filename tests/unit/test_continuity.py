@@ -78,6 +78,18 @@ class World:
                 self.cont.reply(read_reply(note), now, fx)
                 self.answer(self.apply(fx), now)
 
+    def answer_once(self, parts: list[bytes]) -> list[bytes]:
+        """Answer these queries only; return the queries their replies led to."""
+        more: list[bytes] = []
+        for part in parts:
+            out = self.seq.sequence(TOPIC, [part], 0.0)
+            assert out is not None
+            for _, note in out.notes:
+                fx: Effects[str] = Effects()
+                self.cont.reply(read_reply(note), 0.0, fx)
+                more += self.apply(fx)
+        return more
+
     def chats(self, bodies: list[bytes]) -> list[bytes]:
         fx: Effects[str] = Effects()
         self.cont.chats(self.room(), bodies, 0.0, fx)
@@ -297,3 +309,48 @@ def test_since_beyond_the_stream_with_history_falls_back_to_history() -> None:
     w.answer(w.join("b", JoinSpec("cb", since=Position("E1", 99), history=2)))
     assert w.got["b"][0]["payload"]["recovered"] is False
     assert w.offsets("b") == [5, 6]
+
+
+def test_a_client_ahead_of_this_edge_while_a_hole_is_repaired_gets_nothing_twice() -> None:
+    w = World()
+    w.join("a", JoinSpec("ca"))
+    chats = w.send(13)
+    w.chats(chats[:10])  # this edge delivered 1..10; the client saw up to 12 elsewhere
+    barrier = w.join("b", JoinSpec("cb", since=Position("E1", 12)))
+    repair = w.chats([chats[11]])  # 11 lost on the way here: a repair, asked after the barrier
+    # The sequencer answers in the order it was asked: the barrier, the
+    # repair, then whatever the barrier's reply asked again.
+    again = w.answer_once(barrier)
+    w.answer(repair)
+    w.answer(again)
+    w.chats(chats[12:])
+    assert w.got["b"][0]["payload"]["recovered"] is True
+    assert w.offsets("b") == [13]
+    assert w.offsets("a") == list(range(1, 14))
+
+
+def test_a_member_joining_again_during_a_repair_misses_nothing() -> None:
+    w = World()
+    w.join("a", JoinSpec("ca"))
+    chats = w.send(4)
+    w.chats(chats[:1])
+    repair = w.chats(chats[3:])  # 2 and 3 lost: repaired, 4 held
+    fx: Effects[str] = Effects()
+    w.cont.rejoined(w.room(), "a", JoinSpec("ca"), fx)  # what the session does for a member
+    w.apply(fx)
+    w.answer(repair)
+    assert w.kinds("a")[2] == "joined"
+    assert w.offsets("a") == [1, 2, 3, 4]
+
+
+def test_a_replay_that_spans_a_restart_keeps_the_new_epochs_chats() -> None:
+    w = World()
+    w.join("a", JoinSpec("ca"))
+    w.chats(w.send(10))
+    queries = w.join("b", JoinSpec("cb", history=3))
+    w.seq = Sequencer(Limits(50, 600.0, 1 << 20, 120.0), lambda: "E2")  # restarted
+    w.chats(w.send(3))
+    w.answer(queries)
+    kinds = [(f["type"], f["payload"].get("offset")) for f in w.got["b"]]
+    assert kinds[0][0] == "joined" and ("resync", 0) in kinds
+    assert [o for k, o in kinds if k == "chat"][-3:] == [1, 2, 3]  # E2's, after the resync

@@ -194,3 +194,19 @@ def test_remembered_msgids_count_in_the_byte_budget_after_history() -> None:
     assert seq.shortened_windows > 0 and len(seq.stream(ROOM).dedupe) < 6  # type: ignore[union-attr]
     again = seq.sequence(ROOM, [keyed_part(ORIGIN, "k5", chat("5", "k5"))], now=1.0)
     assert again is not None and again.forward == []  # the newest msgId is still known
+
+
+def test_a_query_for_chats_all_trimmed_is_answered_incomplete() -> None:
+    seq = make()
+    seq.sequence(ROOM, [chat(str(i)) for i in range(20)], now=0.0)  # history keeps 16..20
+    assert query(seq, after=1, upto=10) == ("E1", 20, False, [])
+
+
+def test_rooms_emptied_by_the_byte_budget_are_forgotten() -> None:
+    seq = make(LIMITS._replace(history_bytes=2000))
+    for n in range(50):
+        topic = room_topic(f"once-{n}")
+        seq.sequence(topic, [chat("x")], now=float(n))
+    assert len(seq) < 20  # the rooms whose history went are gone, not kept empty
+    assert seq.sequence(room_topic("bad-\xff"), [chat("x")], now=0.0) is not None
+    assert seq.sequence(b"r\xff\x00", [chat("x")], now=0.0) is None  # not a room topic

@@ -65,7 +65,7 @@ def test_join_subscribes_then_acknowledges_when_live() -> None:
     ]
     # Joining again replays nothing.
     assert h.handle("c", C("cc"), frame("join", roomId="r", history=3)) == [
-        Admit(room_topic("r"), JoinSpec("cc"))
+        Admit(room_topic("r"), JoinSpec("cc"), again=True)
     ]
 
 
