@@ -46,13 +46,16 @@ class PendingAcks(Generic[M]):
 
     def noted(self, note: AckNote) -> list[tuple[M, bytes]]:
         """The sequencer's note for a chat: the ack frames now due, to whom."""
-        owed = self._owed.pop((note.room_id, note.key), None)
-        if owed is None:
+        owed = self._owed.get((note.room_id, note.key))
+        if not owed:
             return []  # from another edge's send of the same msgId, or too late
-        return [
-            (o.member, encode_ack(note.room_id, o.msg_id, note.epoch, note.offset, note.duplicate))
-            for o in owed
-        ]
+        # One note per send, in the order the sends reached the sequencer:
+        # the first answers the first, and a repeat gets its own `duplicate`.
+        o = owed.pop(0)
+        if not owed:
+            del self._owed[(note.room_id, note.key)]
+        return [(o.member, encode_ack(note.room_id, o.msg_id, note.epoch, note.offset,
+                                      note.duplicate))]
 
     def expire(self, now: float) -> list[tuple[M, bytes]]:
         """`unavailable` errors for the chats whose note did not come in time."""
