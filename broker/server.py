@@ -22,7 +22,6 @@ import time
 from types import FrameType
 
 import zmq
-import zmq.backend
 
 from broker.streams import Limits, Sequencer
 from chatconfig import BrokerSettings
@@ -34,40 +33,14 @@ from chatconfig.curve import (
     load_keypair,
     start_authenticator,
 )
+from protocol.multipart import EVENTS, NOBLOCK, POLLIN, get, recv_parts, send_parts
 
 log = logging.getLogger("broker")
 
 SUBSCRIBE_ALL = b"\x01"
 BATCH = 1024  # messages read per turn before subscriptions and housekeeping get theirs
 EXPIRE_EVERY = 1.0  # seconds between retention sweeps
-# Plain ints, and the sockets' compiled send/recv: pyzmq's convenience layer
-# costs enum arithmetic per frame, which is most of a frame's cost here.
-_NOBLOCK = int(zmq.NOBLOCK)
-_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-_POLLIN = int(zmq.POLLIN)
-_EVENTS = int(zmq.EVENTS)
 _FD = int(zmq.FD)
-_send = zmq.backend.Socket.send
-_recv = zmq.backend.Socket.recv
-_get = zmq.backend.Socket.get
-
-
-def send_parts(sock: zmq.Socket[bytes], parts: list[bytes]) -> None:
-    last = len(parts) - 1
-    for i, part in enumerate(parts):
-        _send(sock, part, _MORE if i < last else _NOBLOCK)
-
-
-def recv_parts(sock: zmq.Socket[bytes]) -> list[bytes]:
-    """One whole message; raises zmq.Again when none is waiting."""
-    # Frames, not getsockopt(RCVMORE): pyzmq builds an enum on every option
-    # read, which costs more than receiving the frame (bench/brokerload.py).
-    frame = _recv(sock, _NOBLOCK, False)
-    parts = [frame.bytes]
-    while frame.more:
-        frame = _recv(sock, _NOBLOCK, False)
-        parts.append(frame.bytes)
-    return parts
 # ZMTP heartbeats find a dead peer (an edge host that vanished) within seconds.
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
@@ -161,16 +134,16 @@ def forward(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], sequencer: Sequenc
     # so each socket's ZMQ_EVENTS is read after the last use of that socket
     # and before sleeping: whatever arrives after that read wakes the poll.
     wait = select.poll()
-    wait.register(int(_get(xsub, _FD)), select.POLLIN)
-    wait.register(int(_get(xpub, _FD)), select.POLLIN)
+    wait.register(int(get(xsub, _FD)), select.POLLIN)
+    wait.register(int(get(xpub, _FD)), select.POLLIN)
     timeout = int(EXPIRE_EVERY * 1000)
     next_expiry = time.monotonic() + EXPIRE_EVERY
     while True:
         now = time.monotonic()
         more = False
-        if int(_get(xsub, _EVENTS)) & _POLLIN:
+        if int(get(xsub, EVENTS)) & POLLIN:
             more = _sequence(xsub, xpub, sequencer, now)
-        if int(_get(xpub, _EVENTS)) & _POLLIN:
+        if int(get(xpub, EVENTS)) & POLLIN:
             _subscriptions(xpub, sequencer)
         if now >= next_expiry:
             sequencer.expire(now)
@@ -190,7 +163,7 @@ def _sequence(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], sequencer: Seque
             # At a low rate a wake-up brings one message: asking whether
             # another waits (~3 us) is cheaper than the zmq.Again that ends
             # a read (~8 us).
-            if i == 1 and not int(_get(xsub, _EVENTS)) & _POLLIN:
+            if i == 1 and not int(get(xsub, EVENTS)) & POLLIN:
                 more = False
                 break
             message = recv_parts(xsub)
@@ -222,7 +195,7 @@ def _subscriptions(xpub: zmq.Socket[bytes], sequencer: Sequencer) -> None:
     """XPUB reports a topic's first subscriber (1) and its last one leaving (0)."""
     for _ in range(BATCH):
         try:
-            event = xpub.recv(_NOBLOCK)
+            event = xpub.recv(NOBLOCK)
         except zmq.Again:
             return
         if event[:1] in (b"\x00", b"\x01"):

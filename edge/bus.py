@@ -17,25 +17,15 @@ from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
-import zmq.backend
 from zmq.utils.monitor import parse_monitor_message
 
 from chatconfig import BrokerLink
 from chatconfig.curve import apply_client, client_keys
+from protocol.multipart import EVENTS, NOBLOCK, NOBLOCK_MORE, POLLIN, get, recv_parts, send
 
 Batch = list[list[bytes]]
 
 BATCH_SIZE = 512
-# Plain ints: pyzmq's flag enums cost an enum operation per call on the hot path.
-_NOBLOCK = int(zmq.NOBLOCK)
-_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-_POLLIN = int(zmq.POLLIN)
-_EVENTS = int(zmq.EVENTS)
-# The sockets' compiled send/recv/get: pyzmq's convenience layer costs about
-# 5 us per published chat and an option read (RCVMORE) per received frame.
-_send = zmq.backend.Socket.send
-_recv = zmq.backend.Socket.recv
-_get = zmq.backend.Socket.get
 RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 1000
 HEARTBEAT_IVL_MS = 1000
@@ -79,8 +69,8 @@ class Bus:
     def publish(self, topic: bytes, body: bytes) -> None:
         # PUB never blocks: at its HWM it drops.
         pub = self._pub_now
-        _send(pub, topic, _NOBLOCK_MORE)
-        _send(pub, body, _NOBLOCK)
+        send(pub, topic, NOBLOCK_MORE)
+        send(pub, body, NOBLOCK)
 
     def publish_many(self, topic: bytes, bodies: list[bytes]) -> None:
         """One ZeroMQ message for several chats of one room: `[topic, body, body, ...]`.
@@ -89,10 +79,10 @@ class Bus:
         read at every subscriber; a burst into one room pays that once.
         """
         pub = self._pub_now
-        _send(pub, topic, _NOBLOCK_MORE)
+        send(pub, topic, NOBLOCK_MORE)
         last = len(bodies) - 1
         for i, body in enumerate(bodies):
-            _send(pub, body, _NOBLOCK if i == last else _NOBLOCK_MORE)
+            send(pub, body, NOBLOCK if i == last else NOBLOCK_MORE)
 
     def subscribe(self, topic: bytes) -> None:
         self._sub_now.setsockopt(zmq.SUBSCRIBE, topic)
@@ -137,15 +127,15 @@ class Bus:
         batch: Batch = []
         pending: bool | None = None  # None: ask after the batch
         try:
-            batch.append(_recv_parts(sub))
+            batch.append(recv_parts(sub))
             # At a low rate a wake-up brings one message: asking whether
             # another waits (~3 us) is cheaper than the zmq.Again that ends a
             # read (~8 us), and the answer is the check the edge-triggered FD
             # needs anyway. A burst is read on until zmq.Again.
-            pending = bool(int(_get(sub, _EVENTS)) & _POLLIN)
+            pending = bool(int(get(sub, EVENTS)) & POLLIN)
             if pending:
                 for _ in range(BATCH_SIZE - 1):
-                    batch.append(_recv_parts(sub))
+                    batch.append(recv_parts(sub))
                 pending = None  # ask again below
         except zmq.Again:
             pending = None
@@ -159,7 +149,7 @@ class Bus:
         # The FD is edge-triggered: while messages remain, come back (after
         # the WebSockets have had their turn) instead of waiting for an edge.
         if pending is None:
-            pending = bool(int(_get(self._sub_now, _EVENTS)) & _POLLIN)
+            pending = bool(int(get(self._sub_now, EVENTS)) & POLLIN)
         if pending and not self._drain_scheduled:
             self._drain_scheduled = True
             asyncio.get_running_loop().call_soon(self._drain)
@@ -191,12 +181,3 @@ class Bus:
         self._sub.close(linger=0)
         self._ctx.term()
 
-
-def _recv_parts(sock: zmq.Socket[bytes]) -> list[bytes]:
-    """One whole message; raises zmq.Again when none is waiting."""
-    frame = _recv(sock, _NOBLOCK, False)
-    parts = [frame.bytes]
-    while frame.more:
-        frame = _recv(sock, _NOBLOCK, False)
-        parts.append(frame.bytes)
-    return parts
