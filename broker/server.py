@@ -21,10 +21,12 @@ import signal
 import time
 from types import FrameType
 
+import msgspec
 import zmq
 
+from broker.store import Store, StoreFailed, open_store
 from broker.streams import Limits, Sequencer
-from chatconfig import BrokerSettings
+from chatconfig import BrokerSettings, History
 from chatconfig.curve import (
     CurveKeyError,
     allowed_keys,
@@ -34,12 +36,17 @@ from chatconfig.curve import (
     start_authenticator,
 )
 from protocol.multipart import EVENTS, NOBLOCK, POLLIN, get, recv_parts, send_parts
+from protocol.stream import CHAT_SEPARATOR, MSGID_MARK, AckNote, ack_part, read_keyed
 
 log = logging.getLogger("broker")
 
 SUBSCRIBE_ALL = b"\x01"
 BATCH = 1024  # messages read per turn before subscriptions and housekeeping get theirs
 EXPIRE_EVERY = 1.0  # seconds between retention sweeps
+# After a start from a store, rooms nobody subscribes to are kept this long
+# (seconds): edges subscribe again within a probe interval or two, and a room
+# forgotten before that would come back with a new epoch.
+KEEP_IDLE_AFTER_START = 30.0
 _FD = int(zmq.FD)
 # ZMTP heartbeats find a dead peer (an edge host that vanished) within seconds.
 HEARTBEAT_IVL_MS = 1000
@@ -78,9 +85,21 @@ def _warn_plain_text(settings: BrokerSettings) -> None:
             )
 
 
+def _open(history: History) -> Keeper:
+    limits = Limits(history.history_size, history.history_ttl, history.history_bytes,
+                    history.dedupe_window)
+    if not history.data_dir:
+        log.warning("no --data-dir: history is in memory only, and a restart changes every "
+                    "room's epoch")
+        return Keeper(Sequencer(limits), None)
+    store, sequencer = open_store(history.data_dir, limits, time.time())
+    return Keeper(sequencer, store)
+
+
 def run(settings: BrokerSettings) -> None:
     _warn_plain_text(settings)
     endpoints, curve = settings.endpoints, settings.curve
+    keeper = _open(settings.history)
     ctx = zmq.Context()
     auth = None
     xsub = ctx.socket(zmq.XSUB)
@@ -107,15 +126,12 @@ def run(settings: BrokerSettings) -> None:
             "broker ready: publishers -> %s, subscribers <- %s, hwm=%d",
             endpoints.broker_pub, endpoints.broker_sub, endpoints.hwm,
         )
-        history = settings.history
-        sequencer = Sequencer(Limits(
-            history.history_size, history.history_ttl, history.history_bytes,
-            history.dedupe_window,
-        ))
-        forward(xsub, xpub, sequencer)
+        forward(xsub, xpub, keeper)
     except Shutdown as exc:
         log.info("broker stopping on %s", exc)
     finally:
+        if keeper.store is not None:
+            keeper.store.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         xsub.close(linger=0)
@@ -125,8 +141,84 @@ def run(settings: BrokerSettings) -> None:
         ctx.term()
 
 
-def forward(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], sequencer: Sequencer) -> None:
-    """Until a signal: sequence what arrives on XSUB, forward it on XPUB."""
+class Keeper:
+    """The sequencer and, when durable, its store, kept in step.
+
+    A turn's changes are committed before anything of that turn is sent. A
+    commit that fails (the disk is full, say) leaves the store as it was: the
+    streams are read back from it, the turn's chats are refused (their
+    senders get `unavailable` through their edge), and so are later chats
+    until a write goes through again. Probes and history queries are still
+    answered meanwhile.
+    """
+
+    def __init__(self, sequencer: Sequencer, store: Store | None) -> None:
+        self.sequencer = sequencer
+        self.store = store
+        self.refusing = False
+        self.refused = 0  # chats refused since start: nothing of them was stored or sent
+        self.releasing = False  # released chat rows still to delete
+
+    def accepts_chats(self) -> bool:
+        return not self.refusing
+
+    def commit(self, turn: list[list[bytes]], outbox: list[list[bytes]], now: float) -> None:
+        """Make the turn's changes durable; on failure, replace `outbox` with refusals."""
+        store = self.store
+        if store is None or self.refusing or self.sequencer.journal is None:
+            return
+        try:
+            self.releasing = store.commit(self.sequencer.journal)
+        except StoreFailed as exc:
+            log.error(
+                "store write failed (%s): chats are refused with unavailable until it works "
+                "again", exc,
+            )
+            self._reload(store, now)
+            self.refusing = True
+            outbox.clear()
+            for message in turn:
+                self.refuse(message, outbox, now)
+
+    def _reload(self, store: Store, now: float) -> None:
+        subscribed = [s.topic for s in self.sequencer.streams() if s.subscribed]
+        limits = self.sequencer.limits
+        self.sequencer = store.load(limits, now)
+        for topic in subscribed:
+            self.sequencer.subscription(topic, True)
+        self.sequencer.drop_idle()
+
+    def retry(self) -> None:
+        """While refusing: resume once the store takes a write again."""
+        if self.store is not None and self.refusing and self.store.writable():
+            self.refusing = False
+            log.warning("store writable again: chats accepted (%d refused meanwhile)",
+                        self.refused)
+
+    def refuse(self, message: list[bytes], outbox: list[list[bytes]], now: float) -> None:
+        """Sequence a message's probes and queries, and refuse its chats."""
+        topic, kept = message[0], [message[0]]
+        stream = self.sequencer.stream(topic)
+        for part in message[1:]:
+            kind = part[:1]
+            if kind == b"{":
+                self.refused += part.count(CHAT_SEPARATOR) + 1
+            elif kind == MSGID_MARK and stream is not None:
+                self.refused += 1
+                try:
+                    keyed = read_keyed(part)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                note = AckNote(stream.room_id, keyed.key, stream.epoch, 0, False, refused=True)
+                outbox.append([keyed.origin, ack_part(note)])
+            else:
+                kept.append(part)
+        if len(kept) > 1:
+            _route(message[0], kept, self.sequencer, outbox, None, now)
+
+
+def forward(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], keeper: Keeper) -> None:
+    """Until a signal: sequence what arrives on XSUB, store it, forward it on XPUB."""
     # One poll(2) on the sockets' notification FDs per wake-up. zmq_poll (and
     # zmq.Poller) costs three syscalls per pass and two passes per wake-up;
     # at a low rate, with one chat per wake-up, that was most of the
@@ -138,25 +230,40 @@ def forward(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], sequencer: Sequenc
     wait.register(int(get(xpub, _FD)), select.POLLIN)
     timeout = int(EXPIRE_EVERY * 1000)
     next_expiry = time.monotonic() + EXPIRE_EVERY
+    keep_idle_until = time.monotonic() + KEEP_IDLE_AFTER_START
+    outbox: list[list[bytes]] = []
+    turn: list[list[bytes]] = []
     while True:
-        now = time.monotonic()
+        # Wall-clock time: history's ages are kept in the store across restarts.
+        now = time.time()
         more = False
         if int(get(xsub, EVENTS)) & POLLIN:
-            more = _sequence(xsub, xpub, sequencer, now)
+            more = _sequence(xsub, keeper, now, outbox, turn)
         if int(get(xpub, EVENTS)) & POLLIN:
-            _subscriptions(xpub, sequencer)
-        if now >= next_expiry:
-            sequencer.expire(now)
-            next_expiry = now + EXPIRE_EVERY
+            _subscriptions(xpub, keeper.sequencer)
+        clock = time.monotonic()
+        if clock >= next_expiry:
+            keeper.sequencer.expire(now)
+            if keeper.sequencer.keep_idle and clock >= keep_idle_until:
+                keeper.sequencer.drop_idle()
+            keeper.retry()
+            next_expiry = clock + EXPIRE_EVERY
+        keeper.commit(turn, outbox, now)
+        for message in outbox:
+            send_parts(xpub, message)
+        outbox.clear()
+        turn.clear()
         if not more:
-            wait.poll(timeout)
+            wait.poll(0 if keeper.releasing else timeout)
 
 
-def _sequence(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], sequencer: Sequencer,
-              now: float) -> bool:
-    """Sequence and forward up to BATCH messages; True if more may be waiting."""
-    sequence = sequencer.sequence
+def _sequence(xsub: zmq.Socket[bytes], keeper: Keeper, now: float,
+              outbox: list[list[bytes]], turn: list[list[bytes]]) -> bool:
+    """Sequence up to BATCH messages into `outbox`; True if more may be waiting."""
+    sequencer = keeper.sequencer
     acks: dict[bytes, list[bytes]] = {}
+    durable = keeper.store is not None
+    accepting = keeper.accepts_chats()
     more = True
     try:
         for i in range(BATCH):
@@ -167,28 +274,39 @@ def _sequence(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], sequencer: Seque
                 more = False
                 break
             message = recv_parts(xsub)
-            topic = message[0]
-            out = sequence(topic, message[1:], now) if len(message) > 1 else None
-            if out is None:
-                send_parts(xpub, message)  # not a room's: an edge's probe, passed as it is
+            if not accepting:
+                keeper.refuse(message, outbox, now)
                 continue
-            if out.forward:
-                send_parts(xpub, [topic, *out.forward])
-            for origin, part in out.notes:
-                if part[:1] == b"A":
-                    # in any order: one message per edge
-                    pending = acks.get(origin)
-                    if pending is None:
-                        acks[origin] = [part]
-                    else:
-                        pending.append(part)
-                else:
-                    send_parts(xpub, [origin, part])  # a reply: right after what it counts
+            if durable:
+                turn.append(message)
+            _route(message[0], message, sequencer, outbox, acks, now)
     except zmq.Again:
         more = False
     for origin, parts in acks.items():
-        send_parts(xpub, [origin, *parts])
+        outbox.append([origin, *parts])
     return more
+
+
+def _route(topic: bytes, message: list[bytes], sequencer: Sequencer,
+           outbox: list[list[bytes]], acks: dict[bytes, list[bytes]] | None,
+           now: float) -> None:
+    """One message through the sequencer: what to forward, and the notes due."""
+    out = sequencer.sequence(topic, message[1:], now) if len(message) > 1 else None
+    if out is None:
+        outbox.append(message)  # not a room's: an edge's probe, passed as it is
+        return
+    if out.forward:
+        outbox.append([topic, *out.forward])
+    for origin, part in out.notes:
+        if part[:1] == b"A" and acks is not None:
+            # in any order: one message per edge
+            pending = acks.get(origin)
+            if pending is None:
+                acks[origin] = [part]
+            else:
+                pending.append(part)
+        else:
+            outbox.append([origin, part])  # a reply: right after what it counts
 
 
 def _subscriptions(xpub: zmq.Socket[bytes], sequencer: Sequencer) -> None:

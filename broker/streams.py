@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from broker.journal import Journal
 from protocol.stream import (
     CHAT_SEPARATOR,
     MSGID_MARK,
@@ -47,6 +48,8 @@ KEY_OVERHEAD = 300
 # deque slot, its share of the age marks (measured 40-160 B with
 # bench/streammem.py; counted high so the budget is an upper bound).
 ENTRY_OVERHEAD = 200
+# What one chat row of a store costs in memory: its (last offset, seq) entry.
+ROW_OVERHEAD = 100
 
 
 def new_epoch() -> str:
@@ -64,7 +67,7 @@ class Stream:
     """One room's stream: epoch, top, the chats still held, the msgIds remembered."""
 
     __slots__ = ("dedupe", "epoch", "epoch_bytes", "history", "marks", "next_mark", "room_id",
-                 "stamp_head", "subscribed", "top", "topic")
+                 "rows", "stamp_head", "subscribed", "top", "topic")
 
     def __init__(self, room_id: str, epoch: str) -> None:
         self.room_id = room_id
@@ -82,6 +85,9 @@ class Stream:
         self.next_mark = float("-inf")
         self.dedupe: dict[str, tuple[int, float]] = {}  # key -> (offset, when)
         self.subscribed = False
+        # With a store: the chat rows holding this room's history, oldest
+        # first, as (offset of the row's last chat, row seq).
+        self.rows: deque[tuple[int, int]] = deque()
 
     def first_held(self) -> int:
         """The lowest offset still in history (top + 1 when none is)."""
@@ -99,14 +105,25 @@ class Sequenced(NamedTuple):
 
 
 class Sequencer:
-    def __init__(self, limits: Limits, make_epoch: Callable[[], str] = new_epoch) -> None:
+    """Every room's stream. With a `journal`, every change a store must make is
+    recorded in it (see broker.journal), and `restore_*` rebuild the streams
+    from a store."""
+
+    def __init__(self, limits: Limits, make_epoch: Callable[[], str] = new_epoch,
+                 journal: Journal | None = None) -> None:
         self.limits = limits
         self._make_epoch = make_epoch
+        self.journal = journal
+        # After a restart, rooms nobody has subscribed to yet are kept until
+        # the edges have had time to subscribe again (see drop_idle).
+        self.keep_idle = False
+        self._saved_tops: dict[Stream, int] = {}  # while restoring: tops the store saved
         self._streams: dict[bytes, Stream] = {}
         # Every stream's age marks, in time order: the byte budget trims
         # from the oldest mark of any room.
         self._mark_order: deque[Stream] = deque()
-        self._key_order: deque[tuple[Stream, str, float]] = deque()
+        # Remembered msgIds in time order: (stream, key, when, msgId row seq).
+        self._key_order: deque[tuple[Stream, str, float, int]] = deque()
         self.held_bytes = 0
         self.malformed = 0  # parts that were neither a chat, a keyed chat, a query nor a probe
         self.shortened_windows = 0  # msgIds forgotten early: the byte budget was all msgIds
@@ -124,6 +141,8 @@ class Sequencer:
             if room_id is None:
                 return None
             stream = self._streams[topic] = Stream(room_id, self._make_epoch())
+            if self.journal is not None:
+                self.journal.created.append(stream)
         return stream
 
     # The hot path.
@@ -141,16 +160,21 @@ class Sequencer:
         if now >= stream.next_mark:
             self._mark(stream, now)
         append = self._append
+        journal = self.journal
         for part in parts:
             if part[:1] == b"{":
+                first = stream.top + 1
                 # One chat, or several packed: forwarded packed the same way.
                 if CHAT_SEPARATOR not in part and part[-2:] == CHAT_END:
                     forward.append(append(stream, part))
-                    continue
-                chats = [chat for chat in unpack(part) if chat[-2:] == CHAT_END]
-                self.malformed += part.count(CHAT_SEPARATOR) + 1 - len(chats)
-                if chats:
+                else:
+                    chats = [chat for chat in unpack(part) if chat[-2:] == CHAT_END]
+                    self.malformed += part.count(CHAT_SEPARATOR) + 1 - len(chats)
+                    if not chats:
+                        continue
                     forward.append(pack([append(stream, chat) for chat in chats]))
+                if journal is not None:
+                    self._log(journal, stream, first, forward[-1], now)
                 continue
             kind = part[:1]
             if kind == MSGID_MARK:
@@ -161,9 +185,26 @@ class Sequencer:
                 self._query(stream, part, notes)
             else:
                 self.malformed += 1
+        if journal is not None and stream.rows:
+            self._release(journal, stream)
         if self.held_bytes > self.limits.history_bytes:
             self._trim_to_budget()
         return Sequenced(forward, notes)
+
+    def _log(self, journal: Journal, stream: Stream, first: int, body: bytes,
+             now: float) -> None:
+        """Record a forwarded part of chats `first`..top as the store's next chat row."""
+        seq = journal.chat(stream.topic, first, stream.top, now, body)
+        stream.rows.append((stream.top, seq))
+        self.held_bytes += ROW_OVERHEAD
+
+    def _release(self, journal: Journal, stream: Stream) -> None:
+        """Release the stream's chat rows whose chats have all been trimmed."""
+        rows = stream.rows
+        first = stream.first_held()
+        while rows and rows[0][0] < first:
+            journal.released.append((rows.popleft()[1], stream))
+            self.held_bytes -= ROW_OVERHEAD
 
     def _append(self, stream: Stream, body: bytes) -> bytes:
         """Sequence one chat (its JSON ends with CHAT_END: checked by the caller)."""
@@ -214,7 +255,11 @@ class Sequencer:
         else:
             forward.append(self._append(stream, keyed.body))
             stream.dedupe[keyed.key] = (stream.top, now)
-            self._key_order.append((stream, keyed.key, now))
+            seq = 0
+            if self.journal is not None:
+                self._log(self.journal, stream, stream.top, forward[-1], now)
+                seq = self.journal.key(stream.topic, keyed.key, stream.top, now)
+            self._key_order.append((stream, keyed.key, now, seq))
             self.held_bytes += len(keyed.key) + KEY_OVERHEAD
             note = AckNote(stream.room_id, keyed.key, stream.epoch, stream.top, False)
         notes.append((keyed.origin, ack_part(note)))
@@ -227,6 +272,8 @@ class Sequencer:
         drop = min(len(history), offset - stream.first_held() + 1)
         for _ in range(drop):
             self.held_bytes -= len(history.popleft()) + ENTRY_OVERHEAD
+        if self.journal is not None:
+            self._release(self.journal, stream)
 
     def _expire_oldest_window(self) -> Stream:
         """Forget the chats of the oldest age window of any room."""
@@ -247,6 +294,8 @@ class Sequencer:
                 self._drop_if_idle(self._expire_oldest_window())
             else:  # the room's only window, still open: its oldest chats one by one
                 self.held_bytes -= len(stream.history.popleft()) + ENTRY_OVERHEAD
+                if self.journal is not None:
+                    self._release(self.journal, stream)
         while self.held_bytes > self.limits.history_bytes and self._key_order:
             self.shortened_windows += 1
             self._drop_if_idle(self._forget_oldest_key())
@@ -270,8 +319,10 @@ class Sequencer:
         return [s for s in touched if self._drop_if_idle(s)]
 
     def _forget_oldest_key(self) -> Stream:
-        stream, key, at = self._key_order.popleft()
+        stream, key, at, seq = self._key_order.popleft()
         self.held_bytes -= len(key) + KEY_OVERHEAD
+        if self.journal is not None:
+            self.journal.keys_through = seq
         seen = stream.dedupe.get(key)
         if seen is not None and seen[1] == at:
             del stream.dedupe[key]
@@ -291,11 +342,68 @@ class Sequencer:
         return stream
 
     def _drop_if_idle(self, stream: Stream) -> bool:
-        if stream.subscribed or stream.history or stream.dedupe:
+        if stream.subscribed or stream.history or stream.dedupe or self.keep_idle:
             return False
         if self._streams.get(stream.topic) is stream:
             del self._streams[stream.topic]
+            if self.journal is not None:
+                self.journal.dropped.append(stream)
         return True
+
+    def drop_idle(self) -> int:
+        """Stop keeping idle rooms (see keep_idle); forget those idle now."""
+        self.keep_idle = False
+        return sum(self._drop_if_idle(s) for s in list(self._streams.values()))
+
+    # Restoring from a store: streams first, then chat rows and msgId rows,
+    # each in seq order (their time order), then `settle`.
+
+    def restore_stream(self, topic: bytes, epoch: str, top: int) -> Stream | None:
+        room_id = room_of_topic(topic)
+        if room_id is None:
+            return None
+        stream = self._streams[topic] = Stream(room_id, epoch)
+        stream.top = top
+        self._saved_tops[stream] = top
+        return stream
+
+    def restore_chats(self, stream: Stream, seq: int, first: int, at: float,
+                      chats: list[bytes]) -> None:
+        """A chat row: chats `first`.. of `stream`, stamped, as `sequence` made them."""
+        if stream.marks:  # not the room's first row: it must continue the last one
+            if first != stream.top + 1:
+                raise ValueError(f"chat row {seq} does not continue its room's stream")
+        else:  # the rows before it, if any, were released
+            stream.top = first - 1
+        if at >= stream.next_mark:
+            self._mark(stream, at)
+        history = stream.history
+        size = self.limits.history_size
+        for chat in chats:
+            history.append(chat)
+            self.held_bytes += len(chat) + ENTRY_OVERHEAD
+            if len(history) > size:
+                self.held_bytes -= len(history.popleft()) + ENTRY_OVERHEAD
+        stream.top = first + len(chats) - 1
+        stream.rows.append((stream.top, seq))
+        self.held_bytes += ROW_OVERHEAD
+        if self.journal is not None:
+            self._release(self.journal, stream)
+
+    def restore_key(self, stream: Stream, seq: int, key: str, offset: int, at: float) -> None:
+        stream.dedupe[key] = (offset, at)
+        self._key_order.append((stream, key, at, seq))
+        self.held_bytes += len(key) + KEY_OVERHEAD
+
+    def settle(self, now: float) -> None:
+        """After restoring: apply today's limits, keep idle rooms for a while."""
+        for stream, top in self._saved_tops.items():
+            stream.top = max(stream.top, top)
+        self._saved_tops.clear()
+        self.keep_idle = True
+        self.expire(now)
+        if self.held_bytes > self.limits.history_bytes:
+            self._trim_to_budget()
 
     # Queries.
 

@@ -189,6 +189,9 @@ class History(Settings):
         120.0, "seconds a chat's msgId is remembered, so a resend is delivered once",
         at_least(120),
     )
+    data_dir: str = setting(
+        "", "directory of the broker's durable store of its rooms' streams (empty: memory only)",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ The room's sequencer answers each such chat with an ack note on this edge's
 topic (`protocol.stream.AckNote`), duplicate or not; the sender gets an `ack`
 frame. A chat whose note does not come within `ACK_TIMEOUT` (the broker path
 is down, or the message was lost on it) gets an `unavailable` error that
-names its msgId instead: a client following the protocol resends it, and the
+names its msgId instead, and so does a chat the broker refused because it
+could not store it (a `refused` note): a client following the protocol resends it, and the
 sequencer's dedupe window makes that safe.
 """
 
@@ -54,6 +55,12 @@ class PendingAcks(Generic[M]):
         o = owed.pop(0)
         if not owed:
             del self._owed[(note.room_id, note.key)]
+        if note.refused:
+            return [(o.member, encode_error(
+                ErrorCode.UNAVAILABLE,
+                "the broker could not store it: send it again later (same msgId)",
+                o.msg_id,
+            ))]
         return [(o.member, encode_ack(note.room_id, o.msg_id, note.epoch, note.offset,
                                       note.duplicate))]
 

@@ -98,7 +98,7 @@ class KeyedChat(msgspec.Struct, array_like=True):
     body: bytes  # the chat's JSON, as for a chat without msgId
 
 
-class AckNote(msgspec.Struct, array_like=True):
+class AckNote(msgspec.Struct, array_like=True, omit_defaults=True):
     """The sequencer's answer to a keyed chat, sent to its origin edge."""
 
     room_id: str
@@ -106,6 +106,9 @@ class AckNote(msgspec.Struct, array_like=True):
     epoch: str
     offset: int
     duplicate: bool
+    # The chat was not sequenced: the broker could not store it (its disk is
+    # full, say). Nothing was delivered; the sender should send it again.
+    refused: bool = False
 
 
 _keyed = msgspec.msgpack.Decoder(KeyedChat)

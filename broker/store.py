@@ -1,0 +1,292 @@
+"""The broker's durable store: its rooms' streams in SQLite, on local disk.
+
+What the sequencer keeps in memory (epochs, tops, history, remembered
+msgIds) is written here as it changes, one transaction per loop turn, before
+anything of that turn leaves the broker: an ack or a delivery is only ever
+sent for a chat already in the store. On start the broker reads it back, so
+a restart (even `kill -9`) keeps every room's epoch and offsets, and members
+that recover with `since` see no gap.
+
+SQLite, from the standard library, in WAL mode: a commit appends to the
+write-ahead log and, with `synchronous=NORMAL`, does not wait for the disk.
+A crashed or killed process loses nothing committed (the operating system
+has it); a power cut or kernel crash may lose the last commits, never the
+file's integrity. SQLite is built to read corrupt files without crashing
+and says so (SQLITE_CORRUPT, SQLITE_NOTADB), which is what lets the broker
+move a bad file aside and start again instead of serving wrong offsets. The
+layout (see broker.journal) appends to two logs, so a turn's transaction
+touches a few pages whatever the number of rooms. Why SQLite and not LMDB,
+with figures: docs/benchmarks.md, "The store".
+
+The store is opened with an exclusive lock: a second broker on the same
+directory is refused at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from broker.journal import Journal, Journaled
+from broker.streams import Limits, Sequencer, Stream, new_epoch
+from protocol.stream import read_stamp, unpack
+
+log = logging.getLogger("broker.store")
+
+FILE_NAME = "streams.db"
+SCHEMA_VERSION = 1
+# Chat rows deleted per commit at most: a sweep that released a million rows
+# is spread over many turns instead of stalling one.
+RELEASE_CHUNK = 4096
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    topic BLOB PRIMARY KEY,
+    epoch TEXT NOT NULL,
+    top INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chats (
+    seq INTEGER PRIMARY KEY,
+    topic BLOB NOT NULL,
+    low INTEGER NOT NULL,
+    high INTEGER NOT NULL,
+    at REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS msgids (
+    seq INTEGER PRIMARY KEY,
+    topic BLOB NOT NULL,
+    msg_key TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+# SQLite's primary result codes that mean "this file is not a good store".
+_BAD_FILE = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_BUSY = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED: another process holds it
+_FULL = 13  # SQLITE_FULL
+
+
+class CorruptStore(Exception):
+    """The file reads, but what it holds cannot be a store this broker wrote."""
+
+
+class StoreLocked(Exception):
+    """Another process has the store open."""
+
+
+class StoreFailed(Exception):
+    """A commit did not happen: nothing of its turn is in the store."""
+
+    def __init__(self, error: sqlite3.Error) -> None:
+        super().__init__(str(error))
+        self.full = _code(error) == _FULL
+
+
+def _code(error: sqlite3.Error) -> int:
+    return int(getattr(error, "sqlite_errorcode", 0)) & 0xFF
+
+
+class Store:
+    """One SQLite file: the streams of the rooms this broker sequences."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db = self._db
+        try:
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise CorruptStore(f"journal mode {mode!r} instead of WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("BEGIN IMMEDIATE")  # takes the exclusive lock now, writes nothing
+            db.execute("COMMIT")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise SystemExit(
+                    f"chat-broker: {path} has store version {version}, this broker reads "
+                    f"{SCHEMA_VERSION}: use the broker that wrote it, or another --data-dir"
+                )
+            if version == 0:  # a new file
+                db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+        except BaseException:
+            db.close()
+            raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    def size(self) -> int:
+        """Bytes on disk, write-ahead log included."""
+        return sum(p.stat().st_size for p in _files(self.path) if p.exists())
+
+    def load(self, limits: Limits, now: float,
+             make_epoch: Callable[[], str] = new_epoch) -> Sequencer:
+        """Every room's stream as the store has it, with today's limits applied.
+
+        Raises sqlite3.DatabaseError or CorruptStore on a file that cannot be
+        trusted; a chat row left over from a room's earlier epoch is released.
+        """
+        db = self._db
+        next_chat = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM chats").fetchone()[0]
+        next_key = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM msgids").fetchone()[0]
+        journal = Journal(next_chat, next_key)
+        sequencer = Sequencer(limits, make_epoch, journal)
+        streams: dict[bytes, Stream] = {}
+        for topic, epoch, top in db.execute("SELECT topic, epoch, top FROM streams"):
+            if not (isinstance(topic, bytes) and isinstance(epoch, str) and isinstance(top, int)
+                    and top >= 0):
+                raise CorruptStore("a stream row of the wrong types")
+            stream = sequencer.restore_stream(topic, epoch, top)
+            if stream is None:
+                raise CorruptStore(f"a stream row for {topic!r}, which is not a room's topic")
+            streams[topic] = stream
+        rows = db.execute("SELECT seq, topic, low, high, at, body FROM chats ORDER BY seq")
+        for seq, topic, low, high, at, body in rows:
+            stream = streams.get(topic)
+            if not isinstance(body, bytes) or not isinstance(low, int) or not isinstance(high, int):
+                raise CorruptStore(f"chat row {seq} of the wrong types")
+            chats = unpack(body)
+            first, last = read_stamp(chats[0]), read_stamp(chats[-1])
+            if first is None or last is None:
+                raise CorruptStore(f"chat row {seq} holds chats without epoch and offset")
+            if stream is None or first[0] != stream.epoch_bytes:
+                journal.released.append((seq, None))  # a room's earlier epoch
+                continue
+            if (first[1], last[1]) != (low, high) or high - low + 1 != len(chats):
+                raise CorruptStore(f"chat row {seq} does not hold offsets {low} to {high}")
+            try:
+                sequencer.restore_chats(stream, seq, low, float(at), chats)
+            except ValueError as exc:
+                raise CorruptStore(str(exc)) from None
+        keys = db.execute("SELECT seq, topic, msg_key, position, at FROM msgids ORDER BY seq")
+        for seq, topic, key, position, at in keys:
+            stream = streams.get(topic)
+            if stream is None:
+                continue  # forgotten with its room; deleted with the msgIds before it
+            if not isinstance(key, str) or not isinstance(position, int) or position > stream.top:
+                raise CorruptStore(f"msgId row {seq} does not fit its room's stream")
+            sequencer.restore_key(stream, seq, key, position, float(at))
+        sequencer.settle(now)
+        return sequencer
+
+    def commit(self, journal: Journal) -> bool:
+        """Write what the journal holds (releases a chunk at a time) in one transaction.
+
+        True if releases are still waiting. Raises StoreFailed when nothing
+        was written; then the store holds what it held before the call.
+        """
+        taken = journal.take(RELEASE_CHUNK)
+        if not taken:
+            return False
+        db = self._db
+        try:
+            db.execute("BEGIN")
+            if taken.created:
+                db.executemany("INSERT OR REPLACE INTO streams VALUES (?, ?, ?)",
+                               [(s.topic, s.epoch, s.top) for s in taken.created])
+            if taken.chats:
+                db.executemany("INSERT INTO chats VALUES (?, ?, ?, ?, ?, ?)", taken.chats)
+            if taken.keys:
+                db.executemany("INSERT INTO msgids VALUES (?, ?, ?, ?, ?)", taken.keys)
+            if taken.released:
+                db.executemany("DELETE FROM chats WHERE seq = ?",
+                               [(seq,) for seq, _ in taken.released])
+                # A room's top must outlive its last row.
+                owners: dict[int, Journaled] = {id(s): s for _, s in taken.released if s}
+                db.executemany("UPDATE streams SET top = ? WHERE topic = ? AND epoch = ?",
+                               [(s.top, s.topic, s.epoch) for s in owners.values()])
+            if taken.keys_through:
+                db.execute("DELETE FROM msgids WHERE seq <= ?", (taken.keys_through,))
+            if taken.dropped:
+                db.executemany("DELETE FROM streams WHERE topic = ? AND epoch = ?",
+                               [(s.topic, s.epoch) for s in taken.dropped])
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled it back itself
+                db.execute("ROLLBACK")
+            raise StoreFailed(exc) from exc
+        return bool(journal.released)
+
+    def writable(self) -> bool:
+        """Whether a small write goes through now (after a failed commit)."""
+        try:
+            self._db.execute("BEGIN")
+            self._db.execute("CREATE TABLE IF NOT EXISTS probe (x)")
+            self._db.execute("DROP TABLE probe")
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            return False
+        return True
+
+
+def _files(path: Path) -> list[Path]:
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+
+
+def open_store(directory: str, limits: Limits, now: float) -> tuple[Store, Sequencer]:
+    """The store in `directory` and the streams it holds.
+
+    A file that cannot be trusted is moved aside (logged), and the broker
+    starts with an empty store: every room gets a new epoch, so no member
+    is ever served an offset from a lost stream. Another broker holding the
+    store, or a directory that cannot be written, ends the start-up.
+    """
+    folder = Path(directory)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(f"chat-broker: --data-dir {directory}: {exc.strerror}") from None
+    path = folder / FILE_NAME
+    started = time.monotonic()
+    try:
+        store = Store(path)
+    except sqlite3.DatabaseError as exc:
+        if _code(exc) in _BUSY:
+            raise SystemExit(f"chat-broker: {path} is in use by another broker") from None
+        if _code(exc) not in _BAD_FILE:
+            raise SystemExit(f"chat-broker: cannot open {path}: {exc}") from None
+        _move_aside(path, exc)
+        store = Store(path)
+    except CorruptStore as exc:
+        _move_aside(path, exc)
+        store = Store(path)
+    try:
+        sequencer = store.load(limits, now)
+    except (sqlite3.DatabaseError, CorruptStore) as exc:
+        if isinstance(exc, sqlite3.DatabaseError) and _code(exc) not in _BAD_FILE:
+            store.close()
+            raise SystemExit(f"chat-broker: cannot read {path}: {exc}") from None
+        store.close()
+        _move_aside(path, exc)
+        store = Store(path)
+        sequencer = store.load(limits, now)
+    chats = sum(len(s.history) for s in sequencer.streams())
+    log.info(
+        "store %s: %d rooms, %d chats of history, %d bytes on disk, read in %.2f s",
+        path, len(sequencer), chats, store.size(), time.monotonic() - started,
+    )
+    return store, sequencer
+
+
+def _move_aside(path: Path, why: object) -> None:
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    moved = []
+    for file in _files(path):
+        if file.exists():
+            target = file.with_name(f"{file.name}.corrupt-{stamp}")
+            os.replace(file, target)
+            moved.append(target.name)
+    log.error(
+        "store %s cannot be trusted (%s): moved aside as %s; every room starts with a new "
+        "epoch (members get resync)", path, why, ", ".join(moved) or "nothing",
+    )
