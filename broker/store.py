@@ -43,6 +43,8 @@ SCHEMA_VERSION = 1
 # Chat rows deleted per commit at most: a sweep that released a million rows
 # is spread over many turns instead of stalling one.
 RELEASE_CHUNK = 4096
+LOCK_WAIT = 0.5  # seconds
+WAL_LIMIT = 16 * 1024 * 1024  # bytes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -98,7 +100,9 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Nobody else should hold the file: a short wait only covers a broker
+        # that is still exiting.
+        self._db = sqlite3.connect(path, timeout=LOCK_WAIT, isolation_level=None)
         db = self._db
         try:
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
@@ -106,6 +110,9 @@ class Store:
             if mode != "wal":
                 raise CorruptStore(f"journal mode {mode!r} instead of WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            # The log is emptied into the file every 1,000 pages; past that
+            # it is cut back to this size instead of keeping its peak.
+            db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             db.execute("BEGIN IMMEDIATE")  # takes the exclusive lock now, writes nothing
             db.execute("COMMIT")
             version = db.execute("PRAGMA user_version").fetchone()[0]
