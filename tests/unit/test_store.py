@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -289,11 +290,29 @@ def test_the_keeper_refuses_chats_while_the_store_is_full_and_resumes(tmp_path: 
     store.close()
 
 
-def test_sqlite_is_in_wal_mode_with_an_exclusive_lock(tmp_path: Path) -> None:
-    store, _ = open_store(str(tmp_path), LIMITS, 0.0)
+def test_commits_go_to_the_write_ahead_log_and_checkpoints_to_the_file(
+    tmp_path: Path,
+) -> None:
+    store, seq = open_store(str(tmp_path), LIMITS, 0.0)
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    other = sqlite3.connect(tmp_path / FILE_NAME, timeout=0.1)
-    with pytest.raises(sqlite3.OperationalError):
-        other.execute("SELECT count(*) FROM chats").fetchone()
-    other.close()
+    assert seq.journal is not None
+    for i in range(50):
+        seq.sequence(room_topic(f"room-{i}"), [chat("x" * 100)], 0.0)
+    store.commit(seq.journal)
+    wal = tmp_path / f"{FILE_NAME}-wal"
+    assert wal.stat().st_size > 0  # committed into the log, not yet into the file
+    # The checkpoint thread copies it into the file within a second or so.
+    path = tmp_path / FILE_NAME
+    before = path.stat().st_size
+    deadline = time.monotonic() + 10
+    while path.stat().st_size <= before:
+        assert time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.05)
+    reader = sqlite3.connect(path)  # and another process can read it meanwhile
+    assert reader.execute("SELECT count(*) FROM chats").fetchone()[0] == 50
+    reader.close()
+    store.close()
+    assert not wal.exists()  # the last connection emptied and removed it
+    store, seq = open_store(str(tmp_path), LIMITS, 1.0)
+    assert len(seq) == 50
     store.close()
