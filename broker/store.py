@@ -205,9 +205,9 @@ class Store:
         True if releases are still waiting. Raises StoreFailed when nothing
         was written; then the store holds what it held before the call.
         """
-        taken = journal.take(RELEASE_CHUNK)
-        if not taken:
+        if not journal:
             return False
+        taken = journal.take(RELEASE_CHUNK)
         db = self._db
         try:
             db.execute("BEGIN")
