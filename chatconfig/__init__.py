@@ -36,6 +36,7 @@ from chatconfig.schema import (
     parse,
     setting,
 )
+from protocol.identity import label_error
 
 __all__ = [
     "COMMANDS",
@@ -405,8 +406,14 @@ class TokenSettings(Settings):
               "'lobby,team-*' (default: any room; an empty string: none)",
     )
     ttl: float = setting(3600.0, "seconds until it expires", above(0))
+    user_name: str = setting(
+        "", "display name (the `name` claim), shown on messages and in presence "
+            "(default: the user id)", aliases=("--name",),
+    )
 
     def check(self) -> None:
+        if self.user_name and (why := label_error("--user-name", self.user_name)):
+            raise SettingError(why)
         if not self.jwt_secret:
             raise SettingError(
                 f"{self.label('jwt_secret')} must be given (the edges' secret; prefer the "

@@ -60,9 +60,10 @@ class Clients:
         return len(self.all)
 
     def open(
-        self, transport: asyncio.Transport, identity: Identity | None = None, ip: str = ""
+        self, transport: asyncio.Transport, identity: Identity | None = None, ip: str = "",
+        user: str | None = None, name: str | None = None,
     ) -> Connection:
-        client = Client(self._ids.next(), identity, self._new_limits())
+        client = Client(self._ids.next(), identity, self._new_limits(), user, name)
         conn = Connection(
             client, transport, ServerConnection(self._max_message_bytes),
             self._receiver, self, self._outbox_bytes, ip,

@@ -55,11 +55,23 @@ class Client(NamedTuple):
     connection_id: str
     identity: Identity | None  # from the token; None when the edge runs without a secret
     limits: ConnectionLimits | None  # None: not rate limited
+    user: str | None = None  # in open mode, the `user` its upgrade URL claimed
+    display_name: str | None = None  # the token's `name` claim, or the URL's `name`
 
     @property
     def sender(self) -> str:
-        """`from` of its chats and `connectionId` of its joins: the token's `sub`, else its id."""
-        return self.connection_id if self.identity is None else self.identity.sub
+        """`from` of its chats and `connectionId` of its joins: the token's `sub`,
+        in open mode the URL's `user`, else the connection id."""
+        if self.identity is not None:
+            return self.identity.sub
+        return self.user or self.connection_id
+
+    @property
+    def name(self) -> str:
+        """Its display name: the token's `name` claim or the URL's `name`, else `sender`."""
+        if self.identity is not None:
+            return self.identity.name or self.identity.sub
+        return self.display_name or self.sender
 
 
 class Reply(NamedTuple):
@@ -253,7 +265,7 @@ class FrameHandler(Generic[M]):
         assert room is not None
         chat = encode_chat(
             room_id, body.message, self.message_ids.next(), client.sender, self.clock_ms(),
-            msg_id,
+            msg_id, client.name,
         )
         if msg_id is None:
             return [Publish(room.topic, chat)]

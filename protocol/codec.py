@@ -132,11 +132,16 @@ def encode(frame: Any) -> bytes:
 
 
 def encode_chat(
-    room_id: str, message: str, message_id: str, sender: str, ts: int, msg_id: str | None = None
+    room_id: str, message: str, message_id: str, sender: str, ts: int,
+    msg_id: str | None = None, name: str | None = None,
 ) -> bytes:
-    """A chat as members receive it, less the epoch and offset its sequencer stamps on."""
+    """A chat as members receive it, less the epoch and offset its sequencer stamps on.
+
+    `sender` is the user (`from`); `name` its display name (default: the user).
+    """
     return _encoder.encode(
-        ChatMessage(ChatDelivery(room_id, message, message_id, sender, ts, msg_id))
+        ChatMessage(ChatDelivery(room_id, message, message_id, sender, ts, msg_id,
+                                 sender if name is None else name))
     )
 
 

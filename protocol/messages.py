@@ -105,6 +105,7 @@ class ChatDelivery(msgspec.Struct, rename="camel", omit_defaults=True):
     sender: str = msgspec.field(name="from")
     ts: int = 0
     msg_id: str | None = None
+    name: str | None = None  # the sender's display name (protocol v2 section 7)
     # Stamped by the room's sequencer, after everything else (see protocol.stream).
     epoch: str | None = None
     offset: int | None = None
