@@ -24,9 +24,9 @@ The rules (protocol v2 section 7):
   While any of a user's drops is in its grace, its leave waits for it: a
   blip followed by a clean leave of another device is still quiet.
 - An edge silent for `edge_timeout` is dead: its connections dropped
-  abruptly at that moment, so its users leave within
-  edge_timeout + expiry tick + grace of its death (6 + 1 + 5 s by default,
-  inside the contract's grace + 10 s).
+  abruptly at that moment, so its users leave within edge_timeout + grace
+  of its death, plus a sweep's delay for each (6 + 5 + 2 s with the
+  broker's one-second sweeps, inside the contract's grace + 10 s).
 - A new incarnation of an edge (it restarted) replaces the old one at once:
   the old connections dropped abruptly, and anything from the old
   incarnation that arrives later is ignored. Nothing of it resurfaces.
