@@ -13,6 +13,7 @@ import msgspec
 from protocol.errors import ErrorCode
 from protocol.messages import (
     CLIENT_TYPES,
+    PRESENCE_CLIENT_TYPE,
     ROOM_ID_RULE,
     Ack,
     AckBody,
@@ -32,6 +33,16 @@ from protocol.messages import (
     PingRequest,
     Pong,
     Position,
+    Presence,
+    PresenceBody,
+    PresenceFrame,
+    PresenceJoin,
+    PresenceJoinBody,
+    PresenceLeave,
+    PresenceLeaveBody,
+    PresenceQuery,
+    PresenceRequest,
+    PresenceUser,
     Resync,
     ResyncBody,
     RoomRef,
@@ -50,6 +61,8 @@ class ProtocolError(Exception):
 
 _client_decoder = msgspec.json.Decoder(ClientFrame)
 _server_decoder = msgspec.json.Decoder(ServerFrame)
+_presence_request_decoder = msgspec.json.Decoder(PresenceRequest)
+_presence_decoder = msgspec.json.Decoder(PresenceFrame)
 _any_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
@@ -175,17 +188,74 @@ def encode_resync(room_id: str, epoch: str, offset: int) -> bytes:
     return _encoder.encode(Resync(ResyncBody(room_id, epoch, offset)))
 
 
+# Presence (protocol v2 section 7).
+
+
+def encode_presence(
+    room_id: str,
+    users: list[tuple[str, str, int]],
+    next_cursor: str | None = None,
+    events: bool = True,
+) -> bytes:
+    """One page of a room's presence listing: (user, name, connections), in user order."""
+    return _encoder.encode(Presence(PresenceBody(
+        room_id, [PresenceUser(*u) for u in users], next_cursor, events
+    )))
+
+
+def encode_presence_join(room_id: str, user: str, name: str) -> bytes:
+    return _encoder.encode(PresenceJoin(PresenceJoinBody(room_id, user, name)))
+
+
+def encode_presence_leave(room_id: str, user: str) -> bytes:
+    return _encoder.encode(PresenceLeave(PresenceLeaveBody(room_id, user)))
+
+
+def decode_presence_frame(data: str | bytes) -> PresenceFrame:
+    """A server's presence frame (section 7); clients and tests."""
+    frame: PresenceFrame = _presence_decoder.decode(data)
+    return frame
+
+
+def _type_of(data: str | bytes) -> object:
+    value: Any = _any_decoder.decode(data)
+    return value.get("type") if isinstance(value, dict) else None
+
+
+def decode_presence_request(data: str | bytes) -> PresenceRequest:
+    """A client's `presence` frame, or ProtocolError as for any client frame.
+
+    The edge will decode it through ClientFrame once it answers it (see
+    protocol.messages.PRESENCE_CLIENT_TYPE); until then this is its decoder.
+    """
+    try:
+        frame: PresenceRequest = _presence_request_decoder.decode(data)
+        return frame
+    except msgspec.ValidationError as exc:
+        refused = _classify(data, exc)
+        if refused.code is ErrorCode.UNKNOWN_TYPE and _type_of(data) == PRESENCE_CLIENT_TYPE:
+            # A known type here: it is the payload that is wrong.
+            refused = ProtocolError(ErrorCode.INVALID_PAYLOAD, describe_invalid(exc))
+        raise refused from None
+    except (msgspec.DecodeError, UnicodeError):
+        raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
+
+
 # Client to server: the frames a client sends.
 
 PING_REQUEST = _encoder.encode(PingRequest())
 
 
 def encode_join(
-    room_id: str, history: int | None = None, since: tuple[str, int] | None = None
+    room_id: str,
+    history: int | None = None,
+    since: tuple[str, int] | None = None,
+    presence: bool | None = None,
 ) -> bytes:
-    """A join; `history` K replays the last K chats, `since` (epoch, offset) recovers."""
+    """A join; `history` K replays the last K chats, `since` (epoch, offset) recovers,
+    `presence` also subscribes to the room's presence events."""
     position = Position(*since) if since is not None else None
-    return _encoder.encode(JoinRequest(JoinBody(room_id, history, position)))
+    return _encoder.encode(JoinRequest(JoinBody(room_id, history, position, presence)))
 
 
 def encode_leave(room_id: str) -> bytes:
@@ -197,3 +267,8 @@ def encode_chat_request(
 ) -> bytes:
     """A chat; without `room_id` the server picks the sender's only room."""
     return _encoder.encode(ChatRequest(ChatBody(message, room_id, msg_id)))
+
+
+def encode_presence_request(room_id: str, cursor: str | None = None) -> bytes:
+    """Who is in the room; `cursor` (a page's `next`) for the page after it."""
+    return _encoder.encode(PresenceRequest(PresenceQuery(room_id, cursor)))
