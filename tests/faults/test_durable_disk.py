@@ -155,7 +155,7 @@ async def test_a_full_disk_refuses_chats_until_space_returns(tmp_path: Path) -> 
             wait_until(lambda: all_live(cluster), 15, "edges healthy")
             for edge in cluster.edges:
                 opened.append(await WsClient.connect(edge.url))
-            await _full_disk(cluster, *opened, disk)
+            await _full_disk(cluster, opened[0], opened[1], disk)
         finally:
             # Clients first (an edge's shutdown waits for their close handshake),
             # then the processes, before the unmount: the broker holds the store open.
