@@ -148,8 +148,9 @@ async def test_a_full_disk_refuses_chats_until_space_returns(tmp_path: Path) -> 
         cluster = Cluster(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}",
                           {"CHAT_DATA_DIR": str(disk / "data")})
         opened: list[WsClient] = []
+        log = tmp_path / "broker.log"
         try:
-            broker = cluster.start_broker(log=tmp_path / "broker.log")
+            cluster.start_broker(log=log)
             for _ in range(2):
                 cluster.start_edge()
             wait_until(lambda: all_live(cluster), 15, "edges healthy")
@@ -163,7 +164,7 @@ async def test_a_full_disk_refuses_chats_until_space_returns(tmp_path: Path) -> 
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.close(), 2)
             cluster.stop()
-        print(f"\nthe broker's log:\n{broker.output()}")
+            print(f"\nthe broker's log:\n{log.read_text()}")
 
 
 async def _full_disk(cluster: Cluster, sender: WsClient, listener: WsClient, disk: Path) -> None:
