@@ -401,11 +401,12 @@ class ChatClient:
             raise ClientClosed("client closed") from None
 
     def is_own(self, message: ChatDelivery) -> bool:
-        """Whether this client sent it: one of the latest 10,000 chats it sent
-        (known by msgId), or any chat from one of its connection ids. The same user's
-        other connections are other clients."""
-        if message.msg_id is not None and message.msg_id in self._sent_set:
-            return True
+        """Whether this client sent it. A chat with a msgId (every `send` gives one) is
+        known by it, among the latest 10,000 this client sent: the same user's other
+        connections are other clients, though their chats have the same `from`. A chat
+        without one, by its `from` being one of this client's connection ids."""
+        if message.msg_id is not None:
+            return message.msg_id in self._sent_set
         return message.sender in self.connection_ids
 
     def _remember(self, msg_id: str) -> None:
