@@ -15,9 +15,13 @@ join or a leave of a room it is not in reports nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from typing import Generic, TypeVar
 
 from protocol.presence import Change, Report, RoomMembers, heartbeat_parts
+
+M = TypeVar("M", bound=Hashable)
+LISTING_TIMEOUT = 5.0  # seconds a `presence` request waits for its owner's answer
 
 
 class _Room:
@@ -87,3 +91,38 @@ class PresenceTally:
         self._round += 1
         rooms = [r for r in self._rooms if owns(r)]
         return heartbeat_parts(self.edge, self.incarnation, self._round, self.members(rooms))
+
+
+class PendingListings(Generic[M]):
+    """`presence` requests sent to rooms' owners, by request id, until answered.
+
+    One not answered within `timeout` (the broker path broke) gets
+    `unavailable` instead; a late answer is dropped.
+    """
+
+    def __init__(self, timeout: float = LISTING_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._asked: dict[int, tuple[M, float]] = {}
+        self._last = 0
+
+    def __len__(self) -> int:
+        return len(self._asked)
+
+    def add(self, member: M, now: float) -> int:
+        self._last += 1
+        self._asked[self._last] = (member, now + self.timeout)
+        return self._last
+
+    def answered(self, request_id: int) -> M | None:
+        asked = self._asked.pop(request_id, None)
+        return None if asked is None else asked[0]
+
+    def expire(self, now: float) -> list[M]:
+        # Deadlines follow request ids (one timeout): the oldest come first.
+        late = []
+        for request_id, (member, deadline) in list(self._asked.items()):
+            if deadline > now:
+                break
+            del self._asked[request_id]
+            late.append(member)
+        return late

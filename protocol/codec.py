@@ -13,7 +13,6 @@ import msgspec
 from protocol.errors import ErrorCode
 from protocol.messages import (
     CLIENT_TYPES,
-    PRESENCE_CLIENT_TYPE,
     ROOM_ID_RULE,
     Ack,
     AckBody,
@@ -61,7 +60,6 @@ class ProtocolError(Exception):
 
 _client_decoder = msgspec.json.Decoder(ClientFrame)
 _server_decoder = msgspec.json.Decoder(ServerFrame)
-_presence_request_decoder = msgspec.json.Decoder(PresenceRequest)
 _presence_decoder = msgspec.json.Decoder(PresenceFrame)
 _any_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -220,25 +218,6 @@ def decode_presence_frame(data: str | bytes) -> PresenceFrame:
 def _type_of(data: str | bytes) -> object:
     value: Any = _any_decoder.decode(data)
     return value.get("type") if isinstance(value, dict) else None
-
-
-def decode_presence_request(data: str | bytes) -> PresenceRequest:
-    """A client's `presence` frame, or ProtocolError as for any client frame.
-
-    The edge will decode it through ClientFrame once it answers it (see
-    protocol.messages.PRESENCE_CLIENT_TYPE); until then this is its decoder.
-    """
-    try:
-        frame: PresenceRequest = _presence_request_decoder.decode(data)
-        return frame
-    except msgspec.ValidationError as exc:
-        refused = _classify(data, exc)
-        if refused.code is ErrorCode.UNKNOWN_TYPE and _type_of(data) == PRESENCE_CLIENT_TYPE:
-            # A known type here: it is the payload that is wrong.
-            refused = ProtocolError(ErrorCode.INVALID_PAYLOAD, describe_invalid(exc))
-        raise refused from None
-    except (msgspec.DecodeError, UnicodeError):
-        raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
 
 
 # Client to server: the frames a client sends.

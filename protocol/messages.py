@@ -98,12 +98,8 @@ class PresenceRequest(_Frame, tag="presence"):
     payload: PresenceQuery
 
 
-ClientFrame = JoinRequest | LeaveRequest | ChatRequest | PingRequest
-CLIENT_TYPES = frozenset({"join", "leave", "chat", "ping"})
-# Section 7's client frame. Not in ClientFrame (nor its type in CLIENT_TYPES)
-# until the edge answers it: an edge that decoded it today would have no
-# answer for it, where now it answers `unknown_type`.
-PRESENCE_CLIENT_TYPE = "presence"
+ClientFrame = JoinRequest | LeaveRequest | ChatRequest | PingRequest | PresenceRequest
+CLIENT_TYPES = frozenset({"join", "leave", "chat", "ping", "presence"})
 
 
 # Server to client.

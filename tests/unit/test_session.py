@@ -140,7 +140,7 @@ def test_leave_and_disconnect_unsubscribe_the_last_member() -> None:
     h.handle("b", C("cb"), frame("join", roomId="s"))
     left = h.handle("a", C("ca"), frame("leave", roomId="r"))
     assert len(left) == 1 and json.loads(left[0].frame)["type"] == "left"  # type: ignore[union-attr]
-    assert sorted(h.disconnect("b")) == sorted(
+    assert sorted(h.disconnect("b", C("cb"), abrupt=True)) == sorted(
         [Unsubscribe(room_topic("r")), Unsubscribe(room_topic("s"))]
     )
     notin = reply_json(h.handle("a", C("ca"), frame("leave", roomId="r")))
@@ -159,8 +159,8 @@ def test_too_many_rooms_and_ping() -> None:
 def test_a_join_not_live_by_its_deadline_is_undone() -> None:
     h = make()
     h.handle("a", C("ca"), frame("join", roomId="r"))
-    [refusal, unsubscribe] = h.join_timed_out("a", room_topic("r"))
+    [refusal, unsubscribe] = h.join_timed_out("a", C("ca"), room_topic("r"))
     assert reply_json([refusal])["payload"]["code"] == "unavailable"
     assert unsubscribe == Unsubscribe(room_topic("r"))
     assert not h.registry.is_member("a", "r")
-    assert h.join_timed_out("a", room_topic("r")) == []  # once
+    assert h.join_timed_out("a", C("ca"), room_topic("r")) == []  # once

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.presence import PresenceLimits, PresenceOwner
 from broker.server import Keeper
 from broker.store import FILE_NAME, RELEASE_CHUNK, Store, StoreFailed, open_store
 from broker.streams import Limits, Sequencer
@@ -250,7 +251,7 @@ def test_a_full_store_refuses_the_turn_and_keeps_what_it_had(tmp_path: Path) -> 
 
 def test_the_keeper_refuses_chats_while_the_store_is_full_and_resumes(tmp_path: Path) -> None:
     store, seq = open_store(str(tmp_path), LIMITS, 0.0)
-    keeper = Keeper(seq, store)
+    keeper = Keeper(seq, store, PresenceOwner(PresenceLimits(), 0.0))
     outbox: list[list[bytes]] = []
     turn = [[ROOM, chat("a")]]
     keeper.sequencer.sequence(ROOM, turn[0][1:], 0.0)
