@@ -98,6 +98,8 @@ class Session:
         if event.room_id not in self.client.rooms:
             return  # a room left, whose last events still arrive
         member = self.roster.apply(event)
+        if event.user in self.client.connection_ids:
+            return  # itself: "joined ROOM" said so already
         verb = "joined" if isinstance(event, PresenceJoin) else "left"
         print(f"{clock(int(time.time() * 1000))} [{event.room_id}] * {member.name} {verb}",
               flush=True)

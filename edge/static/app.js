@@ -36,6 +36,7 @@
   const MISSING = "some messages may be missing";
   const MAX_LABEL = 64; // a user or name: 1 to 64 characters, no control characters
   const USER_KEY = "roomcast.user";
+  const RELIST_MS = 30000; // a room too big for presence events: its list is asked again
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -241,6 +242,12 @@
     }
   }, KEEPALIVE_MS);
 
+  setInterval(() => {
+    // Without events the list is only as fresh as its last listing: the open room's.
+    const room = state.rooms.get(state.active);
+    if (room && room.joined && !room.live && !room.incoming) askPresence(room, null);
+  }, RELIST_MS);
+
   // Frames from the server.
 
   function handle(frame) {
@@ -384,6 +391,7 @@
       roster, // the member list's element
       members: new Map(), // user -> name: who is in the room, from presence
       listed: false, // a listing arrived: the count means something
+      live: true, // the server sends this room's presence events (not in very big rooms)
       incoming: null, // a listing arriving page by page: user -> name
 
       epoch: null, // the stream's epoch, once joined
@@ -587,6 +595,8 @@
     room.members = room.incoming;
     room.incoming = null;
     room.listed = true;
+    room.live = p.events !== false;
+    room.roster.dataset.live = String(room.live);
     renderMembers(room);
   }
 
@@ -604,6 +614,8 @@
       if (room.incoming) room.incoming.delete(p.user);
     }
     renderMembers(room);
+    // The page says itself when it joins; its own user's lines would only repeat that.
+    if (isMe(p.user)) return;
     systemLine(room, `${name} ${type === "presence_join" ? "joined" : "left"}`, "presence");
   }
 

@@ -205,12 +205,14 @@ def test_who_lines_name_each_user_and_count_its_connections() -> None:
 
 
 def test_chat_client_shows_names_and_presence_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    client = ChatClient("ws://e/")
+    client = ChatClient("ws://e/", user="me")
     client.rooms.add("r")
+    client.connection_ids.add("me")  # as `joined` tells it
     session = Session(client)
     session.roster.load("r", [Member("bob", "Bob", 1)])
     ts = int(time.time() * 1000)
     for frame in (
+        encode_presence_join("r", "me", "Me"),  # itself: not shown
         encode_presence_join("r", "alice", "Alice"),
         encode_chat("r", "hi\nthere", "e-1", "alice", ts, "m-1", "Alice"),
         encode_chat("r", "old edge", "e-2", "e.7", ts),  # no name: the sender id

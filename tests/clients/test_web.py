@@ -213,6 +213,7 @@ def test_names_member_lists_and_join_and_leave_lines_on_two_edges(
     expect(members(alice, r)).to_have_text(["Alice (you)", "Bob"])
     expect(presence_line(alice, r, "Bob joined")).to_have_count(1)
     expect(alice.locator("#people-count")).to_have_text("2")
+    expect(alice.locator(f'.log[data-room="{r}"] .presence')).to_have_count(1)  # none of hers
 
     say(bob, "hi from Bob")
     expect(last_text(alice, r)).to_have_text("hi from Bob")
