@@ -146,9 +146,12 @@ class Session:
 
     async def _learn(self, room: str) -> None:
         with contextlib.suppress(ClientError, TimeoutError):
-            members = await self.client.presence(room)
-            if room in self.client.rooms and room not in self.roster:
-                self.roster.load(room, members)
+            listed = await self.client.presence(room)
+            if room in self.client.rooms:
+                # Events handled meanwhile may be newer than the listing: they stay.
+                known = {m.user: m for m in self.roster.members(room)}
+                self.roster.load(room, [*(m for m in listed if m.user not in known),
+                                        *known.values()])
 
     async def who(self, room: str | None) -> None:
         room = room or self.current
