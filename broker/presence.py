@@ -230,6 +230,16 @@ class PresenceOwner:
             return out
         room = self._room(report.room_id)
         self._watch(room, edge, report.watchers)
+        if (report.count <= 0 and now < self.rebuild_until and report.user not in room.users
+                and valid_user(report.user) and valid_name(report.name)):
+            # A leave of a user this owner has not heard of yet: it started a
+            # moment ago, and the user may be listed by a heartbeat still on
+            # its way (from another edge). Members saw the user before the
+            # restart: the leave is held to the rebuild's end, then published
+            # unless a heartbeat brought the user back.
+            self._hold_unknown_leave(room, edge, report.user, report.name)
+            self._tidy(room)
+            return out
         abrupt = report.change is Change.DROPPED
         self._set(room, edge, report.user, max(report.count, 0), report.name,
                   abrupt, now, out)
@@ -475,6 +485,18 @@ class PresenceOwner:
             heapq.heappush(self._graces, (deadline, room.room_id, user))
         if deadline is None or deadline <= now:
             self._remove(room, user, out)
+
+    def _hold_unknown_leave(self, room: RoomPresence, edge: EdgeState, user: str,
+                            name: str) -> None:
+        if self.members >= self.limits.max_members:
+            self.over_budget += 1
+            return
+        member = room.users[user] = Member(name, edge.id, 0)
+        self.members += 1
+        room.sorted = None
+        member.held = 1  # listed until the rebuild ends, as a dropped connection is
+        member.deadline = self.rebuild_until
+        heapq.heappush(self._graces, (self.rebuild_until, room.room_id, user))
 
     def _grace(self, room: RoomPresence, user: str, member: Member, dropped: int,
                now: float) -> None:

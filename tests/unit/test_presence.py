@@ -338,6 +338,22 @@ def test_a_leave_in_the_rebuild_window_waits_for_other_edges() -> None:
     assert w.listing() == {"alice": 1, "olga": 1}
 
 
+def test_a_leave_before_its_edge_was_heard_after_a_restart_is_still_published() -> None:
+    w = World()
+    w.join("C", "c.1", "olga", watch=True)
+    w.join("A", "a.1", "carl")
+    w.join("B", "b.1", "dana")
+    w.take()
+    w.owner = PresenceOwner(LIMITS, w.now)
+    w.beat("C")  # the watcher's edge is heard; A and B not yet
+    w.leave("A", "a.1", "carl")  # carl was seen by olga before the restart
+    w.leave("B", "b.1", "dana")
+    w.join("B", "b.2", "dana")  # ... and dana is back at once: a quiet blip
+    w.tick(LIMITS.rebuild + EVERY)
+    assert w.take() == [("leave", "carl")]
+    assert w.listing() == {"olga": 1, "dana": 1}
+
+
 def test_a_lost_report_is_set_right_by_the_next_heartbeat() -> None:
     w = World()
     w.join("C", "c.1", "olga", watch=True)
