@@ -133,10 +133,10 @@ async def test_a_join_comes_before_the_users_first_chat(
         await join(w, r)
     for i in range(5):
         newcomer = await clients(f"{(a, b, c)[i % 3]}?user=new{i}")
-        # Join and chat at once, without waiting for `joined`... then
+        # Join and chat at once, without waiting for `joined`.
         await newcomer.send({"type": "join", "payload": {"roomId": r}})
-        await newcomer.recv_type("joined")
         await newcomer.chat(f"hello {i}", r)
+        await newcomer.recv_type("joined")
         for w in watchers:
             seen: list[Any] = []
             while True:
