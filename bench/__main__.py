@@ -4,6 +4,8 @@
     chat-bench fanout --servers ours,node
     chat-bench scale --servers ours,ours@HEAD~5   this commit beside an earlier one
     chat-bench latency | sweep | churn | scale
+    chat-bench churn --presence          every client its own user, every join with
+                                         presence (ours only: the references have none)
     chat-bench smoke                     ~2 s fan-out against ours; non-zero exit on
                                          loss, order violations or cross-room leaks
     chat-bench recovery                  members cut and rejoined on another edge with
@@ -28,7 +30,7 @@ from bench.pinning import machine_plan
 from bench.plot import plot_sweeps
 from bench.procstat import raise_fd_limit
 from bench.progress import Progress
-from bench.servers import SERVERS, Unavailable, parse_name, resolve_ref, running
+from bench.servers import OURS, SERVERS, Unavailable, parse_name, resolve_ref, running
 from bench.suite import Bench, Params
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -143,7 +145,12 @@ def parser() -> argparse.ArgumentParser:
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        sub.add_parser(name, parents=[common], help=HELP[name])
+        command = sub.add_parser(name, parents=[common], help=HELP[name])
+        if name == "churn":
+            command.add_argument(
+                "--presence", action="store_true",
+                help="every client connects as a user of its own (?user=&name=) and every "
+                "join carries presence: true (ours only; the references are skipped)")
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("--out", type=Path, default=DEFAULT_OUT,
                      help="directory for JSON and markdown (default: bench/results)")
@@ -160,6 +167,7 @@ def _params(args: argparse.Namespace) -> Params:
         rooms=args.rooms, members=args.members, senders=args.senders, window=args.window,
         size=args.size, duration=args.duration or default, rate=args.rate, rates=args.rates,
         step=args.step, connections=args.connections, churners=args.churners, procs=args.procs,
+        presence=getattr(args, "presence", False),
     )
 
 
@@ -187,6 +195,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "failed": {},
     }
     progress.note(cpus.note)
+    if params.presence:
+        for name in servers:
+            if parse_name(name)[0] != OURS:
+                session["skipped"][name] = "no presence (protocol v2 section 7) to measure"
     for workload in COMMANDS[args.command]:
         for name in servers:
             if name in session["skipped"]:

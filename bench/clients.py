@@ -3,6 +3,8 @@
 Both offer the same four calls (join, leave, chat, close) and report every
 chat they receive to one callback, so a workload never knows which server it
 drives. `join` and `leave` wait for the server's reply; `chat` does not.
+Only protocol v2 servers (ours) know presence: a join that asks for it, and
+the `presence_join`/`presence_leave` events that follow, which are counted.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 import aiohttp
 import msgspec
@@ -30,6 +33,8 @@ from protocol.messages import (
     LeaveRequest,
     Left,
     Position,
+    PresenceJoin,
+    PresenceLeave,
     RoomRef,
 )
 
@@ -44,9 +49,10 @@ class ServerError(Exception):
 
 class Conn(Protocol):
     errors: int
+    presence_events: int
     on_chat: OnChat
 
-    async def join(self, room_id: str) -> None: ...
+    async def join(self, room_id: str, presence: bool = False) -> None: ...
     async def leave(self, room_id: str) -> None: ...
     async def chat(self, room_id: str, message: str) -> None: ...
     async def close(self) -> None: ...
@@ -54,6 +60,11 @@ class Conn(Protocol):
 
 def ignore_chat(room_id: str, message: str) -> None:
     pass
+
+
+def as_user(url: str, user: str, name: str) -> str:
+    """`url` claiming a user and a display name (open mode's upgrade query)."""
+    return f"{url}?{urlencode({'user': user, 'name': name})}"
 
 
 class _Replies:
@@ -83,6 +94,7 @@ class WsConn:
     def __init__(self, on_chat: OnChat) -> None:
         self.on_chat = on_chat
         self.errors = 0
+        self.presence_events = 0
         self._replies = _Replies()
         self._ws: rawclient.ClientProtocol | None = None
 
@@ -107,6 +119,8 @@ class WsConn:
             self.on_chat(body.room_id, body.message)
         elif type(frame) is Joined or type(frame) is Left:
             self._replies.resolve()
+        elif type(frame) is PresenceJoin or type(frame) is PresenceLeave:
+            self.presence_events += 1
         elif type(frame) is Error:
             self.errors += 1
             self._replies.resolve(f"{frame.payload.code}: {frame.payload.message}")
@@ -120,8 +134,8 @@ class WsConn:
         self._send(frame)
         return await asyncio.wait_for(waiter, REPLY_TIMEOUT)
 
-    async def join(self, room_id: str) -> None:
-        await self._request(JoinRequest(JoinBody(room_id)))
+    async def join(self, room_id: str, presence: bool = False) -> None:
+        await self._request(JoinRequest(JoinBody(room_id, presence=presence or None)))
 
     async def leave(self, room_id: str) -> None:
         await self._request(LeaveRequest(RoomRef(room_id)))
@@ -201,6 +215,7 @@ class SioConn:
 
         self.on_chat = on_chat
         self.errors = 0
+        self.presence_events = 0  # the socket.io reference has no presence
         self._replies = _Replies()
         self.client: Any = socketio.AsyncClient(
             reconnection=False, http_session=session, handle_sigint=False
@@ -235,7 +250,9 @@ class SioConn:
         await self.client.emit(event, payload)
         await asyncio.wait_for(waiter, REPLY_TIMEOUT)
 
-    async def join(self, room_id: str) -> None:
+    async def join(self, room_id: str, presence: bool = False) -> None:
+        if presence:
+            raise ServerError("the socket.io reference has no presence")
         await self._request("join", {"roomId": room_id})
 
     async def leave(self, room_id: str) -> None:

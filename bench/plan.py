@@ -30,6 +30,9 @@ class Share:
     window: int = 20  # fanout: unacknowledged messages per sender
     rate: float = 20.0  # rate: messages per second per sender
     churners: int = 0  # churn: connections cycling at once in this process
+    # churn: every connection is a user of its own (?user=&name=) and every join
+    # asks for the room's presence events (protocol v2 section 7)
+    presence: bool = False
     drain: float = 5.0  # seconds to wait for stragglers after the last send
     warmup: float = 0.0  # seconds at the start whose messages are left out of latency
     connect_concurrency: int = 200

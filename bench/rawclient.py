@@ -224,6 +224,8 @@ async def connect(url: str, on_text: Callable[[bytes], None]) -> ClientProtocol:
     host = parts.hostname or "127.0.0.1"
     port = parts.port or 80
     path = parts.path or "/"
+    if parts.query:  # e.g. open mode's ?user=...&name=...
+        path += f"?{parts.query}"
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_connection(
         lambda: ClientProtocol(f"{host}:{port}", path, on_text), host, port

@@ -123,11 +123,15 @@ def _section(workload: str, runs: list[dict[str, Any]], sweeps: list[dict[str, A
         return [*lines, ""]
     header, rows = list(TRAFFIC_HEADER), _traffic_rows(runs)
     if workload == "churn":
-        header += ["cycles/s", "cycle p50 ms", "cycle p99 ms"]
+        header += ["cycles/s", "cycle p50 ms", "cycle p99 ms", "server CPU ms / cycle",
+                   "presence events"]
         for row, r in zip(rows, runs, strict=True):
             extra = r["extra"]
+            cycles = extra.get("cycles") or 0
             row += [num(extra.get("cycles_per_s")), ms(extra["cycle_ms"]["p50"]),
-                    ms(extra["cycle_ms"]["p99"])]
+                    ms(extra["cycle_ms"]["p99"]),
+                    ms(1000.0 * r["server_cpu_s"] / cycles) if cycles else "–",
+                    num(extra.get("presence_events"))]
     lines += table(header, rows)
     if workload == "fanout":
         eff = efficiency(runs)

@@ -42,6 +42,7 @@ class Params:
     step: float = 3.0  # seconds per sweep point
     connections: int = 10_000
     churners: int = 2  # per room
+    presence: bool = False  # churn: joins carry `presence: true`, each client its own user
     procs: int | None = None  # generator processes (default: one per generator core)
 
 
@@ -124,6 +125,7 @@ class Bench:
     async def churn(self, servers: ServerSet) -> dict[str, Any]:
         p = self.params
         # `senders` is the number of churners per room; each room keeps one anchor.
-        fields = dict(members=1, senders=p.churners, size=p.size, duration=p.duration)
+        fields = dict(members=1, senders=p.churners, size=p.size, duration=p.duration,
+                      presence=p.presence)
         shares = self._shares(servers, "churn", p.rooms, self._procs(), **fields)
         return await self._run("churn", servers, shares, {"rooms": p.rooms, **fields})

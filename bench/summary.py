@@ -108,4 +108,5 @@ def _extra(results: list[dict[str, Any]]) -> dict[str, Any]:
         "cycles": cycles,
         "cycles_per_s": cycles / elapsed if elapsed > 0 else 0.0,
         "cycle_ms": timing.summary_ms(),
+        "presence_events": sum(e.get("presence_events", 0) for e in extras),
     }

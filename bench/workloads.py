@@ -5,7 +5,9 @@ parent says go. `Traffic` covers the fan-out (closed loop: a sender may have
 `window` messages not yet acknowledged, where acknowledged means every member
 of the room got it) and the rate mode (open loop: each sender on a fixed
 schedule, late or not). `Idle` only holds its connections. `Churn` cycles
-connect, join, chat, leave, disconnect against rooms kept alive by anchors.
+connect, join, chat, leave, disconnect against rooms kept alive by anchors;
+with `presence`, each of its clients is a user of its own and asks for the
+room's presence events.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.clients import Conn, OnChat, open_conn
+from bench.clients import Conn, OnChat, as_user, open_conn
 from bench.ledger import Ledger, Member
 from bench.payload import Stamp, encode_stamp
 from bench.plan import Share
@@ -82,14 +84,16 @@ class Workload(abc.ABC):
         self.expected += deliveries
         self.sent += 1
 
-    async def join_member(self, room: int, index: int) -> Conn:
+    async def join_member(self, room: int, index: int, user: str | None = None) -> Conn:
+        """A member of `room`; with `user`, connected as that user and asking for presence."""
         share = self.share
         member = Member(share.room_id(room), room)
-        conn = await open_conn(
-            share.transport, self.session, share.url_of(room, index), self.member_handler(member)
-        )
+        url = share.url_of(room, index)
+        if user is not None:
+            url = as_user(url, user, user)
+        conn = await open_conn(share.transport, self.session, url, self.member_handler(member))
         self.conns.append(conn)
-        await conn.join(member.room_id)
+        await conn.join(member.room_id, presence=user is not None)
         return conn
 
     @abc.abstractmethod
@@ -237,15 +241,22 @@ class Churn(Workload):
     (the churner's own echo and the anchor's copy) and the rooms stay open.
     Chats from other churners in the same room are checked for leaks only;
     anything that reaches a churner after its leave was confirmed is a leak.
+    With `presence`, every anchor and churner is a user of its own, so each
+    cycle is one presence_join and one presence_leave in its room; the events
+    that reach anchors and churners are counted.
     """
 
     def __init__(self, share: Share, session: aiohttp.ClientSession) -> None:
         super().__init__(share, session)
         self.cycles = 0
         self.cycle_time = Histogram()
+        self.churner_presence_events = 0  # from churners' connections, closed each cycle
+
+    def _user(self, who: str) -> str | None:
+        return f"{self.share.prefix}{who}" if self.share.presence else None
 
     async def setup(self) -> None:
-        anchors = [self.join_member(r, 0) for r in self.share.rooms]
+        anchors = [self.join_member(r, 0, self._user(f"anchor-{r}")) for r in self.share.rooms]
         await _bounded(self.share.connect_concurrency, anchors)
 
     async def run(self) -> None:
@@ -264,19 +275,24 @@ class Churn(Workload):
             "cycles": self.cycles,
             "elapsed_s": elapsed,
             "cycle_hist": self.cycle_time.to_json(),
+            "presence_events": self.churner_presence_events
+            + sum(c.presence_events for c in self.conns),
         }
 
     async def _churner(self, sender: int, room: int, end: float) -> None:
         share = self.share
         room_id = share.room_id(room)
+        user = self._user(f"churner-{sender}")
         seq = 0
         turn = sender
         while time.monotonic() < end:
             seq += 1
             turn += 1
             began = time.monotonic_ns()
+            url = share.urls[turn % len(share.urls)]
             try:
-                await self._cycle(sender, room, room_id, seq, share.urls[turn % len(share.urls)])
+                await self._cycle(sender, room, room_id, seq,
+                                  url if user is None else as_user(url, user, user), user)
             except Exception:  # refused, reset, timed out: counted, and the loop goes on
                 self.failures += 1
                 await asyncio.sleep(0.05)  # back off a refusing server instead of spinning
@@ -284,7 +300,8 @@ class Churn(Workload):
             self.cycles += 1
             self.cycle_time.record((time.monotonic_ns() - began) / 1000.0)
 
-    async def _cycle(self, sender: int, room: int, room_id: str, seq: int, url: str) -> None:
+    async def _cycle(self, sender: int, room: int, room_id: str, seq: int, url: str,
+                     user: str | None) -> None:
         member = Member(room_id, room)
         echo: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         ledger, clock = self.ledger, time.monotonic_ns
@@ -303,7 +320,7 @@ class Churn(Workload):
 
         conn = await open_conn(self.share.transport, self.session, url, on_chat)
         try:
-            await conn.join(room_id)
+            await conn.join(room_id, presence=user is not None)
             self.expect(sender, seq, 2)
             message = encode_stamp(Stamp(room, sender, seq, clock()), self.share.size)
             await conn.chat(room_id, message)
@@ -312,6 +329,7 @@ class Churn(Workload):
             member.left = True
         finally:
             self.failures += conn.errors
+            self.churner_presence_events += conn.presence_events
             await conn.close()
 
 
