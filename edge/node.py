@@ -13,6 +13,7 @@ The data path of a chat, module by module:
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -37,7 +38,12 @@ from protocol.codec import encode_chat
 from protocol.frames import text_frame
 from protocol.ids import Sequence, new_instance_id
 from protocol.presence import HEARTBEAT_EVERY, HEARTBEAT_TOPIC
+from protocol.shards import shard_of
 from protocol.topics import edge_topic, room_topic
+
+
+def _owned(room_id: str, shards: int, shard: int) -> bool:
+    return shards == 1 or shard_of(room_id, shards) == shard
 
 
 def clock_ms() -> int:
@@ -66,8 +72,8 @@ class Edge:
         self.tally = PresenceTally(self.instance_id, self.instance_id)
         self._next_heartbeat = 0.0
         self.handler = FrameHandler(
-            self.rooms, self.message_ids, clock_ms, limits.max_message_chars, self.path.healthy,
-            self.tally,
+            self.rooms, self.message_ids, clock_ms, limits.max_message_chars,
+            self.path.room_healthy, self.tally,
         )
         self.publishes = PublishQueue(bus, self.stats)
         self.dispatch = Dispatcher(
@@ -99,9 +105,13 @@ class Edge:
         now = time.monotonic()
         self.dispatch.tick(now)
         if now >= self._next_heartbeat:
-            # Through the chats' queue: after the reports already queued.
-            for part in self.tally.heartbeat():
-                self.publishes.put(HEARTBEAT_TOPIC, part, counted=False)
+            # Through the chats' queue: after the reports already queued. Each
+            # shard owns the presence of its rooms: it hears of those only.
+            shards = self.bus.shards
+            for shard in range(shards):
+                owns = functools.partial(_owned, shards=shards, shard=shard)
+                for part in self.tally.heartbeat(owns=owns):
+                    self.publishes.put(HEARTBEAT_TOPIC, part, counted=False, shard=shard)
             self._next_heartbeat = now + HEARTBEAT_EVERY
         fx: Effects[Connection] = Effects()
         self.continuity.expire(now, fx)
@@ -130,14 +140,22 @@ class Edge:
 
     def gauges(self) -> dict[str, float]:
         rooms = len(self.rooms)
-        rtt = self.path.probes.last_rtt
         return {
             "chat_connections": len(self.clients),
             "chat_rooms": rooms,
             "chat_subscriptions": rooms,
             "chat_pending_rooms": self.rooms.pending_count(),
-            "chat_broker_up": 1.0 if self.healthy() else 0.0,
-            "chat_broker_rtt_seconds": rtt if rtt is not None else float("nan"),
+        }
+
+    def shard_gauges(self) -> dict[str, list[float]]:
+        """Per broker shard, in shard order."""
+        now = time.monotonic()
+        clocks = self.path.shards
+        return {
+            "chat_broker_up": [1.0 if c.healthy(now) else 0.0 for c in clocks],
+            "chat_broker_rtt_seconds": [
+                c.last_rtt if c.last_rtt is not None else float("nan") for c in clocks
+            ],
         }
 
     def counters(self) -> dict[str, tuple[str, float]]:
@@ -151,19 +169,34 @@ class Edge:
     def health(self) -> dict[str, Any]:
         now = time.monotonic()
         listen = self.settings.listen
-        probes = self.path.probes
-        seen = probes.last_seen
-        rtt = probes.last_rtt
+        shards = []
+        for i, (shard, probes) in enumerate(zip(self.settings.broker.shards(), self.path.shards,
+                                                strict=True)):
+            seen = probes.last_seen
+            rtt = probes.last_rtt
+            state: dict[str, Any] = {
+                "shard": i,
+                "status": "ok" if probes.healthy(now) else "unavailable",
+                "pub": shard.pub,
+                "sub": shard.sub,
+                "lastProbeRoundTripMs": None if rtt is None else round(rtt * 1000, 3),
+                "lastProbeSecondsAgo": None if seen is None else round(now - seen, 3),
+            }
+            refusal = self.path.refusals[i]
+            if refusal is not None:
+                state["error"] = refusal
+            shards.append(state)
+        up = sum(1 for s in shards if s["status"] == "ok")
+        # 503 only when no shard answers: every edge sees the same shards, so
+        # taking edges out of a balancer for one shard's outage would not help.
         return {
-            "status": "ok" if probes.healthy(now) else "unavailable",
+            "status": "ok" if up else "unavailable",
             "edge": self.settings.name or f"{listen.host}:{listen.port}",
             "instance": self.instance_id,
             "connections": len(self.clients),
             "rooms": len(self.rooms),
-            "broker": {
-                "pub": self.settings.broker.endpoints.broker_pub,
-                "sub": self.settings.broker.endpoints.broker_sub,
-                "lastProbeRoundTripMs": None if rtt is None else round(rtt * 1000, 3),
-                "lastProbeSecondsAgo": None if seen is None else round(now - seen, 3),
-            },
+            # The first shard, as before shards: one-broker tools keep reading it.
+            "broker": {k: v for k, v in shards[0].items() if k != "shard"},
+            "shardsUp": up,
+            "shards": shards,
         }

@@ -1,0 +1,138 @@
+"""Rooms over two broker shards, with real brokers and edges."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chatclient import Publisher
+from protocol.shards import shard_of
+from tests.conftest import OpenWs
+from tests.support.procs import ShardedCluster, running_shards, wait_until
+
+
+def rooms_on(shard: int, n: int, count: int = 1, prefix: str = "room") -> list[str]:
+    found = []
+    i = 0
+    while len(found) < count:
+        room = f"{prefix}-{i}"
+        if shard_of(room, n) == shard:
+            found.append(room)
+        i += 1
+    return found
+
+
+@pytest.fixture
+def two_shards(tmp_path: Path) -> Iterator[ShardedCluster]:
+    with running_shards(2, edges=2, data_dir=tmp_path, logs=tmp_path) as cluster:
+        yield cluster
+
+
+async def test_chats_history_dedupe_and_presence_per_shard(
+    two_shards: ShardedCluster, clients: OpenWs
+) -> None:
+    a_url, b_url = two_shards.urls()
+    for shard in (0, 1):
+        (room,) = rooms_on(shard, 2, prefix=f"s{shard}")
+        alice = await clients(a_url + f"?user=alice{shard}")
+        bob = await clients(b_url + f"?user=bob{shard}")
+        await alice.send({"type": "join", "payload": {"roomId": room, "presence": True}})
+        joined = await alice.recv_type("joined")
+        assert joined["payload"]["offset"] == 0
+        assert (await alice.recv_type("presence_join"))["payload"]["user"] == f"alice{shard}"
+        await bob.join(room)
+        assert (await alice.recv_type("presence_join"))["payload"]["user"] == f"bob{shard}"
+        for i in range(3):
+            await bob.send({"type": "chat", "payload": {
+                "roomId": room, "message": f"m{i}", "msgId": f"id-{i}"}})
+        # A resend of the same msgId is delivered once, acknowledged as a duplicate.
+        await bob.send({"type": "chat", "payload": {
+            "roomId": room, "message": "m0", "msgId": "id-0"}})
+        got = [await alice.recv_chat() for _ in range(3)]
+        assert [(c["message"], c["offset"]) for c in got] == [("m0", 1), ("m1", 2), ("m2", 3)]
+        acks = [await bob.recv() for _ in range(7)]
+        dup = [f for f in acks if f["type"] == "ack" and f["payload"].get("duplicate")]
+        assert len(dup) == 1 and dup[0]["payload"]["offset"] == 1
+        # History and recovery come from the room's own shard.
+        carol = await clients(a_url)
+        await carol.send({"type": "join", "payload": {
+            "roomId": room, "since": {"epoch": got[0]["epoch"], "offset": 1}}})
+        rec = await carol.recv_type("joined")
+        assert rec["payload"]["recovered"] is True
+        assert [(await carol.recv_chat())["offset"] for _ in range(2)] == [2, 3]
+        await alice.send({"type": "presence", "payload": {"roomId": room}})
+        listing = await alice.recv()
+        while listing["type"] == "presence_join":  # carol's
+            listing = await alice.recv()
+        assert listing["type"] == "presence", listing
+        users = {u["user"] for u in listing["payload"]["users"]}
+        assert {f"alice{shard}", f"bob{shard}"} <= users
+
+
+async def test_publisher_routes_by_shard(two_shards: ShardedCluster, clients: OpenWs) -> None:
+    rooms = rooms_on(0, 2, prefix="pub") + rooms_on(1, 2, prefix="pub")
+    member = await clients(two_shards.urls()[0])
+    for room in rooms:
+        await member.join(room)
+    with Publisher.open(two_shards.link(), sender="ticker") as pub:
+        for room in rooms:
+            pub.publish(room, f"to {room}")
+    got = {(await member.recv_chat())["roomId"] for _ in rooms}
+    assert got == set(rooms)
+
+
+async def test_one_shard_down_leaves_the_other_flowing(
+    two_shards: ShardedCluster, clients: OpenWs
+) -> None:
+    (up_room,) = rooms_on(0, 2, prefix="up")
+    (down_room,) = rooms_on(1, 2, prefix="down")
+    a_url, b_url = two_shards.urls()
+    sender = await clients(a_url)
+    reader = await clients(b_url)
+    for room in (up_room, down_room):
+        await sender.join(room)
+        await reader.join(room)
+    broker1 = two_shards.brokers[1]
+    assert broker1 is not None
+    broker1.kill9()
+    edge = two_shards.edges[0]
+    wait_until(lambda: edge.health()[1]["shards"][1]["status"] == "unavailable", 10,
+               "shard 1 reported down")
+    status, health = edge.health()
+    assert status == 200 and health["shardsUp"] == 1
+    assert health["shards"][0]["status"] == "ok"
+    metrics = edge.metrics()
+    assert metrics['chat_broker_up{shard="0"}'] == 1
+    assert metrics['chat_broker_up{shard="1"}'] == 0
+    # The down shard's room refuses loudly; the other keeps flowing, no pause.
+    await sender.chat("lost?", down_room)
+    await sender.expect_error("unavailable")
+    started = time.monotonic()
+    for i in range(20):
+        await sender.chat(f"up {i}", up_room)
+    offsets = []
+    for _ in range(20):
+        chat = await reader.recv_chat(timeout=2)
+        assert chat["roomId"] == up_room
+        offsets.append(chat["offset"])
+    assert offsets == list(range(1, 21))
+    assert time.monotonic() - started < 2
+    # Back, with its durable store: the room goes on in the same epoch.
+    two_shards.start_broker(1)
+    wait_until(lambda: edge.health()[1]["shardsUp"] == 2, 10, "shard 1 back")
+    wait_until(lambda: edge.metrics()["chat_pending_rooms"] == 0, 10, "rooms re-proven")
+    await sender.chat("back", down_room)
+    back = await reader.recv_chat()
+    assert (back["roomId"], back["message"], back["offset"]) == (down_room, "back", 1)
+
+
+async def test_no_shard_reachable_is_503(two_shards: ShardedCluster) -> None:
+    edge = two_shards.edges[0]
+    for broker in two_shards.brokers:
+        assert broker is not None
+        broker.kill9()
+    wait_until(lambda: edge.health()[0] == 503, 10, "503 with every shard down")
+    assert edge.health()[1]["shardsUp"] == 0
