@@ -34,7 +34,7 @@ from chatconfig.curve import apply_client, client_keys
 from protocol.chats import check_chat
 from protocol.codec import encode_chat
 from protocol.ids import Sequence, new_instance_id
-from protocol.shards import shard_of
+from protocol.shards import REFUSAL_MARK, read_refusal, shard_of
 from protocol.topics import edge_topic, parse_probe, probe_body, room_topic
 
 PROBE_EVERY = 0.05  # seconds between probes while the path is not yet proven
@@ -141,7 +141,8 @@ class Publisher:
                 self._token += 1
                 sent[self._token] = now
                 self._pubs[shard].send_multipart(
-                    (self._probe_topic, probe_body(self.instance_id, self._token)), zmq.NOBLOCK
+                    (self._probe_topic, probe_body(self.instance_id, self._token, self.shards)),
+                    zmq.NOBLOCK,
                 )
             wait_until = min(deadline, now + PROBE_EVERY)
             while (left := wait_until - time.monotonic()) > 0:
@@ -150,6 +151,10 @@ class Publisher:
                     if sub not in ready:
                         continue
                     _, body = sub.recv_multipart()
+                    if body[:1] == REFUSAL_MARK:
+                        raise ConnectionRefusedError(
+                            f"broker shard {shard} refused: {read_refusal(body)}"
+                        )
                     parsed = parse_probe(body)
                     if parsed is not None and parsed[0] == self.instance_id and parsed[1] in sent:
                         slowest = max(slowest, time.monotonic() - sent[parsed[1]])

@@ -26,6 +26,7 @@ from edge.presence import PendingListings
 from edge.rooms import RoomRegistry
 from protocol.frames import text_frame
 from protocol.presence import EVENT_MARK, LISTING_MARK, read_listing
+from protocol.shards import REFUSAL_MARK, read_refusal
 from protocol.stream import ACK_MARK, REPLY_MARK, read_ack, read_reply
 from protocol.topics import PROBE_MARK
 
@@ -125,6 +126,8 @@ class Fanout:
                         fx.member_frame(conn, text_frame(frame))
                 elif kind == REPLY_MARK:
                     self._continuity.reply(read_reply(part), now, fx)
+                elif kind == REFUSAL_MARK:
+                    self._path.refused(shard, read_refusal(part))
                 elif kind == LISTING_MARK:
                     listing = read_listing(part)
                     asker = self._listings.answered(listing.request_id)

@@ -61,12 +61,12 @@ class BrokerPath:
         self._stats = stats
         # One clock per shard; all of them probe on the edge's own topic.
         self.shards = [
-            ProbeClock(instance_id, probe_interval, probe_timeout, PROBE_RETRY)
+            ProbeClock(instance_id, probe_interval, probe_timeout, PROBE_RETRY, bus.shards)
             for _ in range(bus.shards)
         ]
         self.probes = self.shards[0]
-        # Per shard: why it refused this edge, as it said (None: it did not).
-        self.refusals: list[str | None] = [None] * bus.shards
+        # Per shard: why it last refused this edge, as it said, and when (None: never).
+        self.refusals: list[tuple[str, float] | None] = [None] * bus.shards
         self.topic = self.probes.topic
         self._barriers: dict[int, asyncio.Event] = {}
         self._last_barrier = 0
@@ -148,6 +148,13 @@ class BrokerPath:
         if len(self.shards) == 1:
             return None
         return lambda topic: self._bus.shard_of_topic(topic) == shard
+
+    def refused(self, shard: int, text: str) -> None:
+        """A shard refused something of ours: a misconfiguration, not an outage."""
+        last = self.refusals[shard]
+        if last is None or last[0] != text or time.monotonic() - last[1] > 60:
+            log.error("broker shard %d refused this edge: %s", shard, text)
+        self.refusals[shard] = (text, time.monotonic())
 
     def own_probe(self, body: bytes) -> Probe | None:
         return self.probes.own_probe(body)

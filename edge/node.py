@@ -184,7 +184,8 @@ class Edge:
             }
             refusal = self.path.refusals[i]
             if refusal is not None:
-                state["error"] = refusal
+                state["error"] = refusal[0]
+                state["errorSecondsAgo"] = round(now - refusal[1], 3)
             shards.append(state)
         up = sum(1 for s in shards if s["status"] == "ok")
         # 503 only when no shard answers: every edge sees the same shards, so

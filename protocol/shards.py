@@ -6,6 +6,10 @@ N to N+1 shards moves about 1/(N+1) of the rooms, all of them to the new
 shard. The key is the first 8 bytes of the room id's BLAKE2b-64 digest, read
 big-endian, so that a publisher in any language finds the same shard
 (Python's `hash()` is salted per process). Test vectors: docs/scaling.md.
+
+A broker refuses what is not its own (a room of another shard, a health
+probe from an edge that counts another number of shards) with a refusal
+note on the sender's own topic: `X` and a UTF-8 text.
 """
 
 from __future__ import annotations
@@ -38,3 +42,14 @@ def shard_of(room_id: str, shards: int) -> int:
     if shards == 1:
         return 0
     return jump_hash(room_key(room_id), shards)
+
+
+REFUSAL_MARK = b"X"
+
+
+def refusal_part(text: str) -> bytes:
+    return REFUSAL_MARK + text.encode()
+
+
+def read_refusal(part: bytes) -> str:
+    return part[1:].decode(errors="replace")

@@ -136,3 +136,27 @@ async def test_no_shard_reachable_is_503(two_shards: ShardedCluster) -> None:
         broker.kill9()
     wait_until(lambda: edge.health()[0] == 503, 10, "503 with every shard down")
     assert edge.health()[1]["shardsUp"] == 0
+
+
+async def test_misconfigured_edges_are_refused_visibly(
+    two_shards: ShardedCluster, clients: OpenWs
+) -> None:
+    # Shards listed in the wrong order: every room would go to the wrong broker.
+    swapped = ",".join(f"{p}|{s}" for p, s in reversed(two_shards.shards))
+    wrong = two_shards.start_edge(shard_list=swapped)
+    wait_until(lambda: wrong.health()[1].get("shardsUp") == 2, 10, "swapped edge up")
+    (room,) = rooms_on(0, 2, prefix="wrong")
+    client = await clients(wrong.url)
+    await client.send({"type": "join", "payload": {"roomId": room}})
+    # Its shard 0 (the broker that is really shard 1) says so.
+    wait_until(lambda: "error" in wrong.health()[1]["shards"][0], 10, "refusal in /healthz")
+    assert "belongs to shard 0 of 2" in wrong.health()[1]["shards"][0]["error"]
+    # Not joined, not silently split: the join is refused.
+    await client.expect_error("unavailable")
+    # An edge that counts one shard (only the first listed) is refused by it.
+    (first_pub, first_sub) = two_shards.shards[0]
+    single = two_shards.start_edge(shard_list=f"{first_pub}|{first_sub}")
+    wait_until(lambda: "error" in single.health()[1]["shards"][0], 10, "count refused")
+    status, body = single.health()
+    assert status == 503 and body["shards"][0]["status"] == "unavailable"
+    assert "counts 1 shards" in body["shards"][0]["error"]
