@@ -41,9 +41,7 @@ from protocol.presence import HEARTBEAT_EVERY, HEARTBEAT_TOPIC
 from protocol.shards import shard_of
 from protocol.topics import edge_topic, room_topic
 
-
-def _owned(room_id: str, shards: int, shard: int) -> bool:
-    return shards == 1 or shard_of(room_id, shards) == shard
+SHARD_CACHE_MAX = 200_000  # rooms whose shard an edge remembers
 
 
 def clock_ms() -> int:
@@ -71,6 +69,7 @@ class Edge:
         # owners (its old members expire there); ids can never collide.
         self.tally = PresenceTally(self.instance_id, self.instance_id)
         self._next_heartbeat = 0.0
+        self._shard_of_room: dict[str, int] = {}
         self.handler = FrameHandler(
             self.rooms, self.message_ids, clock_ms, limits.max_message_chars,
             self.path.room_healthy, self.tally,
@@ -107,9 +106,8 @@ class Edge:
         if now >= self._next_heartbeat:
             # Through the chats' queue: after the reports already queued. Each
             # shard owns the presence of its rooms: it hears of those only.
-            shards = self.bus.shards
-            for shard in range(shards):
-                owns = functools.partial(_owned, shards=shards, shard=shard)
+            for shard in range(self.bus.shards):
+                owns = functools.partial(self._owned, shard=shard)
                 for part in self.tally.heartbeat(owns=owns):
                     self.publishes.put(HEARTBEAT_TOPIC, part, counted=False, shard=shard)
             self._next_heartbeat = now + HEARTBEAT_EVERY
@@ -118,6 +116,17 @@ class Edge:
         for conn, frame in self.acks.expire(now):
             fx.member_frame(conn, text_frame(frame))
         apply(fx, self.bus, self.stats)
+
+    def _owned(self, room_id: str, shard: int) -> bool:
+        """Does `shard` own `room_id` (the hash remembered: heartbeats ask every 2 s)."""
+        if self.bus.shards == 1:
+            return True
+        known = self._shard_of_room.get(room_id)
+        if known is None:
+            if len(self._shard_of_room) > SHARD_CACHE_MAX:
+                self._shard_of_room.clear()
+            known = self._shard_of_room[room_id] = shard_of(room_id, self.bus.shards)
+        return known == shard
 
     def publish_external(self, room_id: str, message: str, sender: str) -> str:
         """Publish a chat from outside any room membership (the HTTP API); return its id.
