@@ -11,6 +11,9 @@ between them; clients connect from yet another host to the edges' addresses.
     sudo .venv/bin/python scripts/netns_cluster.py up      # until Ctrl-C, then torn down
     sudo .venv/bin/python scripts/netns_cluster.py up --shards 2 --edges 2 --delay-ms 5
     sudo .venv/bin/python scripts/netns_cluster.py down    # remove leftovers of a crash
+    sudo .venv/bin/python scripts/netns_cluster.py latency --delays 0,1,5,20
+        # chat latency across hosts (client -> edge -> shard -> other edge -> client)
+        # with each delay added on every host's link (tc netem): p50, p99, max
 
 While it runs, `ip netns exec rc-cl curl -s 10.250.0.20:8081/healthz` asks an
 edge from the clients' host, and `ip netns exec rc-b1 ip link set eth0 down`
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,9 +261,83 @@ def running(shards: int = 2, edges: int = 2, prefix: str = "rc",
         yield cluster
 
 
+async def _latencies(cluster: Cluster, chats: int, rate: float) -> list[float]:
+    """Seconds from send to arrival at a member on the other edge, for each chat."""
+    import asyncio
+    import json
+    import urllib.request
+
+    import aiohttp
+
+    def shards_up(url: str) -> int:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as resp:
+                return int(json.loads(resp.read()).get("shardsUp", 0))
+        except OSError:
+            return 0
+
+    deadline = time.monotonic() + 30
+    for i in range(cluster.edges):
+        while await asyncio.to_thread(shards_up, cluster.edge_http(i)) < cluster.shards:
+            if time.monotonic() > deadline:
+                raise TimeoutError("edges did not see every shard")
+            await asyncio.sleep(0.1)
+    async with aiohttp.ClientSession() as session:
+        sender = await session.ws_connect(cluster.edge_url(0))
+        reader = await session.ws_connect(cluster.edge_url(1 % cluster.edges))
+        rooms = [f"lat-{i}" for i in range(4)]  # spread over the shards
+        for ws in (sender, reader):
+            for room in rooms:
+                await ws.send_json({"type": "join", "payload": {"roomId": room}})
+                while (await ws.receive_json())["type"] != "joined":
+                    pass
+        sent: dict[str, float] = {}
+        took: list[float] = []
+
+        async def read() -> None:
+            while len(took) < chats:
+                frame = await reader.receive_json()
+                if frame["type"] == "chat":
+                    took.append(time.monotonic() - sent[frame["payload"]["message"]])
+
+        reading = asyncio.create_task(read())
+        start = time.monotonic()
+        for n in range(chats):
+            await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
+            sent[str(n)] = time.monotonic()
+            await sender.send_json({"type": "chat", "payload": {
+                "roomId": rooms[n % len(rooms)], "message": str(n)}})
+        await asyncio.wait_for(reading, 30)
+        await sender.close()
+        await reader.close()
+    return took
+
+
+def measure(delays: list[float], chats: int = 400, rate: float = 100.0) -> list[str]:
+    """One cluster per delay: p50, p99 and max of chat latency across hosts."""
+    import asyncio
+
+    rows = []
+    for ms in delays:
+        with running(2, 2, prefix="rl") as cluster:
+            for name in cluster.hosts.address:
+                if ms:
+                    cluster.hosts.delay(name, ms)
+            def run(c: Cluster = cluster) -> list[float]:
+                return asyncio.run(_latencies(c, chats, rate))
+
+            took = sorted(cluster.hosts.call_in("cl", run))
+            p50, p99 = took[len(took) // 2], took[min(len(took) - 1, int(len(took) * 0.99))]
+            rows.append(f"| {ms:g} ms | {chats} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | "
+                        f"{took[-1] * 1000:.1f} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("up", "down"))
+    parser.add_argument("action", choices=("up", "down", "latency"))
+    parser.add_argument("--delays", default="0,1,5,20",
+                        help="latency: comma-separated delays in ms added on every link")
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--edges", type=int, default=2)
     parser.add_argument("--delay-ms", type=float, default=0.0,
@@ -268,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.action == "down":
         Hosts(args.prefix).teardown()
+        return 0
+    if args.action == "latency":
+        print("| delay per link | chats | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|")
+        for row in measure([float(d) for d in args.delays.split(",") if d.strip()]):
+            print(row, flush=True)
         return 0
     try:
         with running(args.shards, args.edges, args.prefix) as cluster:

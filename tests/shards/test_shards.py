@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from chatclient import Publisher
+from chatconfig import BrokerEndpoints, BrokerLink
 from protocol.shards import shard_of
 from tests.conftest import OpenWs
 from tests.support.procs import ShardedCluster, running_shards, wait_until
@@ -160,3 +161,36 @@ async def test_misconfigured_edges_are_refused_visibly(
     status, body = single.health()
     assert status == 503 and body["shards"][0]["status"] == "unavailable"
     assert "counts 1 shards" in body["shards"][0]["error"]
+
+
+async def test_memory_only_shard_restart_resyncs_only_its_rooms(
+    tmp_path: Path, clients: OpenWs
+) -> None:
+    with running_shards(2, edges=1, logs=tmp_path) as cluster:
+        (kept,) = rooms_on(0, 2, prefix="kept")
+        (lost,) = rooms_on(1, 2, prefix="lost")
+        member = await clients(cluster.urls()[0])
+        for room in (kept, lost):
+            await member.join(room)
+            await member.chat("before", room)
+            assert (await member.recv_chat())["offset"] == 1
+        broker1 = cluster.brokers[1]
+        assert broker1 is not None
+        broker1.kill9()
+        cluster.start_broker(1)
+        edge = cluster.edges[0]
+        wait_until(lambda: edge.metrics()["chat_pending_rooms"] == 0
+                   and edge.health()[1]["shardsUp"] == 2, 10, "shard 1 back, rooms live")
+        # The restarted shard kept no history: its room starts a new epoch...
+        resync = await member.recv_type("resync")
+        assert (resync["payload"]["roomId"], resync["payload"]["offset"]) == (lost, 0)
+        # ...and the other shard's room goes on in its stream, without a resync.
+        await member.chat("after", kept)
+        after = await member.recv_chat()
+        assert (after["roomId"], after["offset"]) == (kept, 2)
+
+
+async def test_a_publisher_that_counts_another_n_is_told(two_shards: ShardedCluster) -> None:
+    pub, sub = two_shards.shards[0]
+    with pytest.raises(ConnectionRefusedError, match="counts 1 shards"):
+        Publisher.open(BrokerLink(BrokerEndpoints(pub, sub)), timeout=5).close()
