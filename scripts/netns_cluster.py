@@ -113,8 +113,12 @@ class Hosts:
 
     def delay(self, name: str, ms: float) -> None:
         """Add `ms` of latency to everything the host sends (tc netem)."""
-        subprocess.run(["ip", "netns", "exec", self.ns(name), "tc", "qdisc", "replace", "dev",
-                        "eth0", "root", "netem", "delay", f"{ms}ms"], check=True)
+        done = subprocess.run(["ip", "netns", "exec", self.ns(name), "tc", "qdisc", "replace",
+                               "dev", "eth0", "root", "netem", "delay", f"{ms}ms"],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"tc netem refused ({done.stderr.strip()}): this kernel may "
+                               "lack the sch_netem module")
 
     def run(self, name: str, argv: list[str], env: dict[str, str],
             log: Path) -> subprocess.Popen[bytes]:
@@ -159,6 +163,7 @@ class Cluster:
     work: Path
     root: Path
     probe_timeout: float = 1.5
+    edge_env: dict[str, str] = field(default_factory=dict)  # more CHAT_* for the edges
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     broker_procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -220,7 +225,7 @@ class Cluster:
             "CHAT_PROBE_TIMEOUT": str(self.probe_timeout),
             "CHAT_CURVE_SECRET_KEY": str(self.work / "keys" / f"edge{i}.key_secret"),
             "CHAT_CURVE_BROKER_KEY": str(self.work / "keys" / "broker.key"),
-        })
+        } | self.edge_env)
         self.procs.append(self.hosts.run(f"e{i}", [sys.executable, "-m", "edge"], env,
                                          self.work / f"edge{i}.log"))
 
@@ -246,7 +251,8 @@ class Cluster:
 
 @contextlib.contextmanager
 def running(shards: int = 2, edges: int = 2, prefix: str = "rc",
-            work: Path | None = None, probe_timeout: float = 1.5) -> Iterator[Cluster]:
+            work: Path | None = None, probe_timeout: float = 1.5,
+            edge_env: dict[str, str] | None = None) -> Iterator[Cluster]:
     """Hosts built, processes started; everything stopped and deleted on the way out."""
     hosts = Hosts(prefix)
     root = Path(__file__).resolve().parents[1]
@@ -255,7 +261,7 @@ def running(shards: int = 2, edges: int = 2, prefix: str = "rc",
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="netns-")))
         stack.callback(hosts.teardown)
         hosts.build(Cluster.host_names(shards, edges))
-        cluster = Cluster(hosts, shards, edges, work, root, probe_timeout)
+        cluster = Cluster(hosts, shards, edges, work, root, probe_timeout, edge_env or {})
         stack.callback(cluster.stop)
         cluster.start()
         yield cluster
@@ -319,7 +325,8 @@ def measure(delays: list[float], chats: int = 400, rate: float = 100.0) -> list[
 
     rows = []
     for ms in delays:
-        with running(2, 2, prefix="rl") as cluster:
+        # One sender at `rate` chats/s: above the default per-connection limit.
+        with running(2, 2, prefix="rl", edge_env={"CHAT_RATE_LIMIT": "0"}) as cluster:
             for name in cluster.hosts.address:
                 if ms:
                     cluster.hosts.delay(name, ms)
