@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,3 +196,26 @@ async def test_a_publisher_that_counts_another_n_is_told(two_shards: ShardedClus
     pub, sub = two_shards.shards[0]
     with pytest.raises(ConnectionRefusedError, match="counts 1 shards"):
         Publisher.open(BrokerLink(BrokerEndpoints(pub, sub)), timeout=5).close()
+
+
+def post(url: str) -> int:
+    request = urllib.request.Request(
+        url, data=b'{"message":"via http"}', method="POST",
+        headers={"Authorization": "Bearer k", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        return int(resp.status)
+
+
+async def test_http_api_publishes_to_each_rooms_shard(
+    two_shards: ShardedCluster, clients: OpenWs
+) -> None:
+    api = two_shards.start_edge(args=["--api-key", "k"])
+    wait_until(lambda: api.health()[1].get("shardsUp") == 2, 10, "api edge sees both shards")
+    rooms = rooms_on(0, 2, prefix="api") + rooms_on(1, 2, prefix="api")
+    member = await clients(two_shards.urls()[0])
+    for room in rooms:
+        await member.join(room)
+    for room in rooms:
+        assert await asyncio.to_thread(post, f"{api.http}/api/rooms/{room}/messages") == 202
+    got = {(c["roomId"], c["offset"]) for c in [await member.recv_chat() for _ in rooms]}
+    assert got == {(room, 1) for room in rooms}
