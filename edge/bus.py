@@ -104,6 +104,8 @@ class Bus:
         return shard
 
     def _pub_for(self, topic: bytes, shard: int | None) -> zmq.Socket[bytes]:
+        if self.shards == 1:
+            return self._links[0].pub_now  # one broker: nothing to choose
         if shard is None:
             shard = self.shard_of_topic(topic)
             if shard is None:
@@ -130,6 +132,8 @@ class Bus:
             send(pub, body, NOBLOCK if i == last else NOBLOCK_MORE)
 
     def _subscribed_at(self, topic: bytes) -> list[int]:
+        if self.shards == 1:
+            return [0]
         shard = self.shard_of_topic(topic)
         return list(range(self.shards)) if shard is None else [shard]
 
