@@ -453,8 +453,14 @@ class ClientSettings(Settings):
         (), "edge WebSocket URLs (ws://host:port/), tried in turn on failure", operand="URL"
     )
     room: tuple[str, ...] = setting((), "room to join at start (repeatable)", repeat=True)
+    user: str = setting(
+        "", "user id to connect as, sent to the edge (open mode; with a token, its `sub` "
+            "instead; default: the connection id)",
+    )
     display_name: str = setting(
-        "", "how your own messages are shown (never sent)", aliases=("--name",)
+        "", "display name, sent to the edge and shown on your messages and in presence "
+            "(open mode; with a token, its `name` claim instead; default: the user id)",
+        aliases=("--name",),
     )
     token: str = setting("", "access token, when the edges require one", secret=True)
     connect_timeout: float = setting(30.0, "seconds to reach a first edge", above(0))
@@ -464,6 +470,12 @@ class ClientSettings(Settings):
     history: int = setting(
         0, "chats of each room's history to show on joining it (the edge caps it)", at_least(0)
     )
+
+    def check(self) -> None:
+        for name in ("user", "display_name"):
+            value = getattr(self, name)
+            if value and (why := label_error(self.label(name), value)):
+                raise SettingError(why)
 
 
 @dataclass(frozen=True, slots=True)
