@@ -115,8 +115,9 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     d = Params()
     common.add_argument("--servers", type=_servers, default=list(SERVERS),
-                        help=f"comma-separated, from {','.join(SERVERS)}, or ours@REF: "
-                        "roomcast at a git ref, e.g. ours@HEAD~5 (default: all four)")
+                        help=f"comma-separated, from {','.join(SERVERS)}, ours:N (N broker "
+                        "shards), or ours@REF: roomcast at a git ref, e.g. ours@HEAD~5 "
+                        "(default: all four)")
     common.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="directory for JSON, markdown and plots (default: bench/results)")
     common.add_argument("--no-pin", dest="pin", action="store_false",

@@ -1,7 +1,8 @@
 """Start a server design as real processes on free loopback ports, and stop it.
 
-"ours" is one broker and three edges; the references are in
-`bench/references/`. "ours@REF" is the same, run from the commit REF (any git
+"ours" is one broker and three edges, "ours:N" the same with N broker
+shards (`chat-broker --shard I/N`, each its own process); the references are
+in `bench/references/`. "ours@REF" is the same, run from the commit REF (any git
 ref): REF is checked out into a temporary detached worktree, the processes
 start with their working directory there, so `python -m broker` and
 `python -m edge` import that commit's packages before the installed ones, and
@@ -155,13 +156,22 @@ OURS_ENV = {
 }
 
 
-def _start_ours(sp: _Spawner, cwd: Path | None = None) -> None:
+def _start_ours(sp: _Spawner, cwd: Path | None = None, shards: int = 1) -> None:
     env = {
         "CHAT_BROKER_PUB": f"tcp://127.0.0.1:{free_port()}",
         "CHAT_BROKER_SUB": f"tcp://127.0.0.1:{free_port()}",
         **OURS_ENV,
     }
-    sp.spawn("broker", [sys.executable, "-m", "broker"], env, cwd)
+    if shards == 1:
+        sp.spawn("broker", [sys.executable, "-m", "broker"], env, cwd)
+    else:
+        ends = []
+        for i in range(shards):
+            pub, sub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+            ends.append(f"{pub}|{sub}")
+            sp.spawn(f"broker-{i}", [sys.executable, "-m", "broker", "--shard", f"{i}/{shards}"],
+                     env | {"CHAT_BROKER_PUB": pub, "CHAT_BROKER_SUB": sub}, cwd)
+        env["CHAT_BROKER_SHARDS"] = ",".join(ends)
     edges = []
     for n in range(1, EDGES + 1):
         port = free_port()
@@ -231,9 +241,24 @@ _DESIGNS: dict[str, tuple[Transport, str, Callable[[_Spawner], None]]] = {
 }
 
 
+MAX_SHARDS = 16
+
+
+def shard_count(name: str) -> int:
+    """`ours:N` and `ours:N@REF` -> N broker shards; anything else -> 1."""
+    design = name.partition("@")[0]
+    return int(design.partition(":")[2] or 1)
+
+
 def parse_name(name: str) -> tuple[str, str | None]:
-    """`ours` -> ("ours", None); `ours@REF` -> ("ours", "REF"), roomcast as committed at REF."""
+    """`ours` -> ("ours", None); `ours@REF` -> ("ours", "REF"), roomcast as committed at REF;
+    `ours:N` (and `ours:N@REF`): with N broker shards."""
     design, at, ref = name.partition("@")
+    design, colon, count = design.partition(":")
+    if colon and (design != OURS or not count.isdigit()
+                  or not 1 <= int(count) <= MAX_SHARDS):
+        raise ValueError(f"{name!r}: only {OURS} has shards, {OURS}:N with N from 1 to "
+                         f"{MAX_SHARDS}")
     if design not in SERVERS:
         raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVERS)} "
                          f"or {OURS}@REF")
@@ -310,10 +335,14 @@ def running(name: str, cpus: CpuPlan, logs: Path) -> Iterator[ServerSet]:
     design, ref = parse_name(name)
     transport, description, start = _DESIGNS[design]
     with contextlib.ExitStack() as stack:
+        shards = shard_count(name)
+        if shards > 1:
+            start = functools.partial(_start_ours, shards=shards)
+            description = description.replace("1 broker", f"{shards} broker shards")
         if ref is not None:
             tree = stack.enter_context(worktree(ref))
             check_imports_from(tree)
-            start = functools.partial(_start_ours, cwd=tree)
+            start = functools.partial(_start_ours, cwd=tree, shards=shards)
             commit = _git("-C", str(tree), "rev-parse", "--short", "HEAD")
             description = f"{description}; commit {commit}"
         servers = ServerSet(name, transport, description)

@@ -18,6 +18,8 @@ from bench.servers import ROOT, check_imports_from, parse_name, resolve_ref, wor
         ("ours", ("ours", None)),
         ("node", ("node", None)),
         ("ours@73f62eb", ("ours", "73f62eb")),
+        ("ours:2", ("ours", None)),
+        ("ours:4@HEAD", ("ours", "HEAD")),
         ("ours@HEAD~5", ("ours", "HEAD~5")),
         ("ours@v1.0^{commit}", ("ours", "v1.0^{commit}")),
     ],
@@ -31,6 +33,9 @@ def test_names_parse_into_design_and_ref(name: str, parsed: tuple[str, str | Non
     [
         ("theirs", "unknown server"),
         ("ours@", "name a git ref"),
+        ("node:2", "only ours has shards"),
+        ("ours:0", "only ours has shards"),
+        ("ours:x", "only ours has shards"),
         ("node@HEAD", "only ours"),
         ("Ours@HEAD", "unknown server"),
     ],
@@ -79,3 +84,9 @@ def test_worktree_is_removed_when_the_run_fails() -> None:
 def test_check_imports_notices_packages_from_elsewhere(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="came from elsewhere"):
         check_imports_from(tmp_path)  # nothing here: broker and edge come from the install
+
+
+def test_shard_counts_in_names() -> None:
+    from bench.servers import shard_count
+
+    assert [shard_count(n) for n in ("ours", "ours:2", "ours:4@HEAD", "node")] == [1, 2, 4, 1]
