@@ -7,6 +7,7 @@ presets and can be changed from the command line.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -21,11 +22,16 @@ from bench.progress import Progress
 from bench.runner import run_shares
 from bench.servers import ServerSet
 from bench.summary import summarize
+from broker.presence import PresenceLimits
 
 CONNECTIONS_PER_PROCESS = 5000  # keeps each generator well below its open-files limit
 # The first second holds the closed loop's opening burst and cold caches; its
 # latencies are left out (its messages still count for loss and order).
 WARMUP = 1.0
+# A broker that has just started publishes no presence_leave for its first
+# `rebuild` seconds (its edges' heartbeats rebuild its presence quietly), so a
+# churning user would seem never to leave: presence runs start after them.
+PRESENCE_SETTLE = PresenceLimits().rebuild + 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,4 +134,9 @@ class Bench:
         fields = dict(members=1, senders=p.churners, size=p.size, duration=p.duration,
                       presence=p.presence)
         shares = self._shares(servers, "churn", p.rooms, self._procs(), **fields)
-        return await self._run("churn", servers, shares, {"rooms": p.rooms, **fields})
+        settle = PRESENCE_SETTLE if p.presence else 0.0
+        if settle:
+            self.progress.note(f"churn: {settle:g} s for the broker's presence rebuild")
+            await asyncio.sleep(settle)
+        return await self._run("churn", servers, shares,
+                               {"rooms": p.rooms, **fields, "settle_s": settle})
