@@ -312,7 +312,7 @@ def _ints(text: str) -> tuple[int, ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--restart" in argv:
-        from bench import storerestart
+        import bench.storerestart as storerestart
 
         argv.remove("--restart")
         return storerestart.main(argv)
