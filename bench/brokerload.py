@@ -1,7 +1,11 @@
 """`chat-bench broker`: how many chats one broker process sequences and forwards.
 
 The broker runs alone (`python -m broker`, history on with its defaults),
-pinned to one server core. This process plays every edge at once from the
+pinned to one server core, with its durable store (`CHAT_DATA_DIR` in a
+temporary directory, as deploy/supervisord.conf ships it: a chat is
+forwarded only once the turn that sequenced it is committed, so chats/s
+forwarded is chats/s stored) or in memory only (`--stores`; both by
+default, one broker after the other). This process plays every edge at once from the
 generator core: a PUB socket connected to the broker's XSUB endpoint sends
 a room's burst as one ZeroMQ message, round-robin over the rooms, in either
 framing the broker takes: `[topic, chat, chat, ...]` (a frame per chat,
@@ -11,18 +15,21 @@ XPUB endpoint, subscribed to every room, takes the stamped chats back. At
 most `window` messages are in flight, so no pipe reaches its high-water mark
 (a PUB drops silently there): the rate is what the broker keeps up with.
 
-Reported per batch size: chats/s forwarded, the broker's CPU per chat (all
+Reported per store and batch size: chats/s forwarded, the broker's CPU per chat (all
 its threads, from /proc), the driver's own CPU (if it nears 100 % of its
 core the driver, not the broker, is the limit), and two checks: chats that
-never came back, and offsets that did not follow on in a room.
+never came back, and offsets that did not follow on in a room; and per
+durable broker, its store once it stopped (bytes on disk per 1,000 chats).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +42,7 @@ import zmq.backend
 from bench.pinning import CpuPlan
 from bench.procstat import cpu_seconds
 from bench.servers import _clean_env, check_imports_from, free_port, resolve_ref, worktree
+from bench.storesize import store_figures
 from protocol.codec import encode_chat
 from protocol.stream import CHAT_SEPARATOR, pack, read_stamp
 from protocol.topics import room_topic
@@ -53,6 +61,7 @@ START_TIMEOUT = 20.0
 class BrokerParams:
     batches: tuple[int, ...] = (1, 10, 50)
     framings: tuple[str, ...] = ("parts", "packed")
+    stores: tuple[str, ...] = ("durable", "memory")
     rooms: int = 100
     size: int = 128  # message characters
     duration: float = 5.0  # measured seconds per batch size, after a warm-up
@@ -61,6 +70,7 @@ class BrokerParams:
 
 
 FRAMINGS = ("parts", "packed")
+STORES = ("durable", "memory")
 
 
 def room_messages(rooms: int, batch: int, size: int, framing: str = "parts",
@@ -112,6 +122,7 @@ class Continuity:
 
 @dataclass(slots=True)
 class BatchResult:
+    store: str
     framing: str
     batch: int
     chats: int
@@ -128,29 +139,34 @@ class BatchResult:
 
 @contextlib.contextmanager
 def broker_process(cpus: CpuPlan, logs: Path, at: str | None = None,
+                   data_dir: Path | None = None,
                    ) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
     """A broker with default history on free ports, on the first server core only.
 
     `at`: run the broker as committed at that git ref, from a temporary
     worktree (as `ours@REF` does), so edits under way elsewhere do not count.
+    `data_dir`: its durable store (None: memory only).
     """
     with contextlib.ExitStack() as stack:
         cwd = None
         if at is not None:
             cwd = stack.enter_context(worktree(at))
             check_imports_from(cwd)
-        yield stack.enter_context(_broker(cpus, logs, cwd))
+        yield stack.enter_context(_broker(cpus, logs, cwd, data_dir))
 
 
 @contextlib.contextmanager
-def _broker(cpus: CpuPlan, logs: Path, cwd: Path | None,
+def _broker(cpus: CpuPlan, logs: Path, cwd: Path | None, data_dir: Path | None,
             ) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
     pub, sub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    env = _clean_env({"CHAT_BROKER_PUB": pub, "CHAT_BROKER_SUB": sub,
-                      "CHAT_LOG_LEVEL": "WARNING"})
+    settings = {"CHAT_BROKER_PUB": pub, "CHAT_BROKER_SUB": sub, "CHAT_LOG_LEVEL": "WARNING"}
+    if data_dir is not None:
+        settings["CHAT_DATA_DIR"] = str(data_dir)
+    env = _clean_env(settings)
     prefix = ["taskset", "-c", str(cpus.servers[0])] if cpus.pinned else []
     logs.mkdir(parents=True, exist_ok=True)
-    with (logs / "broker.log").open("wb") as err:
+    name = "broker-durable.log" if data_dir is not None else "broker.log"
+    with (logs / name).open("wb") as err:
         proc = subprocess.Popen([*prefix, sys.executable, "-m", "broker"], env=env, cwd=cwd,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
     try:
@@ -223,8 +239,8 @@ class Driver:
                 return
         raise TimeoutError(f"nothing came back through the broker in {timeout:.0f} s")
 
-    def run(self, messages: list[list[bytes]], framing: str, batch: int, window: int,
-            warmup: float, duration: float, broker_pid: int) -> BatchResult:
+    def run(self, store: str, messages: list[list[bytes]], framing: str, batch: int,
+            window: int, warmup: float, duration: float, broker_pid: int) -> BatchResult:
         check = Continuity()
         sent = 0
         received = 0
@@ -269,7 +285,7 @@ class Driver:
         chats = chats1 - chats0
         broker_cpu = broker1 - broker0
         return BatchResult(
-            framing=framing, batch=batch, chats=chats, seconds=round(seconds, 3),
+            store=store, framing=framing, batch=batch, chats=chats, seconds=round(seconds, 3),
             chats_per_s=round(chats / seconds, 1),
             messages_per_s=round(chats / batch / seconds, 1),
             broker_cpu_s=round(broker_cpu, 3),
@@ -286,46 +302,73 @@ def load_average() -> str:
 
 
 def run(params: BrokerParams, cpus: CpuPlan, logs: Path) -> dict[str, Any]:
-    results = []
+    results: list[BatchResult] = []
     loads = [load_average()]
+    stores: dict[str, dict[str, Any] | None] = {}
     commit = resolve_ref(params.at)[:7] if params.at is not None else None
-    with broker_process(cpus, logs, params.at) as (proc, pub, sub):
-        before = os.sched_getaffinity(0)
-        if cpus.pinned:
-            os.sched_setaffinity(0, cpus.loadgen)
-        driver = Driver(pub, sub, params.rooms)
+    for store in params.stores:
+        data_dir = Path(tempfile.mkdtemp(prefix="chat-bench-store-")) if store == "durable" \
+            else None
         try:
-            driver.wait_live(room_messages(1, 1, params.size)[0])
-            for framing in params.framings:
-                for batch in params.batches:
-                    if framing == "packed" and batch == 1 and "parts" in params.framings:
-                        continue  # the same bytes as one chat in parts
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"the broker exited with {proc.returncode}")
-                    messages = room_messages(params.rooms, batch, params.size, framing)
-                    window = max(1, min(params.window, params.window * 10 // batch))
-                    results.append(driver.run(messages, framing, batch, window, WARMUP,
-                                              params.duration, proc.pid))
-                    loads.append(load_average())
+            with broker_process(cpus, logs, params.at, data_dir) as (proc, pub, sub):
+                results += _drive(params, store, cpus, proc, pub, sub, loads)
+            if data_dir is not None:
+                stores[store] = store_figures(data_dir)
         finally:
-            driver.close()
-            os.sched_setaffinity(0, before)
+            if data_dir is not None:
+                shutil.rmtree(data_dir, ignore_errors=True)
     return {"params": asdict(params), "broker_commit": commit, "cpus": cpus.to_json(),
-            "load_average": loads, "results": [asdict(r) for r in results]}
+            "load_average": loads, "results": [asdict(r) for r in results], "stores": stores}
+
+
+def _drive(params: BrokerParams, store: str, cpus: CpuPlan, proc: subprocess.Popen[bytes],
+           pub: str, sub: str, loads: list[str]) -> list[BatchResult]:
+    """Every framing and batch size against one running broker."""
+    results = []
+    before = os.sched_getaffinity(0)
+    if cpus.pinned:
+        os.sched_setaffinity(0, cpus.loadgen)
+    driver = Driver(pub, sub, params.rooms)
+    try:
+        driver.wait_live(room_messages(1, 1, params.size)[0])
+        for framing in params.framings:
+            for batch in params.batches:
+                if framing == "packed" and batch == 1 and "parts" in params.framings:
+                    continue  # the same bytes as one chat in parts
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the broker exited with {proc.returncode}")
+                messages = room_messages(params.rooms, batch, params.size, framing)
+                window = max(1, min(params.window, params.window * 10 // batch))
+                results.append(driver.run(store, messages, framing, batch, window, WARMUP,
+                                          params.duration, proc.pid))
+                loads.append(load_average())
+    finally:
+        driver.close()
+        os.sched_setaffinity(0, before)
+    return results
 
 
 def markdown(session: dict[str, Any]) -> str:
     lines = [
-        "| framing | chats per message | chats/s | messages/s | broker CPU % of its core "
-        "| broker CPU µs/chat | driver CPU % | lost | offset breaks |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| store | framing | chats per message | chats/s | messages/s | broker CPU % of its "
+        "core | broker CPU µs/chat | driver CPU % | lost | offset breaks |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in session["results"]:
         lines.append(
-            f"| {r['framing']} | {r['batch']} | {r['chats_per_s']:,.0f} "
+            f"| {r['store']} | {r['framing']} | {r['batch']} | {r['chats_per_s']:,.0f} "
             f"| {r['messages_per_s']:,.0f} "
             f"| {r['broker_cpu_pct']:.0f} | {r['broker_us_per_chat']:.2f} "
             f"| {r['driver_cpu_pct']:.0f}{' ⚠' if r['driver_cpu_pct'] >= 90 else ''} "
             f"| {r['lost']:,} | {r['offset_breaks']} |"
         )
+    for name, store in session.get("stores", {}).items():
+        if store is None:
+            lines += ["", f"- {name}: the broker left no store (a commit from before it)"]
+            continue
+        per = store["bytes_per_1000_chats"]
+        lines += ["", f"- {name} store once the broker stopped: "
+                  f"{store['disk_bytes'] / (1 << 20):,.1f} MiB on disk for {store['chats']:,} "
+                  f"chats in {store['rows']:,} rows"
+                  + (f", {per / 1024:,.0f} KiB per 1,000 chats" if per else "")]
     return "\n".join(lines)

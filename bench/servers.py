@@ -1,8 +1,12 @@
 """Start a server design as real processes on free loopback ports, and stop it.
 
-"ours" is one broker and three edges; the references are in
-`bench/references/`. "ours@REF" is the same, run from the commit REF (any git
-ref): REF is checked out into a temporary detached worktree, the processes
+"ours" is one broker and three edges, the broker keeping its rooms' streams
+in a durable store (`CHAT_DATA_DIR`, as deploy/supervisord.conf ships it) in
+a temporary directory, removed once it has stopped and been measured
+(`ServerSet.store`); "ours-memory" is the same with history in memory only.
+The references are in `bench/references/`. "ours@REF" (and
+"ours-memory@REF") is the same, run from the commit REF (any git ref): REF
+is checked out into a temporary detached worktree, the processes
 start with their working directory there, so `python -m broker` and
 `python -m edge` import that commit's packages before the installed ones, and
 the worktree is removed once they have stopped. Every process is started under
@@ -19,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -28,12 +33,16 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.pinning import CpuPlan
 from bench.plan import Transport
+from bench.storesize import store_figures
 
-SERVERS = ("ours", "node", "naive", "socketio")
+SERVERS = ("ours", "node", "naive", "socketio")  # the default set
 OURS = "ours"
+OURS_MEMORY = "ours-memory"
+NAMES = (OURS, OURS_MEMORY, "node", "naive", "socketio")
 PACKAGES = ("protocol", "broker", "edge", "chatconfig", "chatclient")  # roomcast's own
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCES = Path(__file__).resolve().parent / "references"
@@ -87,6 +96,9 @@ class ServerSet:
     description: str
     urls: list[str] = field(default_factory=list)
     procs: list[Process] = field(default_factory=list)
+    # ours: the broker's store while it runs, and what it held once stopped.
+    data_dir: Path | None = None
+    store: dict[str, Any] | None = None
 
 
 class _Spawner:
@@ -155,13 +167,18 @@ OURS_ENV = {
 }
 
 
-def _start_ours(sp: _Spawner, cwd: Path | None = None) -> None:
+def _start_ours(sp: _Spawner, cwd: Path | None = None, durable: bool = True) -> None:
     env = {
         "CHAT_BROKER_PUB": f"tcp://127.0.0.1:{free_port()}",
         "CHAT_BROKER_SUB": f"tcp://127.0.0.1:{free_port()}",
         **OURS_ENV,
     }
-    sp.spawn("broker", [sys.executable, "-m", "broker"], env, cwd)
+    broker_env = dict(env)
+    if durable:
+        # A commit from before the store ignores the variable and keeps memory only.
+        sp.into.data_dir = Path(tempfile.mkdtemp(prefix="chat-bench-store-"))
+        broker_env["CHAT_DATA_DIR"] = str(sp.into.data_dir)
+    sp.spawn("broker", [sys.executable, "-m", "broker"], broker_env, cwd)
     edges = []
     for n in range(1, EDGES + 1):
         port = free_port()
@@ -221,8 +238,10 @@ def _start_socketio(sp: _Spawner) -> None:
 
 
 _DESIGNS: dict[str, tuple[Transport, str, Callable[[_Spawner], None]]] = {
-    "ours": ("ws", f"roomcast: 1 broker + {EDGES} edges (ZeroMQ), rate limits off",
-             _start_ours),
+    OURS: ("ws", f"roomcast: 1 broker (durable store, SQLite) + {EDGES} edges (ZeroMQ), "
+           "rate limits off", _start_ours),
+    OURS_MEMORY: ("ws", f"roomcast: 1 broker (history in memory only) + {EDGES} edges "
+                  "(ZeroMQ), rate limits off", functools.partial(_start_ours, durable=False)),
     "node": ("ws", "seed design: 1 Node.js process, `ws` package", _start_node),
     "naive": ("ws", "naive Python port: 1 aiohttp process, awaits send_str per member",
               _start_naive),
@@ -234,11 +253,12 @@ _DESIGNS: dict[str, tuple[Transport, str, Callable[[_Spawner], None]]] = {
 def parse_name(name: str) -> tuple[str, str | None]:
     """`ours` -> ("ours", None); `ours@REF` -> ("ours", "REF"), roomcast as committed at REF."""
     design, at, ref = name.partition("@")
-    if design not in SERVERS:
-        raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVERS)} "
-                         f"or {OURS}@REF")
-    if at and design != OURS:
-        raise ValueError(f"{name!r}: only {OURS} can run from another commit ({OURS}@REF)")
+    if design not in NAMES:
+        raise ValueError(f"unknown server {name!r}; choose from {', '.join(NAMES)} "
+                         f"or {OURS}@REF, {OURS_MEMORY}@REF")
+    if at and design not in (OURS, OURS_MEMORY):
+        raise ValueError(f"{name!r}: only {OURS} and {OURS_MEMORY} can run from another "
+                         f"commit ({OURS}@REF)")
     if at and not ref.strip():
         raise ValueError(f"{name!r}: name a git ref after the @ (a commit, tag, HEAD~5, ...)")
     return design, ref.strip() or None
@@ -313,7 +333,7 @@ def running(name: str, cpus: CpuPlan, logs: Path) -> Iterator[ServerSet]:
         if ref is not None:
             tree = stack.enter_context(worktree(ref))
             check_imports_from(tree)
-            start = functools.partial(_start_ours, cwd=tree)
+            start = functools.partial(_start_ours, cwd=tree, durable=design == OURS)
             commit = _git("-C", str(tree), "rev-parse", "--short", "HEAD")
             description = f"{description}; commit {commit}"
         servers = ServerSet(name, transport, description)
@@ -323,3 +343,9 @@ def running(name: str, cpus: CpuPlan, logs: Path) -> Iterator[ServerSet]:
         finally:
             for proc in reversed(servers.procs):
                 proc.stop()
+            if servers.data_dir is not None:
+                try:
+                    with contextlib.suppress(sqlite3.Error):  # the run's figures still count
+                        servers.store = store_figures(servers.data_dir)
+                finally:
+                    shutil.rmtree(servers.data_dir, ignore_errors=True)

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench.storeload import SIZE, Generator, Turn, default_limits
+from bench.storesize import disk_bytes
 from broker.store import Store
 
 _OFFSET = struct.Struct(">Q")
@@ -146,11 +147,6 @@ CANDIDATES: dict[str, Callable[[Path], Candidate]] = {
     "sqlite-keyed": SqliteKeyed,
     "lmdb": Lmdb,
 }
-
-
-def disk_bytes(directory: Path) -> int:
-    """Blocks allocated to every file in `directory` (LMDB's file is sparse)."""
-    return sum(p.stat().st_blocks * 512 for p in directory.iterdir() if p.is_file())
 
 
 @dataclass(slots=True)

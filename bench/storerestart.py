@@ -47,8 +47,8 @@ from typing import Any
 
 from bench.procstat import memory
 from bench.servers import _clean_env, free_port
-from bench.storebench import disk_bytes
 from bench.storeload import Generator, default_limits
+from bench.storesize import disk_bytes
 from broker.store import Store, open_store
 from broker.streams import Limits
 
@@ -87,7 +87,7 @@ CASES = {c.name: c for c in (
 def build(case: Case, directory: Path) -> dict[str, Any]:
     """Write the case's store through the broker's code; what it holds."""
     started = time.monotonic()
-    gen = Generator(case.rooms, Limits(case.history_size, TTL, case.history_bytes, 120.0))
+    gen = Generator(case.rooms, case.limits())
     store = Store(directory / "streams.db")
     try:
         for turn in gen.fill():
@@ -102,7 +102,8 @@ def build(case: Case, directory: Path) -> dict[str, Any]:
 def open_once(case: Case, directory: Path) -> dict[str, Any]:
     """`open_store` in a fresh process: its wall time, CPU and peak RSS."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.storerestart", "--open", str(directory), "--case", case.name],
+        [sys.executable, "-m", "bench.storerestart", "--open", str(directory),
+         "--limits", f"{case.history_size},{case.history_bytes}"],
         capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
     if done.returncode:
         raise RuntimeError(f"open_store failed:\n{done.stderr[-2000:]}")
@@ -110,9 +111,9 @@ def open_once(case: Case, directory: Path) -> dict[str, Any]:
     return result
 
 
-def _open_here(case: Case, directory: Path) -> None:
+def _open_here(limits: Limits, directory: Path) -> None:
     cpu0, wall0 = time.process_time(), time.monotonic()
-    store, sequencer = open_store(str(directory), case.limits(), time.time())
+    store, sequencer = open_store(str(directory), limits, time.time())
     wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
     chats = sum(len(s.history) for s in sequencer.streams())
     _, peak = memory(os.getpid())
@@ -205,10 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None, help="also write everything here")
     ap.add_argument("--open", type=Path, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--case", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--limits", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.open is not None:  # the fresh process of open_once
-        _open_here(CASES[args.case], args.open)
+        size, budget = (int(x) for x in args.limits.split(","))
+        _open_here(Limits(size, TTL, budget, 120.0), args.open)
         return 0
     names = [n.strip() for n in args.cases.split(",") if n.strip()]
     unknown = [n for n in names if n not in CASES]

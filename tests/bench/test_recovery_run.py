@@ -38,9 +38,15 @@ def test_broker_load_forwards_every_chat_in_offset_order(tmp_path: Path) -> None
                   out=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     [report] = list(tmp_path.glob("*-broker.json"))
-    results = json.loads(report.read_text())["results"]
-    assert [(r["framing"], r["batch"]) for r in results] == [
-        ("parts", 1), ("parts", 10), ("packed", 10)]
+    session = json.loads(report.read_text())
+    results = session["results"]
+    assert [(r["store"], r["framing"], r["batch"]) for r in results] == [
+        (store, framing, batch) for store in ("durable", "memory")
+        for framing, batch in (("parts", 1), ("parts", 10), ("packed", 10))]
     for r in results:
         assert r["chats"] > 0 and r["broker_cpu_s"] > 0
         assert (r["lost"], r["offset_breaks"]) == (0, 0)
+    # The durable broker stored what it forwarded: at least the last 5 rooms' history.
+    store = session["stores"]["durable"]
+    assert store["rooms"] == 5 and store["chats"] >= 5 * 1000
+    assert "durable store once the broker stopped" in done.stdout

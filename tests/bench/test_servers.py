@@ -20,6 +20,8 @@ from bench.servers import ROOT, check_imports_from, parse_name, resolve_ref, wor
         ("ours@73f62eb", ("ours", "73f62eb")),
         ("ours@HEAD~5", ("ours", "HEAD~5")),
         ("ours@v1.0^{commit}", ("ours", "v1.0^{commit}")),
+        ("ours-memory", ("ours-memory", None)),
+        ("ours-memory@HEAD~1", ("ours-memory", "HEAD~1")),
     ],
 )
 def test_names_parse_into_design_and_ref(name: str, parsed: tuple[str, str | None]) -> None:
@@ -32,6 +34,7 @@ def test_names_parse_into_design_and_ref(name: str, parsed: tuple[str, str | Non
         ("theirs", "unknown server"),
         ("ours@", "name a git ref"),
         ("node@HEAD", "only ours"),
+        ("ours:memory", "unknown server"),
         ("Ours@HEAD", "unknown server"),
     ],
 )
