@@ -147,11 +147,24 @@ def broker_ready(env: dict[str, str]) -> dict[str, Any]:
                     if b"broker ready" in log:
                         ready = time.monotonic() - started
     finally:
-        proc.terminate()
-        proc.wait(30)
+        _stop(proc)
     read_in = _READ_IN.search(log)
     return {"ready_s": round(ready, 3),
             "store_read_s": float(read_in.group(1)) if read_in else None}
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    # A SIGTERM that lands while the broker writes a log line is lost (logging
+    # swallows the exception its handler raises): ask again, then kill.
+    for _ in range(3):
+        proc.terminate()
+        try:
+            proc.wait(10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    proc.kill()
+    proc.wait(10)
 
 
 def measure(case: Case, repeat: int) -> dict[str, Any]:
