@@ -5,7 +5,7 @@ pinned to one server core, with its durable store (`CHAT_DATA_DIR` in a
 temporary directory, as deploy/supervisord.conf ships it: a chat is
 forwarded only once the turn that sequenced it is committed, so chats/s
 forwarded is chats/s stored) or in memory only (`--stores`; both by
-default, one broker after the other). This process plays every edge at once from the
+default, one after the other). This process plays every edge at once from the
 generator core: a PUB socket connected to the broker's XSUB endpoint sends
 a room's burst as one ZeroMQ message, round-robin over the rooms, in either
 framing the broker takes: `[topic, chat, chat, ...]` (a frame per chat,
@@ -18,8 +18,9 @@ most `window` messages are in flight, so no pipe reaches its high-water mark
 Reported per store and batch size: chats/s forwarded, the broker's CPU per chat (all
 its threads, from /proc), the driver's own CPU (if it nears 100 % of its
 core the driver, not the broker, is the limit), and two checks: chats that
-never came back, and offsets that did not follow on in a room; and per
-durable broker, its store once it stopped (bytes on disk per 1,000 chats).
+never came back, and offsets that did not follow on in a room; and, durable,
+the store once its broker stopped (bytes on disk per 1,000 chats it held).
+Each row gets a broker of its own (and a new store).
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ class BatchResult:
     driver_cpu_pct: float
     lost: int
     offset_breaks: int
+    # durable: the store once its broker stopped (bench.storesize.store_figures)
+    store_figures: dict[str, Any] | None = None
 
 
 @contextlib.contextmanager
@@ -166,7 +169,7 @@ def _broker(cpus: CpuPlan, logs: Path, cwd: Path | None, data_dir: Path | None,
     prefix = ["taskset", "-c", str(cpus.servers[0])] if cpus.pinned else []
     logs.mkdir(parents=True, exist_ok=True)
     name = "broker-durable.log" if data_dir is not None else "broker.log"
-    with (logs / name).open("wb") as err:
+    with (logs / name).open("ab") as err:  # a broker per row: one log
         proc = subprocess.Popen([*prefix, sys.executable, "-m", "broker"], env=env, cwd=cwd,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
     try:
@@ -304,71 +307,70 @@ def load_average() -> str:
 def run(params: BrokerParams, cpus: CpuPlan, logs: Path) -> dict[str, Any]:
     results: list[BatchResult] = []
     loads = [load_average()]
-    stores: dict[str, dict[str, Any] | None] = {}
     commit = resolve_ref(params.at)[:7] if params.at is not None else None
+    rows = [(framing, batch) for framing in params.framings for batch in params.batches
+            # packed 1 is the same bytes as one chat in parts
+            if not (framing == "packed" and batch == 1 and "parts" in params.framings)]
     for store in params.stores:
-        data_dir = Path(tempfile.mkdtemp(prefix="chat-bench-store-")) if store == "durable" \
-            else None
-        try:
-            with broker_process(cpus, logs, params.at, data_dir) as (proc, pub, sub):
-                results += _drive(params, store, cpus, proc, pub, sub, loads)
-            if data_dir is not None:
-                stores[store] = store_figures(data_dir)
-        finally:
-            if data_dir is not None:
-                shutil.rmtree(data_dir, ignore_errors=True)
+        for framing, batch in rows:
+            # A broker (and store) per row: chat rows one row's turns wrote are not
+            # released during the next row's, whose rows may hold more chats each.
+            results.append(_one(params, store, framing, batch, cpus, logs))
+            loads.append(load_average())
     return {"params": asdict(params), "broker_commit": commit, "cpus": cpus.to_json(),
-            "load_average": loads, "results": [asdict(r) for r in results], "stores": stores}
+            "load_average": loads, "results": [asdict(r) for r in results]}
 
 
-def _drive(params: BrokerParams, store: str, cpus: CpuPlan, proc: subprocess.Popen[bytes],
-           pub: str, sub: str, loads: list[str]) -> list[BatchResult]:
-    """Every framing and batch size against one running broker."""
-    results = []
+def _one(params: BrokerParams, store: str, framing: str, batch: int, cpus: CpuPlan,
+         logs: Path) -> BatchResult:
+    data_dir = Path(tempfile.mkdtemp(prefix="chat-bench-store-")) if store == "durable" \
+        else None
+    try:
+        with broker_process(cpus, logs, params.at, data_dir) as (proc, pub, sub):
+            result = _drive(params, store, framing, batch, cpus, proc, pub, sub)
+        if data_dir is not None:
+            result.store_figures = store_figures(data_dir)
+    finally:
+        if data_dir is not None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    return result
+
+
+def _drive(params: BrokerParams, store: str, framing: str, batch: int, cpus: CpuPlan,
+           proc: subprocess.Popen[bytes], pub: str, sub: str) -> BatchResult:
     before = os.sched_getaffinity(0)
     if cpus.pinned:
         os.sched_setaffinity(0, cpus.loadgen)
     driver = Driver(pub, sub, params.rooms)
     try:
         driver.wait_live(room_messages(1, 1, params.size)[0])
-        for framing in params.framings:
-            for batch in params.batches:
-                if framing == "packed" and batch == 1 and "parts" in params.framings:
-                    continue  # the same bytes as one chat in parts
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the broker exited with {proc.returncode}")
-                messages = room_messages(params.rooms, batch, params.size, framing)
-                window = max(1, min(params.window, params.window * 10 // batch))
-                results.append(driver.run(store, messages, framing, batch, window, WARMUP,
-                                          params.duration, proc.pid))
-                loads.append(load_average())
+        if proc.poll() is not None:
+            raise RuntimeError(f"the broker exited with {proc.returncode}")
+        messages = room_messages(params.rooms, batch, params.size, framing)
+        window = max(1, min(params.window, params.window * 10 // batch))
+        return driver.run(store, messages, framing, batch, window, WARMUP, params.duration,
+                          proc.pid)
     finally:
         driver.close()
         os.sched_setaffinity(0, before)
-    return results
 
 
 def markdown(session: dict[str, Any]) -> str:
     lines = [
         "| store | framing | chats per message | chats/s | messages/s | broker CPU % of its "
-        "core | broker CPU µs/chat | driver CPU % | lost | offset breaks |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "core | broker CPU µs/chat | driver CPU % | lost | offset breaks | store on disk "
+        "per 1,000 chats held |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in session["results"]:
+        figures = r.get("store_figures")
+        per = figures["bytes_per_1000_chats"] if figures else None
         lines.append(
             f"| {r['store']} | {r['framing']} | {r['batch']} | {r['chats_per_s']:,.0f} "
             f"| {r['messages_per_s']:,.0f} "
             f"| {r['broker_cpu_pct']:.0f} | {r['broker_us_per_chat']:.2f} "
             f"| {r['driver_cpu_pct']:.0f}{' ⚠' if r['driver_cpu_pct'] >= 90 else ''} "
-            f"| {r['lost']:,} | {r['offset_breaks']} |"
+            f"| {r['lost']:,} | {r['offset_breaks']} "
+            f"| {f'{per / 1024:,.0f} KiB' if per else '–'} |"
         )
-    for name, store in session.get("stores", {}).items():
-        if store is None:
-            lines += ["", f"- {name}: the broker left no store (a commit from before it)"]
-            continue
-        per = store["bytes_per_1000_chats"]
-        lines += ["", f"- {name} store once the broker stopped: "
-                  f"{store['disk_bytes'] / (1 << 20):,.1f} MiB on disk for {store['chats']:,} "
-                  f"chats in {store['rows']:,} rows"
-                  + (f", {per / 1024:,.0f} KiB per 1,000 chats" if per else "")]
     return "\n".join(lines)
