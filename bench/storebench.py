@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.storebench [--chats 200000] [--rooms 100,10000]
                                          [--per-turn 1024,64] [--repeat 3] [--json FILE]
     .venv/bin/python -m bench.storebench --restart     # a full store read back (bench.storerestart)
+    .venv/bin/python -m bench.storebench --truncated   # what each store does with a file cut short
 
 Every candidate is given the same turns, made by the broker's own sequencer
 (`bench.storeload`): lone 128-character chats round-robin over the rooms,
@@ -37,9 +38,11 @@ import contextlib
 import gc
 import json
 import os
+import signal
 import sqlite3
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -301,6 +304,49 @@ def markdown(session: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_READ_ALL = {
+    # Every value of the store's one table, in a fresh process: a crash shows as a signal.
+    "sqlite-log": "import sqlite3, sys\n"
+                  "db = sqlite3.connect(sys.argv[1] + '/streams.db')\n"
+                  "try:\n"
+                  "    print(db.execute('SELECT count(*), sum(length(body)) '\n"
+                  "                     'FROM chats').fetchone())\n"
+                  "except sqlite3.DatabaseError as exc:\n"
+                  "    print(f'{type(exc).__name__} {exc.sqlite_errorname}: {exc}')\n",
+    "lmdb": "import lmdb, sys\n"
+            "env = lmdb.open(sys.argv[1], max_dbs=2, readonly=True, lock=False)\n"
+            "with env.begin(db=env.open_db(b'chats', create=False)) as txn:\n"
+            "    print(sum(len(v) for _, v in txn.cursor()))\n",
+}
+
+
+def truncated(note: Callable[[str], None]) -> list[str]:
+    """Each store filled (100 rooms), closed, cut to half its size and read whole again."""
+    gen = Generator(100, default_limits())
+    turns = list(gen.fill())
+    lines = []
+    for name, script in _READ_ALL.items():
+        if name == "lmdb" and lmdb_missing():
+            lines.append(f"- {name}: {lmdb_missing()}")
+            continue
+        with tempfile.TemporaryDirectory(prefix="storebench-") as tmp:
+            store = CANDIDATES[name](Path(tmp))
+            for turn in turns:
+                store.write(turn)
+            store.close()
+            [data] = [p for p in Path(tmp).iterdir() if p.name in ("streams.db", "data.mdb")]
+            os.truncate(data, data.stat().st_size // 2)
+            done = subprocess.run([sys.executable, "-c", script, tmp], capture_output=True,
+                                  text=True, check=False, stdin=subprocess.DEVNULL)
+        if done.returncode < 0:
+            outcome = f"killed by {signal.Signals(-done.returncode).name}"
+        else:
+            outcome = f"exit {done.returncode}: {(done.stdout or done.stderr).strip()[-200:]}"
+        lines.append(f"- {name}, {data.name} cut to half its size, read whole: {outcome}")
+        note(lines[-1])
+    return lines
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip())
 
@@ -312,11 +358,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         argv.remove("--restart")
         return storerestart.main(argv)
+    if "--truncated" in argv:
+        print("\n".join(truncated(lambda _: None)))
+        return 0
     d = Params()
     ap = argparse.ArgumentParser(prog="python -m bench.storebench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--restart", action="store_true",
                     help="time reading a full store back instead (see bench.storerestart)")
+    ap.add_argument("--truncated", action="store_true",
+                    help="instead: what each store does with its file cut to half its size")
     ap.add_argument("--rooms", type=_ints, default=d.rooms, help="comma-separated room counts")
     ap.add_argument("--per-turn", type=_ints, default=d.per_turn,
                     help="comma-separated chats per transaction")

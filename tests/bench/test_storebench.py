@@ -100,3 +100,10 @@ def test_a_store_is_read_back_whole_by_open_store_and_by_a_broker(tmp_path: Path
     finally:
         store.close()
     assert sum(len(s.history) for s in sequencer.streams()) == 600
+
+
+def test_a_file_cut_short_is_an_error_for_sqlite_and_a_crash_for_lmdb() -> None:
+    lines = storebench.truncated(lambda _: None)
+    assert "SQLITE_CORRUPT" in lines[0] or "SQLITE_NOTADB" in lines[0], lines
+    if not storebench.lmdb_missing():
+        assert "killed by SIGBUS" in lines[1], lines
