@@ -72,6 +72,7 @@ class SqliteLog:
         self.store = Store(directory / "streams.db")
 
     def write(self, turn: Turn) -> None:
+        # commit takes the journal's changes: a turn is written once, as in the broker.
         while self.store.commit(turn.journal):  # releases beyond a chunk: more commits
             pass
 
