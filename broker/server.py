@@ -24,9 +24,10 @@ from types import FrameType
 import msgspec
 import zmq
 
+from broker.presence import PresenceLimits, PresenceOwner, messages
 from broker.store import Store, StoreFailed, open_store
 from broker.streams import Limits, Sequencer
-from chatconfig import BrokerSettings, History
+from chatconfig import BrokerSettings, History, PresenceRules
 from chatconfig.curve import (
     CurveKeyError,
     allowed_keys,
@@ -36,7 +37,9 @@ from chatconfig.curve import (
     start_authenticator,
 )
 from protocol.multipart import EVENTS, NOBLOCK, POLLIN, get, recv_parts, send_parts
+from protocol.presence import EVENT_MARK, HEARTBEAT_TOPIC, LISTING_MARK, PRESENCE_MARKS
 from protocol.stream import CHAT_SEPARATOR, MSGID_MARK, AckNote, ack_part, read_keyed
+from protocol.topics import room_of_topic
 
 log = logging.getLogger("broker")
 
@@ -85,21 +88,25 @@ def _warn_plain_text(settings: BrokerSettings) -> None:
             )
 
 
-def _open(history: History) -> Keeper:
+def _open(history: History, rules: PresenceRules) -> Keeper:
     limits = Limits(history.history_size, history.history_ttl, history.history_bytes,
                     history.dedupe_window)
+    presence = PresenceOwner(PresenceLimits(
+        grace=rules.presence_grace, events_max_members=rules.presence_events_max_members,
+        events_rules=rules.events_rules(),
+    ), time.time())
     if not history.data_dir:
         log.warning("no --data-dir: history is in memory only, and a restart changes every "
                     "room's epoch")
-        return Keeper(Sequencer(limits), None)
+        return Keeper(Sequencer(limits), None, presence)
     store, sequencer = open_store(history.data_dir, limits, time.time())
-    return Keeper(sequencer, store)
+    return Keeper(sequencer, store, presence)
 
 
 def run(settings: BrokerSettings) -> None:
     _warn_plain_text(settings)
     endpoints, curve = settings.endpoints, settings.curve
-    keeper = _open(settings.history)
+    keeper = _open(settings.history, settings.presence)
     ctx = zmq.Context()
     auth = None
     xsub = ctx.socket(zmq.XSUB)
@@ -152,9 +159,11 @@ class Keeper:
     answered meanwhile.
     """
 
-    def __init__(self, sequencer: Sequencer, store: Store | None) -> None:
+    def __init__(self, sequencer: Sequencer, store: Store | None,
+                 presence: PresenceOwner) -> None:
         self.sequencer = sequencer
         self.store = store
+        self.presence = presence  # not stored: edges' heartbeats rebuild it after a start
         self.refusing = False
         self.refused = 0  # chats refused since start: nothing of them was stored or sent
         self.releasing = False  # released chat rows still to delete
@@ -176,9 +185,11 @@ class Keeper:
             )
             self._reload(store, now)
             self.refusing = True
-            outbox.clear()
+            # Presence events and listings stand (presence is not stored);
+            # nothing sequenced in the turn leaves.
+            outbox[:] = [m for m in outbox if len(m) > 1 and m[1][:1] in (EVENT_MARK, LISTING_MARK)]
             for message in turn:
-                self.refuse(message, outbox, now)
+                self.refuse(message, outbox, now, again=True)
 
     def _reload(self, store: Store, now: float) -> None:
         subscribed = [s.topic for s in self.sequencer.streams() if s.subscribed]
@@ -195,12 +206,22 @@ class Keeper:
             log.warning("store writable again: chats accepted (%d refused meanwhile)",
                         self.refused)
 
-    def refuse(self, message: list[bytes], outbox: list[list[bytes]], now: float) -> None:
-        """Sequence a message's probes and queries, and refuse its chats."""
+    def refuse(self, message: list[bytes], outbox: list[list[bytes]], now: float,
+               again: bool = False) -> None:
+        """Sequence a message's probes and queries, and refuse its chats.
+
+        `again`: the message's presence parts were handled already.
+        """
         topic, kept = message[0], [message[0]]
+        if topic == HEARTBEAT_TOPIC:
+            if not again:
+                _route(topic, message, self, outbox, None, now)
+            return
         stream = self.sequencer.stream(topic)
         for part in message[1:]:
             kind = part[:1]
+            if again and kind in PRESENCE_MARKS:
+                continue
             if kind == b"{":
                 self.refused += part.count(CHAT_SEPARATOR) + 1
             elif kind == MSGID_MARK and stream is not None:
@@ -214,7 +235,7 @@ class Keeper:
             else:
                 kept.append(part)
         if len(kept) > 1:
-            _route(message[0], kept, self.sequencer, outbox, None, now)
+            _route(message[0], kept, self, outbox, None, now)
 
 
 def forward(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], keeper: Keeper) -> None:
@@ -244,6 +265,7 @@ def forward(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], keeper: Keeper) ->
         clock = time.monotonic()
         if clock >= next_expiry:
             keeper.sequencer.expire(now)
+            outbox.extend(messages(keeper.presence.expire(now)))
             if keeper.sequencer.keep_idle and clock >= keep_idle_until:
                 keeper.sequencer.drop_idle()
             keeper.retry()
@@ -260,7 +282,6 @@ def forward(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], keeper: Keeper) ->
 def _sequence(xsub: zmq.Socket[bytes], keeper: Keeper, now: float,
               outbox: list[list[bytes]], turn: list[list[bytes]]) -> bool:
     """Sequence up to BATCH messages into `outbox`; True if more may be waiting."""
-    sequencer = keeper.sequencer
     acks: dict[bytes, list[bytes]] = {}
     durable = keeper.store is not None
     accepting = keeper.accepts_chats()
@@ -279,7 +300,7 @@ def _sequence(xsub: zmq.Socket[bytes], keeper: Keeper, now: float,
                 continue
             if durable:
                 turn.append(message)
-            _route(message[0], message, sequencer, outbox, acks, now)
+            _route(message[0], message, keeper, outbox, acks, now)
     except zmq.Again:
         more = False
     for origin, parts in acks.items():
@@ -287,11 +308,42 @@ def _sequence(xsub: zmq.Socket[bytes], keeper: Keeper, now: float,
     return more
 
 
-def _route(topic: bytes, message: list[bytes], sequencer: Sequencer,
+def _route(topic: bytes, message: list[bytes], keeper: Keeper,
            outbox: list[list[bytes]], acks: dict[bytes, list[bytes]] | None,
            now: float) -> None:
-    """One message through the sequencer: what to forward, and the notes due."""
-    out = sequencer.sequence(topic, message[1:], now) if len(message) > 1 else None
+    """One message through the sequencer and the presence owner, in the order of its
+    parts: what to forward, and the notes due."""
+    parts = message[1:]
+    if topic == HEARTBEAT_TOPIC:
+        for part in parts:
+            outbox.extend(keeper.presence.handle_heartbeat(part, now))
+        return
+    if not any(part[:1] in PRESENCE_MARKS for part in parts):
+        _sequence_parts(topic, message, parts, keeper.sequencer, outbox, acks, now)
+        return
+    room_id = room_of_topic(topic)
+    run: list[bytes] = []
+    for part in parts:
+        if part[:1] not in PRESENCE_MARKS:
+            run.append(part)
+            continue
+        if run:
+            _sequence_parts(topic, [topic, *run], run, keeper.sequencer, outbox, acks, now)
+            run = []
+        if room_id is None:
+            continue  # presence is a room's
+        out = keeper.presence.handle(room_id, part, now)
+        if out.forward:
+            outbox.append([topic, *out.forward])
+        outbox.extend([note_topic, note] for note_topic, note in out.notes)
+    if run:
+        _sequence_parts(topic, [topic, *run], run, keeper.sequencer, outbox, acks, now)
+
+
+def _sequence_parts(topic: bytes, message: list[bytes], parts: list[bytes],
+                    sequencer: Sequencer, outbox: list[list[bytes]],
+                    acks: dict[bytes, list[bytes]] | None, now: float) -> None:
+    out = sequencer.sequence(topic, parts, now) if parts else None
     if out is None:
         outbox.append(message)  # not a room's: an edge's probe, passed as it is
         return

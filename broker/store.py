@@ -18,16 +18,18 @@ layout (see broker.journal) appends to two logs, so a turn's transaction
 touches a few pages whatever the number of rooms. Why SQLite and not LMDB,
 with figures: docs/benchmarks.md, "The store".
 
-The store is opened with an exclusive lock: a second broker on the same
-directory is refused at start.
+The directory is locked (`streams.lock`, flock) while a broker uses it: a
+second broker on the same directory is refused at start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +45,9 @@ SCHEMA_VERSION = 1
 # Chat rows deleted per commit at most: a sweep that released a million rows
 # is spread over many turns instead of stalling one.
 RELEASE_CHUNK = 4096
+LOCK_NAME = "streams.lock"
+CHECKPOINT_EVERY = 1.0  # seconds
+WAL_LIMIT = 16 * 1024 * 1024  # bytes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -69,7 +74,6 @@ CREATE TABLE IF NOT EXISTS msgids (
 
 # SQLite's primary result codes that mean "this file is not a good store".
 _BAD_FILE = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
-_BUSY = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED: another process holds it
 _FULL = 13  # SQLITE_FULL
 
 
@@ -98,16 +102,26 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # One broker per store: a lock held as long as the process lives.
+        self._lock = open(path.with_name(LOCK_NAME), "a+b")  # noqa: SIM115 (held open)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise StoreLocked(str(path)) from None
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._checkpoints: Checkpointer | None = None
         db = self._db
         try:
-            db.execute("PRAGMA locking_mode=EXCLUSIVE")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise CorruptStore(f"journal mode {mode!r} instead of WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("BEGIN IMMEDIATE")  # takes the exclusive lock now, writes nothing
-            db.execute("COMMIT")
+            # Checkpoints (the log copied into the file, with the only fsyncs)
+            # run on their own thread (Checkpointer), never inside a commit of
+            # the loop. Past a checkpoint the log is cut back to WAL_LIMIT.
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise SystemExit(
@@ -117,11 +131,19 @@ class Store:
             if version == 0:  # a new file
                 db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
         except BaseException:
-            db.close()
+            self.close()
             raise
 
+    def start_checkpoints(self) -> None:
+        if self._checkpoints is None:
+            self._checkpoints = Checkpointer(self.path)
+            self._checkpoints.start()
+
     def close(self) -> None:
-        self._db.close()
+        if self._checkpoints is not None:
+            self._checkpoints.stop()
+        self._db.close()  # the last connection: SQLite checkpoints the log into the file
+        self._lock.close()
 
     def size(self) -> int:
         """Bytes on disk, write-ahead log included."""
@@ -183,9 +205,9 @@ class Store:
         True if releases are still waiting. Raises StoreFailed when nothing
         was written; then the store holds what it held before the call.
         """
-        taken = journal.take(RELEASE_CHUNK)
-        if not taken:
+        if not journal:
             return False
+        taken = journal.take(RELEASE_CHUNK)
         db = self._db
         try:
             db.execute("BEGIN")
@@ -229,6 +251,31 @@ class Store:
         return True
 
 
+class Checkpointer(threading.Thread):
+    """Copies the write-ahead log into the file every CHECKPOINT_EVERY seconds.
+
+    A passive checkpoint on a connection of its own: the loop's commits go on
+    meanwhile, and its fsyncs (the only ones) run here, with the GIL released.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(name="store-checkpoints", daemon=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(CHECKPOINT_EVERY):
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:
+                log.warning("store checkpoint failed (the log grows until one works): %s", exc)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join()
+        self._db.close()
+
+
 def _files(path: Path) -> list[Path]:
     return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
 
@@ -250,9 +297,9 @@ def open_store(directory: str, limits: Limits, now: float) -> tuple[Store, Seque
     started = time.monotonic()
     try:
         store = Store(path)
+    except StoreLocked:
+        raise SystemExit(f"chat-broker: {path} is in use by another broker") from None
     except sqlite3.DatabaseError as exc:
-        if _code(exc) in _BUSY:
-            raise SystemExit(f"chat-broker: {path} is in use by another broker") from None
         if _code(exc) not in _BAD_FILE:
             raise SystemExit(f"chat-broker: cannot open {path}: {exc}") from None
         _move_aside(path, exc)
@@ -270,6 +317,7 @@ def open_store(directory: str, limits: Limits, now: float) -> tuple[Store, Seque
         _move_aside(path, exc)
         store = Store(path)
         sequencer = store.load(limits, now)
+    store.start_checkpoints()
     chats = sum(len(s.history) for s in sequencer.streams())
     log.info(
         "store %s: %d rooms, %d chats of history, %d bytes on disk, read in %.2f s",

@@ -36,6 +36,7 @@ from chatconfig.schema import (
     parse,
     setting,
 )
+from protocol.identity import label_error
 
 __all__ = [
     "COMMANDS",
@@ -195,12 +196,47 @@ class History(Settings):
 
 
 @dataclass(frozen=True, slots=True)
+class PresenceRules(Settings):
+    """Who is in each room (protocol v2 section 7), kept by the broker that owns the room."""
+
+    presence_grace: float = setting(
+        5.0, "seconds a user whose connection dropped abruptly stays listed, so that a "
+             "reconnect within them is neither a leave nor a join", above(0),
+    )
+    presence_events_max_members: int = setting(
+        1000, "members above which a room's presence_join and presence_leave events stop "
+              "(0: no limit); listing with `presence` still works", at_least(0),
+    )
+    presence_events_rules: tuple[str, ...] = setting(
+        (), "PATTERN=N,...: the member limit for room ids matching a glob, first match "
+            "(0: no limit), overriding --presence-events-max-members",
+    )
+
+    def events_rules(self) -> tuple[tuple[str, int], ...]:
+        rules = []
+        for rule in self.presence_events_rules:
+            pattern, _, limit = rule.rpartition("=")
+            rules.append((pattern, int(limit)))
+        return tuple(rules)
+
+    def check(self) -> None:
+        for rule in self.presence_events_rules:
+            pattern, _, limit = rule.rpartition("=")
+            if not pattern or not limit.isdigit():
+                raise SettingError(
+                    f"{self.label('presence_events_rules')} must be PATTERN=N items, "
+                    f"got {rule!r}"
+                )
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerSettings(Settings):
     """Sequence and forward chats between edges and publishers (the ZeroMQ broker)."""
 
     endpoints: BrokerEndpoints = field(default_factory=BrokerEndpoints)
     curve: CurveServer = field(default_factory=CurveServer)
     history: History = field(default_factory=History)
+    presence: PresenceRules = field(default_factory=PresenceRules)
     log_level: str = log_level_setting()
 
 
@@ -405,8 +441,14 @@ class TokenSettings(Settings):
               "'lobby,team-*' (default: any room; an empty string: none)",
     )
     ttl: float = setting(3600.0, "seconds until it expires", above(0))
+    user_name: str = setting(
+        "", "display name (the `name` claim), shown on messages and in presence "
+            "(default: the user id)", aliases=("--name",),
+    )
 
     def check(self) -> None:
+        if self.user_name and (why := label_error("--user-name", self.user_name)):
+            raise SettingError(why)
         if not self.jwt_secret:
             raise SettingError(
                 f"{self.label('jwt_secret')} must be given (the edges' secret; prefer the "

@@ -20,6 +20,8 @@ from typing import Any, Generic, TypeVar
 
 import jwt
 
+from protocol.identity import label_error
+
 ALGORITHM = "HS256"
 MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 _PATTERN_CHARS = frozenset("*?[")
@@ -36,6 +38,7 @@ class Identity:
     sub: str
     exp: float  # Unix seconds
     rooms: tuple[str, ...] | None = None  # None: any room
+    name: str | None = None  # the `name` claim: the display name (default: sub)
 
 
 def bearer_token(authorization: str | None, query_token: str | None) -> str | None:
@@ -77,12 +80,17 @@ def identity_of(claims: Mapping[str, Any]) -> Identity:
     exp = claims.get("exp")
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         raise AuthError("invalid token: `exp` must be a number")
+    name = claims.get("name")
+    if name is not None:
+        why = label_error("name", name) if isinstance(name, str) else "`name` must be a string"
+        if why:
+            raise AuthError(f"invalid token: {why}")
     rooms = claims.get("rooms")
     if rooms is None:
-        return Identity(sub, float(exp))
+        return Identity(sub, float(exp), None, name)
     if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
         raise AuthError("invalid token: `rooms` must be a list of strings")
-    return Identity(sub, float(exp), tuple(rooms))
+    return Identity(sub, float(exp), tuple(rooms), name)
 
 
 def may_join(identity: Identity | None, room_id: str) -> bool:

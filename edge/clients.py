@@ -34,7 +34,7 @@ class Clients:
         self,
         ids: Sequence,
         receiver: Receiver,
-        leave_rooms: Callable[[Connection], None],
+        leave_rooms: Callable[[Connection, Disconnect], None],
         new_limits: Callable[[], ConnectionLimits | None],
         stats: Stats,
         *,
@@ -60,9 +60,10 @@ class Clients:
         return len(self.all)
 
     def open(
-        self, transport: asyncio.Transport, identity: Identity | None = None, ip: str = ""
+        self, transport: asyncio.Transport, identity: Identity | None = None, ip: str = "",
+        user: str | None = None, name: str | None = None,
     ) -> Connection:
-        client = Client(self._ids.next(), identity, self._new_limits())
+        client = Client(self._ids.next(), identity, self._new_limits(), user, name)
         conn = Connection(
             client, transport, ServerConnection(self._max_message_bytes),
             self._receiver, self, self._outbox_bytes, ip,
@@ -84,7 +85,7 @@ class Clients:
         self._stats.disconnects[why] += 1
         if why not in (Disconnect.SHUTDOWN, Disconnect.ABRUPT, Disconnect.CLIENT):
             log.info("closing %s (%s), %d bytes still queued", conn.conn_id, why, conn.backlog())
-        self._leave_rooms(conn)
+        self._leave_rooms(conn, why)
         self._closing.set(conn, time.monotonic() + CLOSE_GRACE)
 
     def lost(self, conn: Connection) -> None:

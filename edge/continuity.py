@@ -162,6 +162,16 @@ class Continuity(Generic[M]):
         room.last = top
         self._deliver(room, -1, text_frame(encode_resync(room.room_id, epoch, top)), fx)
 
+    def _new_stream(self, room: Room[M], epoch: str, top: int, now: float,
+                    fx: Effects[M]) -> None:
+        """The room's stream restarted (a new epoch) and is at `top` already: members
+        get `resync` to its start, then its chats up to `top` from history, like
+        any hole (they were acknowledged to their senders)."""
+        self._resync(room, epoch, 0, fx)
+        if top > 0:
+            room.repair = Repair(top)
+            self._ask(room, epoch, 0, top, top, None, now, fx)
+
     def _start_repair(
         self, room: Room[M], upto: int, body: bytes, now: float, fx: Effects[M]
     ) -> None:
@@ -205,7 +215,7 @@ class Continuity(Generic[M]):
             room.epoch, room.last = epoch, top
         elif room.repair is None:
             if epoch != room.epoch:
-                self._resync(room, epoch, top, fx)
+                self._new_stream(room, epoch, top, now, fx)
             elif top > room.last:
                 # Chats sent while the path was broken: fetch them like any hole.
                 room.repair = Repair(top)
@@ -363,7 +373,7 @@ class Continuity(Generic[M]):
             old = (room.epoch or "").encode()
             repair.held = [c for c in repair.held if (read_stamp(c) or (old, 0))[0] != old]
             if not repair.held:
-                self._resync(room, reply.epoch, reply.top, fx)
+                self._new_stream(room, reply.epoch, reply.top, now, fx)
         else:
             assert room.epoch is not None
             # History no longer has them: same epoch, members told where it resumes.

@@ -18,20 +18,27 @@ from edge.continuity import Continuity, Effects
 from edge.delivery import apply
 from edge.liveness import BrokerPath
 from edge.metrics import Stats
+from edge.presence import PendingListings
 from edge.publishing import PublishQueue
 from edge.rooms import RoomRegistry
 from edge.session import (
     Admit,
+    Ask,
     Await,
     Close,
+    Disconnect,
     FrameHandler,
     Intent,
     Publish,
     Reply,
+    Report,
     Subscribe,
     Unsubscribe,
 )
+from protocol.codec import encode_error
+from protocol.errors import ErrorCode
 from protocol.frames import text_frame
+from protocol.presence import WhoQuery, who_part
 from protocol.stream import keyed_part
 
 JOIN_DEADLINE = 5.0  # seconds a join may wait for its room to be proven live
@@ -59,6 +66,7 @@ class Dispatcher:
         self._stats = stats
         # Joins waiting for their room: answered `unavailable` if not live in time.
         self._join_deadlines: Deadlines[tuple[Connection, bytes]] = Deadlines()
+        self.listings: PendingListings[Connection] = PendingListings()
 
     # edge.connection.Receiver
 
@@ -70,11 +78,21 @@ class Dispatcher:
 
     def tick(self, now: float) -> None:
         for conn, topic in self._join_deadlines.pop_due(now):
-            self._execute(conn, self._handler.join_timed_out(conn, topic))
+            self._execute(conn, self._handler.join_timed_out(conn, conn.client, topic))
+        for conn in self.listings.expire(now):
+            conn.send(text_frame(encode_error(
+                ErrorCode.UNAVAILABLE, "no answer from the broker in time: ask again"
+            )))
+            self._stats.errors[ErrorCode.UNAVAILABLE] += 1
 
-    def leave_rooms(self, conn: Connection) -> None:
-        """A connection ended: out of every room, unsubscribing those left empty."""
-        self._execute(conn, self._handler.disconnect(conn))
+    def leave_rooms(self, conn: Connection, why: Disconnect) -> None:
+        """A connection ended: out of every room, unsubscribing those left empty.
+
+        Only the client's close handshake is a clean leave for presence; any
+        other end starts the user's grace (it may be back in a moment).
+        """
+        abrupt = why is not Disconnect.CLIENT
+        self._execute(conn, self._handler.disconnect(conn, conn.client, abrupt))
 
     def _execute(self, conn: Connection, intents: list[Intent]) -> None:
         for intent in intents:
@@ -104,5 +122,11 @@ class Dispatcher:
                     self._join_deadlines.set((conn, topic), time.monotonic() + JOIN_DEADLINE)
                 case Unsubscribe(topic):
                     self._path.unsubscribe(topic)
+                case Report(topic, part):
+                    self._publishes.put(topic, part, counted=False)
+                case Ask(topic, room_id, cursor):
+                    request_id = self.listings.add(conn, time.monotonic())
+                    query = WhoQuery(self._origin, request_id, room_id, cursor)
+                    self._publishes.put(topic, who_part(query), counted=False)
                 case Close(code, reason, why):
                     conn.close(code, reason, why)

@@ -22,10 +22,14 @@ from edge.continuity import Continuity, Effects
 from edge.delivery import apply
 from edge.liveness import BrokerPath
 from edge.metrics import Stats
+from edge.presence import PendingListings
 from edge.rooms import RoomRegistry
 from protocol.frames import text_frame
+from protocol.presence import EVENT_MARK, LISTING_MARK, read_listing
 from protocol.stream import ACK_MARK, REPLY_MARK, read_ack, read_reply
 from protocol.topics import PROBE_MARK
+
+_SPECIAL = (PROBE_MARK, EVENT_MARK)  # parts on a room topic that are not chats
 
 
 class Fanout:
@@ -37,8 +41,10 @@ class Fanout:
         path: BrokerPath,
         bus: Bus,
         stats: Stats,
+        listings: PendingListings[Connection],
     ) -> None:
         self._rooms = rooms
+        self._listings = listings
         self._continuity = continuity
         self._acks = acks
         self._path = path
@@ -59,13 +65,38 @@ class Fanout:
                 self._own(topic, parts[1:], now, fx)
                 continue
             bodies = parts[1:]
-            if any(body[:1] == PROBE_MARK for body in bodies):
-                bodies = self._probes(topic, bodies)
+            if any(body[:1] in _SPECIAL for body in bodies):
+                self._mixed(topic, bodies, now, fx)
+                continue
             room = room_of(topic)
-            if room is None or not bodies:
+            if room is None:
                 continue  # unsubscribed a moment ago
             chats(room, bodies, now, fx)
         apply(fx, self._bus, self._stats)
+
+    def _mixed(self, topic: bytes, bodies: list[bytes], now: float,
+               fx: Effects[Connection]) -> None:
+        """A room's parts with probes or presence events among its chats, in order."""
+        if any(body[:1] == PROBE_MARK for body in bodies):
+            bodies = self._probes(topic, bodies)
+        room = self._rooms.room(topic)
+        if room is None or not bodies:
+            return
+        run: list[bytes] = []
+        for body in bodies:
+            if body[:1] != EVENT_MARK:
+                run.append(body)
+                continue
+            if run:
+                self._continuity.chats(room, run, now, fx)
+                run = []
+            # To the members that asked for events and have their `joined`.
+            watchers = [m for m in room.watchers
+                        if m not in room.waiting and m not in room.replays]
+            if watchers:
+                fx.out.append((watchers, [text_frame(body[1:])]))
+        if run:
+            self._continuity.chats(room, run, now, fx)
 
     def _probes(self, topic: bytes, bodies: list[bytes]) -> list[bytes]:
         """Hand the probes among a room's parts to liveness; return the chats."""
@@ -92,5 +123,10 @@ class Fanout:
                         fx.member_frame(conn, text_frame(frame))
                 elif kind == REPLY_MARK:
                     self._continuity.reply(read_reply(part), now, fx)
+                elif kind == LISTING_MARK:
+                    listing = read_listing(part)
+                    asker = self._listings.answered(listing.request_id)
+                    if asker is not None:
+                        fx.member_frame(asker, text_frame(listing.frame))
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue  # not from a sequencer that speaks this protocol

@@ -31,6 +31,7 @@ from edge.auth import (
     verify,
 )
 from edge.ratelimit import ConcurrencyCap
+from protocol.identity import label_error
 
 log = logging.getLogger("edge")
 
@@ -53,6 +54,9 @@ class Refusal:
 @dataclass(frozen=True, slots=True)
 class Admitted:
     identity: Identity | None  # None when the edge runs without a secret
+    # In open mode: the user and name the upgrade URL claims (unverified).
+    user: str | None = None
+    name: str | None = None
 
 
 def needs_token(path: str, method: str) -> bool:
@@ -83,9 +87,14 @@ class Gate:
             return Refusal(401, str(exc), {"WWW-Authenticate": "Bearer"})
 
     def upgrade(
-        self, origin: str | None, authorization: str | None, token: str | None, ip: str
+        self, origin: str | None, authorization: str | None, token: str | None, ip: str,
+        user: str | None = None, name: str | None = None,
     ) -> Admitted | Refusal:
-        """May this WebSocket upgrade proceed? On Admitted, `release(ip)` when it ends."""
+        """May this WebSocket upgrade proceed? On Admitted, `release(ip)` when it ends.
+
+        `user` and `name`: the upgrade URL's query parameters, used in open
+        mode only (with tokens, the token says who the connection is).
+        """
         if not origin_allowed(origin, self.origins, self.require_origin):
             return Refusal(403, "origin not allowed")
         identity: Identity | None = None
@@ -94,9 +103,15 @@ class Gate:
             if isinstance(checked, Refusal):
                 return checked
             identity = checked
+            user = name = None
+        else:
+            for what, value in (("user", user), ("name", name)):
+                why = None if value is None else label_error(what, value)
+                if why:
+                    return Refusal(400, why)
         if not self.per_ip.acquire(ip):
             return Refusal(429, "too many connections from this address")
-        return Admitted(identity)
+        return Admitted(identity, user, name)
 
     def release(self, ip: str) -> None:
         self.per_ip.release(ip)

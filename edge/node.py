@@ -28,6 +28,7 @@ from edge.fanout import Fanout
 from edge.guard import Gate
 from edge.liveness import BrokerPath
 from edge.metrics import Stats
+from edge.presence import PresenceTally
 from edge.publishing import PublishQueue
 from edge.ratelimit import limits_factory
 from edge.rooms import RoomRegistry
@@ -35,6 +36,7 @@ from edge.session import FrameHandler
 from protocol.codec import encode_chat
 from protocol.frames import text_frame
 from protocol.ids import Sequence, new_instance_id
+from protocol.presence import HEARTBEAT_EVERY, HEARTBEAT_TOPIC
 from protocol.topics import edge_topic, room_topic
 
 
@@ -59,8 +61,13 @@ class Edge:
             probe_interval=liveness.probe_interval, probe_timeout=liveness.probe_timeout,
         )
         self.message_ids = Sequence(self.instance_id, "-")
+        # One id for both: an edge restarted is a new edge to the presence
+        # owners (its old members expire there); ids can never collide.
+        self.tally = PresenceTally(self.instance_id, self.instance_id)
+        self._next_heartbeat = 0.0
         self.handler = FrameHandler(
-            self.rooms, self.message_ids, clock_ms, limits.max_message_chars, self.path.healthy
+            self.rooms, self.message_ids, clock_ms, limits.max_message_chars, self.path.healthy,
+            self.tally,
         )
         self.publishes = PublishQueue(bus, self.stats)
         self.dispatch = Dispatcher(
@@ -79,7 +86,8 @@ class Edge:
             outbox_bytes=limits.outbox_bytes,
             gate=gate,
         )
-        self.fanout = Fanout(self.rooms, self.continuity, self.acks, self.path, bus, self.stats)
+        self.fanout = Fanout(self.rooms, self.continuity, self.acks, self.path, bus, self.stats,
+                             self.dispatch.listings)
         self.closing = False  # shutting down: the front door refuses upgrades
 
     def healthy(self) -> bool:
@@ -90,6 +98,11 @@ class Edge:
         self.clients.tick()
         now = time.monotonic()
         self.dispatch.tick(now)
+        if now >= self._next_heartbeat:
+            # Through the chats' queue: after the reports already queued.
+            for part in self.tally.heartbeat():
+                self.publishes.put(HEARTBEAT_TOPIC, part, counted=False)
+            self._next_heartbeat = now + HEARTBEAT_EVERY
         fx: Effects[Connection] = Effects()
         self.continuity.expire(now, fx)
         for conn, frame in self.acks.expire(now):

@@ -23,9 +23,13 @@ class PublishQueue:
         self._outgoing: dict[bytes, list[bytes]] = {}  # chats to publish, per room topic
         self._flush_scheduled = False
 
-    def put(self, topic: bytes, body: bytes) -> None:
-        """Publish at the end of this loop iteration, with the room's other chats."""
-        self._stats.messages_in += 1
+    def put(self, topic: bytes, body: bytes, counted: bool = True) -> None:
+        """Publish at the end of this loop iteration, with the room's other chats.
+
+        `counted`: a client's chat (not a presence report or query).
+        """
+        if counted:
+            self._stats.messages_in += 1
         pending = self._outgoing.get(topic)
         if pending is None:
             self._outgoing[topic] = [body]

@@ -42,6 +42,7 @@ class JoinSpec(NamedTuple):
     connection_id: str
     history: int | None = None
     since: Position | None = None
+    presence: bool = False  # the member also gets the room's presence events
 
 
 @dataclass(slots=True)
@@ -69,12 +70,13 @@ class Repair:
 
 class Room(Generic[M]):
     __slots__ = ("epoch", "last", "live", "members", "probe_sent", "probe_token", "repair",
-                 "replays", "room_id", "topic", "waiting")
+                 "replays", "room_id", "topic", "waiting", "watchers")
 
     def __init__(self, room_id: str) -> None:
         self.room_id = room_id
         self.topic = room_topic(room_id)
         self.members: set[M] = set()
+        self.watchers: set[M] = set()  # members that joined with presence events on
         self.live = False
         # Members whose `joined` waits for liveness, with their join
         # (a dict: ordered, one reply per member however often it joined).
@@ -141,6 +143,8 @@ class RoomRegistry(Generic[M]):
         mine = self._memberships.get(member)
         if mine is not None and room_id in mine:
             room = mine[room_id]
+            if spec.presence:
+                room.watchers.add(member)
             if member in room.replays:
                 return JoinOutcome.WAIT  # its `joined` comes with the replay on its way
             if room.epoch is not None and member not in room.waiting:
@@ -166,6 +170,8 @@ class RoomRegistry(Generic[M]):
             self._pending[room.topic] = room
             outcome = JoinOutcome.SUBSCRIBE
         room.members.add(member)
+        if spec.presence:
+            room.watchers.add(member)
         if mine is None:
             mine = self._memberships[member] = {}
         mine[room_id] = room
@@ -230,6 +236,7 @@ class RoomRegistry(Generic[M]):
 
     def _remove(self, member: M, room: Room[M]) -> LeaveOutcome:
         room.members.discard(member)
+        room.watchers.discard(member)
         room.waiting.pop(member, None)
         room.replays.pop(member, None)
         if room.members:

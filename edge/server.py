@@ -131,7 +131,8 @@ class FrontDoor(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         ip = str(peer[0]) if isinstance(peer, tuple) else ""
         admitted = self.gate.upgrade(
-            request.header("origin"), request.header("authorization"), request.query("token"), ip
+            request.header("origin"), request.header("authorization"), request.query("token"), ip,
+            request.query("user"), request.query("name"),
         )
         if isinstance(admitted, Refusal):
             reason = _REASONS.get(admitted.status, "Refused")
@@ -140,7 +141,7 @@ class FrontDoor(asyncio.Protocol):
             )
         self._leave()
         transport.write(handshake_accept(request, self.settings.subprotocols))
-        conn = edge.clients.open(transport, admitted.identity, ip)
+        conn = edge.clients.open(transport, admitted.identity, ip, admitted.user, admitted.name)
         transport.set_protocol(conn)
         self.head = b""
         if rest:

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Generic, NamedTuple, TypeVar
 
 from edge.auth import Identity, may_join
+from edge.presence import PresenceTally
 from edge.ratelimit import ConnectionLimits, TokenBucket
 from edge.rooms import JoinOutcome, JoinSpec, LeaveOutcome, RoomRegistry
 from protocol.chats import check_chat
@@ -27,8 +28,17 @@ from protocol.codec import (
 )
 from protocol.errors import ErrorCode
 from protocol.ids import Sequence
-from protocol.messages import ChatBody, ChatRequest, JoinRequest, LeaveRequest, PingRequest
+from protocol.messages import (
+    ChatBody,
+    ChatRequest,
+    JoinRequest,
+    LeaveRequest,
+    PingRequest,
+    PresenceRequest,
+)
+from protocol.presence import report_part
 from protocol.stream import dedupe_key
+from protocol.topics import room_topic
 from protocol.websocket import CloseCode
 
 M = TypeVar("M", bound=Hashable)
@@ -55,11 +65,23 @@ class Client(NamedTuple):
     connection_id: str
     identity: Identity | None  # from the token; None when the edge runs without a secret
     limits: ConnectionLimits | None  # None: not rate limited
+    user: str | None = None  # in open mode, the `user` its upgrade URL claimed
+    display_name: str | None = None  # the token's `name` claim, or the URL's `name`
 
     @property
     def sender(self) -> str:
-        """`from` of its chats and `connectionId` of its joins: the token's `sub`, else its id."""
-        return self.connection_id if self.identity is None else self.identity.sub
+        """`from` of its chats and `connectionId` of its joins: the token's `sub`,
+        in open mode the URL's `user`, else the connection id."""
+        if self.identity is not None:
+            return self.identity.sub
+        return self.user or self.connection_id
+
+    @property
+    def name(self) -> str:
+        """Its display name: the token's `name` claim or the URL's `name`, else `sender`."""
+        if self.identity is not None:
+            return self.identity.name or self.identity.sub
+        return self.display_name or self.sender
 
 
 class Reply(NamedTuple):
@@ -109,6 +131,22 @@ class Unsubscribe(NamedTuple):
     topic: bytes
 
 
+class Report(NamedTuple):
+    """Tell the room's presence owner of a membership change (`protocol.presence`),
+    through the same queue as the room's chats, so it is in order with them."""
+
+    topic: bytes
+    part: bytes
+
+
+class Ask(NamedTuple):
+    """Ask the room's presence owner who is in the room (a `presence` request)."""
+
+    topic: bytes
+    room_id: str
+    cursor: str | None
+
+
 class Close(NamedTuple):
     """Close the connection from our side with `code`."""
 
@@ -117,7 +155,7 @@ class Close(NamedTuple):
     why: Disconnect
 
 
-Intent = Reply | Publish | Admit | Subscribe | Await | Unsubscribe | Close
+Intent = Reply | Publish | Admit | Subscribe | Await | Unsubscribe | Report | Ask | Close
 
 ABUSE_CLOSE = Close(CloseCode.POLICY_VIOLATION, "rate limit exceeded", Disconnect.RATE_LIMITED)
 
@@ -134,8 +172,11 @@ class FrameHandler(Generic[M]):
         clock_ms: Callable[[], int],
         max_message_chars: int,
         path_up: Callable[[], bool] = lambda: True,
+        tally: PresenceTally | None = None,
     ) -> None:
         self.path_up = path_up  # is the broker path live (asked per chat)
+        # Membership by user, for the rooms' presence owners (None: not reported).
+        self.tally = tally
         self.registry = registry
         self.message_ids = message_ids
         self.clock_ms = clock_ms
@@ -158,21 +199,28 @@ class FrameHandler(Generic[M]):
                     return refused
                 if not may_join(client.identity, ref.room_id):
                     return [error(ErrorCode.FORBIDDEN, f"not allowed to join {ref.room_id!r}")]
-                spec = JoinSpec(client.sender, ref.history, ref.since)
-                return self._join(member, ref.room_id, spec)
+                spec = JoinSpec(client.sender, ref.history, ref.since, bool(ref.presence))
+                return self._join(member, client, ref.room_id, spec)
             case LeaveRequest(payload=ref):
                 refused = self._over_limit(client.limits, "membership")
                 if refused is not None:
                     return refused
-                return self._leave(member, ref.room_id)
+                return self._leave(member, client, ref.room_id)
             case PingRequest():
                 return [Reply(PONG_FRAME)]
+            case PresenceRequest(payload=query):
+                room = self.registry.room_by_id(query.room_id)
+                if room is None or not self.registry.is_member(member, query.room_id):
+                    return [error(ErrorCode.NOT_IN_ROOM, f"not in room {query.room_id!r}")]
+                if not self.path_up():
+                    return [error(ErrorCode.UNAVAILABLE, "broker unreachable: ask again later")]
+                return [Ask(room.topic, query.room_id, query.cursor)]
         raise AssertionError(f"unhandled frame {frame!r}")  # pragma: no cover
 
     def binary_frame(self) -> list[Intent]:
         return [error(ErrorCode.BAD_JSON, "binary frames are not supported; send JSON text")]
 
-    def join_timed_out(self, member: M, topic: bytes) -> list[Intent]:
+    def join_timed_out(self, member: M, client: Client, topic: bytes) -> list[Intent]:
         """A join still waiting for its room at its deadline: undone, and said so."""
         room = self.registry.room(topic)
         if room is None or member not in room.waiting:
@@ -182,12 +230,25 @@ class FrameHandler(Generic[M]):
             ErrorCode.UNAVAILABLE,
             f"room {room.room_id!r} could not be made live (broker unreachable): not joined",
         )
+        intents: list[Intent] = [refusal, *self._left(client, room.topic, room.room_id, False)]
         if outcome is LeaveOutcome.UNSUBSCRIBE:
-            return [refusal, Unsubscribe(topic)]
-        return [refusal]
+            intents.append(Unsubscribe(topic))
+        return intents
 
-    def disconnect(self, member: M) -> list[Intent]:
-        return [Unsubscribe(room.topic) for room in self.registry.drop(member)]
+    def disconnect(self, member: M, client: Client, abrupt: bool) -> list[Intent]:
+        """The connection ended: `abrupt` unless by the client's close handshake."""
+        intents: list[Intent] = []
+        if self.tally is not None:
+            for room_id in list(self.registry.rooms_of(member)):
+                intents += self._left(client, room_topic(room_id), room_id, abrupt)
+        intents += [Unsubscribe(room.topic) for room in self.registry.drop(member)]
+        return intents
+
+    def _left(self, client: Client, topic: bytes, room_id: str, abrupt: bool) -> list[Intent]:
+        if self.tally is None:
+            return []
+        report = self.tally.left(client.connection_id, room_id, client.sender, abrupt)
+        return [] if report is None else [Report(topic, report_part(report))]
 
     def _over_limit(
         self, limits: ConnectionLimits | None, kind: str, msg_id: str | None = None
@@ -203,33 +264,42 @@ class FrameHandler(Generic[M]):
         what = "chats" if kind == "chat" else "joins and leaves"
         return [error(ErrorCode.RATE_LIMITED, f"too many {what}: slow down", msg_id)]
 
-    def _join(self, member: M, room_id: str, spec: JoinSpec) -> list[Intent]:
+    def _join(self, member: M, client: Client, room_id: str, spec: JoinSpec) -> list[Intent]:
         outcome = self.registry.join(member, room_id, spec, self.path_up())
         room = self.registry.room_by_id(room_id)
-        if outcome is JoinOutcome.JOINED:
-            assert room is not None
-            return [Admit(room.topic, spec)]
         if outcome is JoinOutcome.ALREADY:
             assert room is not None
             return [Admit(room.topic, JoinSpec(spec.connection_id), again=True)]
-        if outcome is JoinOutcome.SUBSCRIBE:
-            assert room is not None
-            return [Subscribe(room.topic), Await(room.topic)]
-        if outcome is JoinOutcome.WAIT:
-            assert room is not None
-            return [Await(room.topic)]
-        limit = self.registry.max_rooms_per_member
-        return [error(ErrorCode.TOO_MANY_ROOMS, f"a connection may be in at most {limit} rooms")]
+        if outcome is JoinOutcome.TOO_MANY_ROOMS:
+            limit = self.registry.max_rooms_per_member
+            return [error(ErrorCode.TOO_MANY_ROOMS,
+                          f"a connection may be in at most {limit} rooms")]
+        assert room is not None
+        # Reported before anything the member may send in the room.
+        intents: list[Intent] = []
+        if self.tally is not None:
+            report = self.tally.joined(client.connection_id, room_id, client.sender,
+                                       client.name, spec.presence)
+            if report is not None:
+                intents.append(Report(room.topic, report_part(report)))
+        if outcome is JoinOutcome.JOINED:
+            intents.append(Admit(room.topic, spec))
+        elif outcome is JoinOutcome.SUBSCRIBE:
+            intents += [Subscribe(room.topic), Await(room.topic)]
+        else:  # WAIT
+            intents.append(Await(room.topic))
+        return intents
 
-    def _leave(self, member: M, room_id: str) -> list[Intent]:
+    def _leave(self, member: M, client: Client, room_id: str) -> list[Intent]:
         outcome, room = self.registry.leave(member, room_id)
         if outcome is LeaveOutcome.NOT_MEMBER:
             return [error(ErrorCode.NOT_IN_ROOM, f"not in room {room_id!r}")]
-        left = Reply(encode_left(room_id))
+        assert room is not None
+        intents: list[Intent] = [Reply(encode_left(room_id)),
+                                 *self._left(client, room.topic, room_id, False)]
         if outcome is LeaveOutcome.UNSUBSCRIBE:
-            assert room is not None
-            return [left, Unsubscribe(room.topic)]
-        return [left]
+            intents.append(Unsubscribe(room.topic))
+        return intents
 
     def _chat(self, member: M, client: Client, body: ChatBody) -> list[Intent]:
         room_id, msg_id = body.room_id, body.msg_id
@@ -253,7 +323,7 @@ class FrameHandler(Generic[M]):
         assert room is not None
         chat = encode_chat(
             room_id, body.message, self.message_ids.next(), client.sender, self.clock_ms(),
-            msg_id,
+            msg_id, client.name,
         )
         if msg_id is None:
             return [Publish(room.topic, chat)]

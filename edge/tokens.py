@@ -28,18 +28,25 @@ def mint(
     rooms: Sequence[str] | None = None,
     ttl: float = 3600.0,
     now: float | None = None,
+    name: str | None = None,
 ) -> str:
-    """A signed token for `sub`, valid for `ttl` seconds; `rooms` None allows any room."""
+    """A signed token for `sub`, valid for `ttl` seconds; `rooms` None allows any room.
+
+    `name`: the display name members see on its chats and in presence (default: sub).
+    """
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {"sub": sub, "iat": issued, "exp": issued + int(ttl)}
     if rooms is not None:
         claims["rooms"] = list(rooms)
+    if name:
+        claims["name"] = name
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     settings = parse(TokenSettings, argv, environ, prog="chat-token")
-    print(mint(settings.jwt_secret, settings.sub, settings.rooms, settings.ttl))
+    print(mint(settings.jwt_secret, settings.sub, settings.rooms, settings.ttl,
+               name=settings.user_name or None))
     return 0
 
 

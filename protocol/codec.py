@@ -32,6 +32,16 @@ from protocol.messages import (
     PingRequest,
     Pong,
     Position,
+    Presence,
+    PresenceBody,
+    PresenceFrame,
+    PresenceJoin,
+    PresenceJoinBody,
+    PresenceLeave,
+    PresenceLeaveBody,
+    PresenceQuery,
+    PresenceRequest,
+    PresenceUser,
     Resync,
     ResyncBody,
     RoomRef,
@@ -50,6 +60,7 @@ class ProtocolError(Exception):
 
 _client_decoder = msgspec.json.Decoder(ClientFrame)
 _server_decoder = msgspec.json.Decoder(ServerFrame)
+_presence_decoder = msgspec.json.Decoder(PresenceFrame)
 _any_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
@@ -132,11 +143,16 @@ def encode(frame: Any) -> bytes:
 
 
 def encode_chat(
-    room_id: str, message: str, message_id: str, sender: str, ts: int, msg_id: str | None = None
+    room_id: str, message: str, message_id: str, sender: str, ts: int,
+    msg_id: str | None = None, name: str | None = None,
 ) -> bytes:
-    """A chat as members receive it, less the epoch and offset its sequencer stamps on."""
+    """A chat as members receive it, less the epoch and offset its sequencer stamps on.
+
+    `sender` is the user (`from`); `name` its display name (default: the user).
+    """
     return _encoder.encode(
-        ChatMessage(ChatDelivery(room_id, message, message_id, sender, ts, msg_id))
+        ChatMessage(ChatDelivery(room_id, message, message_id, sender, ts, msg_id,
+                                 sender if name is None else name))
     )
 
 
@@ -170,17 +186,55 @@ def encode_resync(room_id: str, epoch: str, offset: int) -> bytes:
     return _encoder.encode(Resync(ResyncBody(room_id, epoch, offset)))
 
 
+# Presence (protocol v2 section 7).
+
+
+def encode_presence(
+    room_id: str,
+    users: list[tuple[str, str, int]],
+    next_cursor: str | None = None,
+    events: bool = True,
+) -> bytes:
+    """One page of a room's presence listing: (user, name, connections), in user order."""
+    return _encoder.encode(Presence(PresenceBody(
+        room_id, [PresenceUser(*u) for u in users], next_cursor, events
+    )))
+
+
+def encode_presence_join(room_id: str, user: str, name: str) -> bytes:
+    return _encoder.encode(PresenceJoin(PresenceJoinBody(room_id, user, name)))
+
+
+def encode_presence_leave(room_id: str, user: str) -> bytes:
+    return _encoder.encode(PresenceLeave(PresenceLeaveBody(room_id, user)))
+
+
+def decode_presence_frame(data: str | bytes) -> PresenceFrame:
+    """A server's presence frame (section 7); clients and tests."""
+    frame: PresenceFrame = _presence_decoder.decode(data)
+    return frame
+
+
+def _type_of(data: str | bytes) -> object:
+    value: Any = _any_decoder.decode(data)
+    return value.get("type") if isinstance(value, dict) else None
+
+
 # Client to server: the frames a client sends.
 
 PING_REQUEST = _encoder.encode(PingRequest())
 
 
 def encode_join(
-    room_id: str, history: int | None = None, since: tuple[str, int] | None = None
+    room_id: str,
+    history: int | None = None,
+    since: tuple[str, int] | None = None,
+    presence: bool | None = None,
 ) -> bytes:
-    """A join; `history` K replays the last K chats, `since` (epoch, offset) recovers."""
+    """A join; `history` K replays the last K chats, `since` (epoch, offset) recovers,
+    `presence` also subscribes to the room's presence events."""
     position = Position(*since) if since is not None else None
-    return _encoder.encode(JoinRequest(JoinBody(room_id, history, position)))
+    return _encoder.encode(JoinRequest(JoinBody(room_id, history, position, presence)))
 
 
 def encode_leave(room_id: str) -> bytes:
@@ -192,3 +246,8 @@ def encode_chat_request(
 ) -> bytes:
     """A chat; without `room_id` the server picks the sender's only room."""
     return _encoder.encode(ChatRequest(ChatBody(message, room_id, msg_id)))
+
+
+def encode_presence_request(room_id: str, cursor: str | None = None) -> bytes:
+    """Who is in the room; `cursor` (a page's `next`) for the page after it."""
+    return _encoder.encode(PresenceRequest(PresenceQuery(room_id, cursor)))

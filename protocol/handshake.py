@@ -53,7 +53,8 @@ class Request:
         return unquote(urlsplit(self.target).path) or "/"
 
     def query(self, name: str) -> str | None:
-        values = parse_qs(urlsplit(self.target).query).get(name)
+        # Blank values kept: `?user=` is an empty user (refused), not no user.
+        values = parse_qs(urlsplit(self.target).query, keep_blank_values=True).get(name)
         return values[0] if values else None
 
     def header(self, name: str) -> str | None:

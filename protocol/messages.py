@@ -61,7 +61,18 @@ class JoinBody(msgspec.Struct, rename="camel", omit_defaults=True):
     room_id: RoomId
     history: Offset | None = None  # replay the last K chats after `joined`
     since: Position | None = None  # recover what was missed after this position
-    presence: bool | None = None
+    presence: bool | None = None  # also receive the room's presence events (section 7)
+
+
+# A `presence` listing's cursor: opaque to clients, who send back the `next`
+# of the page before to get the next one (see protocol.presence).
+MAX_CURSOR_CHARS = 256
+Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CURSOR_CHARS)]
+
+
+class PresenceQuery(msgspec.Struct, rename="camel", omit_defaults=True):
+    room_id: RoomId
+    cursor: Cursor | None = None  # the `next` of the page before; none for the first page
 
 
 # Client to server.
@@ -83,8 +94,12 @@ class PingRequest(_Frame, tag="ping"):
     pass
 
 
-ClientFrame = JoinRequest | LeaveRequest | ChatRequest | PingRequest
-CLIENT_TYPES = frozenset({"join", "leave", "chat", "ping"})
+class PresenceRequest(_Frame, tag="presence"):
+    payload: PresenceQuery
+
+
+ClientFrame = JoinRequest | LeaveRequest | ChatRequest | PingRequest | PresenceRequest
+CLIENT_TYPES = frozenset({"join", "leave", "chat", "ping", "presence"})
 
 
 # Server to client.
@@ -105,6 +120,7 @@ class ChatDelivery(msgspec.Struct, rename="camel", omit_defaults=True):
     sender: str = msgspec.field(name="from")
     ts: int = 0
     msg_id: str | None = None
+    name: str | None = None  # the sender's display name (protocol v2 section 7)
     # Stamped by the room's sequencer, after everything else (see protocol.stream).
     epoch: str | None = None
     offset: int | None = None
@@ -158,4 +174,49 @@ class Resync(_Frame, tag="resync"):
     payload: ResyncBody
 
 
+# Presence (section 7).
+
+
+class PresenceUser(msgspec.Struct):
+    user: str
+    name: str
+    connections: int
+
+
+class PresenceBody(msgspec.Struct, rename="camel", omit_defaults=True):
+    room_id: str
+    users: list[PresenceUser]
+    # More users follow: ask again with this as `cursor`. Absent on the last page.
+    next: str | None = None
+    # False: the room is too big for presence events (none is sent for it);
+    # ask for the list again to see who is here. Absent while events are on.
+    events: bool = True
+
+
+class PresenceJoinBody(msgspec.Struct, rename="camel"):
+    room_id: str
+    user: str
+    name: str
+
+
+class PresenceLeaveBody(msgspec.Struct, rename="camel"):
+    room_id: str
+    user: str
+
+
+class Presence(_Frame, tag="presence"):
+    payload: PresenceBody
+
+
+class PresenceJoin(_Frame, tag="presence_join"):
+    payload: PresenceJoinBody
+
+
+class PresenceLeave(_Frame, tag="presence_leave"):
+    payload: PresenceLeaveBody
+
+
 ServerFrame = Joined | Left | ChatMessage | Pong | Error | Ack | Resync
+# Section 7's server frames: joining ServerFrame once the clients handle them
+# (a client's match over ServerFrame must then cover them).
+PresenceFrame = Presence | PresenceJoin | PresenceLeave

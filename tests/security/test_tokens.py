@@ -88,6 +88,23 @@ async def test_sub_is_from_at_other_members(secure_cluster: Cluster, clients: Op
     got = await bob.recv_chat()
     assert (got["from"], got["message"]) == ("alice", "hi from alice")
     assert (await alice.recv_chat())["from"] == "alice"
+    assert got["name"] == "alice"  # no `name` claim: the sub
+
+
+async def test_the_name_claim_is_the_display_name_and_the_url_cannot_override_it(
+    secure_cluster: Cluster, clients: Open
+) -> None:
+    r = room()
+    url = secure_cluster.edges[0].url
+    tok = mint(SECRET, "carol", None, 300.0, name="Carol C.")
+    carol = await clients(with_token(url, tok) + "&user=mallory&name=Mallory")
+    await carol.join(r)
+    await carol.chat("hi", r)
+    got = await carol.recv_chat()
+    assert (got["from"], got["name"]) == ("carol", "Carol C.")
+    # A name claim that breaks the rules makes the token invalid.
+    bad = mint(SECRET, "d", None, 300.0, name="x" * 65)
+    assert await upgrade_status(with_token(url, bad)) == 401
 
 
 async def test_health_and_metrics_need_no_token(secure_cluster: Cluster) -> None:

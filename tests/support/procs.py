@@ -60,12 +60,26 @@ class Proc:
     args: list[str]
     env: dict[str, str]
     popen: subprocess.Popen[bytes] | None = None
+    # With a log file, stdout and stderr are appended to it (`output()` reads
+    # it back); without, stderr goes to the test's own and stdout is dropped.
+    log: Path | None = None
 
     def start(self) -> Proc:
-        self.popen = subprocess.Popen(
-            self.args, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=None
-        )
+        if self.log is None:
+            self.popen = subprocess.Popen(
+                self.args, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=None
+            )
+            return self
+        with self.log.open("ab") as out:  # the child keeps its own descriptor
+            self.popen = subprocess.Popen(
+                self.args, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            )
         return self
+
+    def output(self) -> str:
+        """Everything the process wrote so far (only with a `log` file)."""
+        assert self.log is not None, "started without a log file"
+        return self.log.read_text(errors="replace")
 
     @property
     def pid(self) -> int:
@@ -157,8 +171,9 @@ class Cluster:
             | self.extra_env
         )
 
-    def start_broker(self) -> Proc:
-        self.broker = Proc([sys.executable, "-m", "broker"], self._env()).start()
+    def start_broker(self, log: Path | None = None) -> Proc:
+        """A broker on this cluster's endpoints; with `log`, its output goes there."""
+        self.broker = Proc([sys.executable, "-m", "broker"], self._env(), log=log).start()
         return self.broker
 
     def start_edge(self, port: int | None = None, args: Sequence[str] = ()) -> Edge:

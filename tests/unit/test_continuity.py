@@ -354,3 +354,22 @@ def test_a_replay_that_spans_a_restart_keeps_the_new_epochs_chats() -> None:
     kinds = [(f["type"], f["payload"].get("offset")) for f in w.got["b"]]
     assert kinds[0][0] == "joined" and ("resync", 0) in kinds
     assert [o for k, o in kinds if k == "chat"][-3:] == [1, 2, 3]  # E2's, after the resync
+
+
+def test_a_new_epoch_found_by_a_probe_is_fetched_from_its_start() -> None:
+    # The broker restarted without its store, and a chat was sequenced in the
+    # new stream before this edge's subscription was back: its probe shows
+    # (E2, 1). That chat was acknowledged to its sender: members must get it.
+    w = World()
+    w.join("a", JoinSpec("ca"))
+    w.chats(w.send(2))
+    w.seq = Sequencer(Limits(50, 600.0, 1 << 20, 120.0), lambda: "E2")
+    w.send(1)  # E2 offset 1, never forwarded to this edge
+    fx: Effects[str] = Effects()
+    w.cont.went_live(w.room(), "E2", 1, [], 0.0, fx)
+    queries = w.apply(fx)
+    assert queries  # the new stream's start is asked for
+    w.answer(queries)
+    assert w.kinds("a") == ["joined", "chat", "chat", "resync", "chat"]
+    assert w.got["a"][3]["payload"] == {"roomId": "r", "epoch": "E2", "offset": 0}
+    assert w.got["a"][4]["payload"]["epoch"] == "E2" and w.offsets("a") == [1, 2, 1]

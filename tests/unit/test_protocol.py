@@ -75,8 +75,11 @@ def test_server_frames_round_trip() -> None:
     assert chat.payload.sender == "c.1"
     assert json.loads(encode_chat("r", "m", "i", "f", 5)) == {
         "type": "chat",
-        "payload": {"roomId": "r", "message": "m", "id": "i", "from": "f", "ts": 5},
+        "payload": {"roomId": "r", "message": "m", "id": "i", "from": "f", "ts": 5,
+                    "name": "f"},
     }
+    named = json.loads(encode_chat("r", "m", "i", "alice", 5, name="Alice A."))
+    assert (named["payload"]["from"], named["payload"]["name"]) == ("alice", "Alice A.")
     assert isinstance(decode_server_frame(encode_joined("r", "c")), Joined)
     assert decode_server_frame(encode_left("r")) == Left(RoomRef("r"))
     assert decode_server_frame(PONG_FRAME) == Pong()

@@ -84,6 +84,17 @@ def test_a_chat_with_a_msgid_is_keyed_and_its_errors_name_it() -> None:
     alice = Client("ca", Identity("alice", 0, None), None)
     [publish] = h.handle("a", alice, frame("chat", message="hi", msgId="m-1"))
     assert isinstance(publish, Publish) and publish.key == "alice\x00m-1"  # scoped by user
+    # In open mode the URL's user and name; with a token its sub and `name` claim.
+    bob = Client("cb", None, None, "bob", "Bob B.")
+    [publish] = h.handle("a", bob, frame("chat", message="hi", msgId="m-2"))
+    assert isinstance(publish, Publish)
+    assert (json.loads(publish.body)["payload"]["from"], publish.key) == ("bob", "m-2")
+    assert json.loads(publish.body)["payload"]["name"] == "Bob B."
+    carol = Client("cc", Identity("carol", 0, None, "Carol"), None, "ignored", "ignored")
+    [publish] = h.handle("a", carol, frame("chat", message="hi"))
+    assert isinstance(publish, Publish)
+    payload = json.loads(publish.body)["payload"]
+    assert (payload["from"], payload["name"]) == ("carol", "Carol")
     bad = reply_json(h.handle("a", C("ca"), frame("chat", message="hi", msgId="no spaces")))
     assert bad["payload"]["code"] == "invalid_payload"
 
@@ -97,7 +108,8 @@ def test_chat_is_encoded_once_for_the_broker() -> None:
     assert intent.topic == room_topic("r")
     assert json.loads(intent.body) == {
         "type": "chat",
-        "payload": {"roomId": "r", "message": "hi", "id": "e-1", "from": "ca", "ts": 1234},
+        "payload": {"roomId": "r", "message": "hi", "id": "e-1", "from": "ca", "ts": 1234,
+                    "name": "ca"},
     }
 
 
@@ -128,7 +140,7 @@ def test_leave_and_disconnect_unsubscribe_the_last_member() -> None:
     h.handle("b", C("cb"), frame("join", roomId="s"))
     left = h.handle("a", C("ca"), frame("leave", roomId="r"))
     assert len(left) == 1 and json.loads(left[0].frame)["type"] == "left"  # type: ignore[union-attr]
-    assert sorted(h.disconnect("b")) == sorted(
+    assert sorted(h.disconnect("b", C("cb"), abrupt=True)) == sorted(
         [Unsubscribe(room_topic("r")), Unsubscribe(room_topic("s"))]
     )
     notin = reply_json(h.handle("a", C("ca"), frame("leave", roomId="r")))
@@ -147,8 +159,8 @@ def test_too_many_rooms_and_ping() -> None:
 def test_a_join_not_live_by_its_deadline_is_undone() -> None:
     h = make()
     h.handle("a", C("ca"), frame("join", roomId="r"))
-    [refusal, unsubscribe] = h.join_timed_out("a", room_topic("r"))
+    [refusal, unsubscribe] = h.join_timed_out("a", C("ca"), room_topic("r"))
     assert reply_json([refusal])["payload"]["code"] == "unavailable"
     assert unsubscribe == Unsubscribe(room_topic("r"))
     assert not h.registry.is_member("a", "r")
-    assert h.join_timed_out("a", room_topic("r")) == []  # once
+    assert h.join_timed_out("a", C("ca"), room_topic("r")) == []  # once

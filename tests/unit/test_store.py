@@ -1,0 +1,319 @@
+"""The broker's store on a real SQLite file: what a restart reads back, and its failures."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from broker.presence import PresenceLimits, PresenceOwner
+from broker.server import Keeper
+from broker.store import FILE_NAME, RELEASE_CHUNK, Store, StoreFailed, open_store
+from broker.streams import Limits, Sequencer
+from protocol.codec import encode_chat
+from protocol.stream import (
+    AckNote,
+    HistoryQuery,
+    keyed_part,
+    pack,
+    query_part,
+    read_ack,
+    read_reply,
+    read_stamp,
+)
+from protocol.topics import room_topic
+
+ROOM = room_topic("r")
+ORIGIN = b"eEDGE\x00"
+LIMITS = Limits(history_size=5, history_ttl=60.0, history_bytes=1 << 20, dedupe_window=120.0)
+
+
+def chat(text: str) -> bytes:
+    return encode_chat("r", text, "id-" + text, "u", 1)
+
+
+def offsets(seq: Sequencer, topic: bytes = ROOM) -> list[int]:
+    stream = seq.stream(topic)
+    assert stream is not None
+    return [stamp[1] for stamp in map(read_stamp, stream.history) if stamp]
+
+
+def reopen(store: Store, directory: Path, now: float,
+           limits: Limits = LIMITS) -> tuple[Store, Sequencer]:
+    store.close()
+    return open_store(str(directory), limits, now)
+
+
+def rows(store: Store, table: str) -> int:
+    count: int = store._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return count
+
+
+def test_a_reopened_store_has_the_same_epochs_offsets_history_and_msgids(
+    tmp_path: Path,
+) -> None:
+    store, seq = open_store(str(tmp_path), LIMITS, 1000.0)
+    seq.sequence(ROOM, [chat("a"), pack([chat("b"), chat("c")])], 1000.0)
+    seq.sequence(ROOM, [keyed_part(ORIGIN, "k1", chat("d"))], 1001.0)
+    seq.sequence(room_topic("other"), [chat("x")], 1001.0)
+    assert seq.journal is not None
+    store.commit(seq.journal)
+    epoch = seq.stream(ROOM).epoch  # type: ignore[union-attr]
+
+    store, seq = reopen(store, tmp_path, 1002.0)
+    stream = seq.stream(ROOM)
+    assert stream is not None and (stream.epoch, stream.top) == (epoch, 4)
+    assert offsets(seq) == [1, 2, 3, 4]
+    assert offsets(seq, room_topic("other")) == [1]
+    # The msgId window came back: a resend is a duplicate of offset 4.
+    out = seq.sequence(ROOM, [keyed_part(ORIGIN, "k1", chat("d"))], 1003.0)
+    assert out is not None and out.forward == []
+    assert read_ack(out.notes[0][1]) == AckNote("r", "k1", epoch, 4, True)
+    # Offsets continue.
+    out = seq.sequence(ROOM, [chat("e")], 1003.0)
+    assert out is not None and read_stamp(out.forward[0]) == (epoch.encode(), 5)
+    store.close()
+
+
+def test_nothing_uncommitted_comes_back(tmp_path: Path) -> None:
+    store, seq = open_store(str(tmp_path), LIMITS, 0.0)
+    seq.sequence(ROOM, [chat("a")], 0.0)
+    assert seq.journal is not None
+    store.commit(seq.journal)
+    seq.sequence(ROOM, [chat("b")], 0.0)  # sequenced, never committed (a crash here)
+    store, seq = reopen(store, tmp_path, 1.0)
+    assert offsets(seq) == [1]
+    store.close()
+
+
+def test_trimmed_history_leaves_the_store_and_the_top_outlives_it(tmp_path: Path) -> None:
+    store, seq = open_store(str(tmp_path), LIMITS, 0.0)
+    assert seq.journal is not None
+    for i in range(20):
+        seq.sequence(ROOM, [chat(f"m{i}")], float(i))
+        store.commit(seq.journal)
+    assert rows(store, "chats") == LIMITS.history_size  # rows of trimmed chats deleted
+    seq.subscription(ROOM, True)  # a member is still there: the stream stays
+    seq.expire(200.0)  # everything past its age
+    store.commit(seq.journal)
+    assert rows(store, "chats") == 0
+    store, seq = reopen(store, tmp_path, 201.0)
+    stream = seq.stream(ROOM)
+    assert stream is not None and stream.top == 20 and not stream.history
+    out = seq.sequence(ROOM, [chat("next")], 202.0)
+    assert out is not None and read_stamp(out.forward[0]) == (stream.epoch_bytes, 21)
+    store.close()
+
+
+def test_a_restart_applies_the_limits_of_the_day(tmp_path: Path) -> None:
+    store, seq = open_store(str(tmp_path), LIMITS, 0.0)
+    assert seq.journal is not None
+    for i in range(5):
+        seq.sequence(ROOM, [chat(f"m{i}")], 0.0)
+    store.commit(seq.journal)
+    smaller = LIMITS._replace(history_size=2)
+    store, seq = reopen(store, tmp_path, 1.0, smaller)
+    assert offsets(seq) == [4, 5]
+    assert seq.journal is not None
+    store.commit(seq.journal)
+    assert rows(store, "chats") == 2
+    # Past the age limit at restart: history gone, epoch and top kept.
+    store, seq = reopen(store, tmp_path, 500.0)
+    stream = seq.stream(ROOM)
+    assert stream is not None and stream.top == 5 and offsets(seq) == []
+    store.close()
+
+
+def test_forgotten_msgids_leave_the_store(tmp_path: Path) -> None:
+    store, seq = open_store(str(tmp_path), LIMITS, 0.0)
+    assert seq.journal is not None
+    for i in range(10):
+        seq.sequence(ROOM, [keyed_part(ORIGIN, f"k{i}", chat(f"m{i}"))], float(i))
+    store.commit(seq.journal)
+    assert rows(store, "msgids") == 10
+    seq.subscription(ROOM, True)
+    seq.expire(125.5)  # the first six are past the 120 s window
+    store.commit(seq.journal)
+    assert rows(store, "msgids") == 4
+    store, seq = reopen(store, tmp_path, 126.0)
+    stream = seq.stream(ROOM)
+    assert stream is not None and sorted(stream.dedupe) == ["k6", "k7", "k8", "k9"]
+    store.close()
+
+
+def test_a_forgotten_room_starts_again_with_a_new_epoch_and_none_of_its_old_rows(
+    tmp_path: Path,
+) -> None:
+    store, seq = open_store(str(tmp_path), LIMITS, 0.0)
+    assert seq.journal is not None
+    seq.sequence(ROOM, [chat("a")], 0.0)
+    store.commit(seq.journal)
+    old = seq.stream(ROOM).epoch  # type: ignore[union-attr]
+    store, seq = reopen(store, tmp_path, 100.0)  # history expired, nobody subscribed
+    assert seq.journal is not None
+    seq.drop_idle()
+    store.commit(seq.journal)
+    assert rows(store, "streams") == 0
+    seq.sequence(ROOM, [chat("b")], 101.0)
+    store.commit(seq.journal)
+    # An old row the store did not delete yet (a crash before its release)
+    # belongs to the old epoch: it is never served under the new one.
+    store._db.execute("INSERT INTO chats VALUES (1000, ?, 1, 1, 0, ?)",
+                      (ROOM, chat("a")[:-2] + b',"epoch":"%s","offset":1}}' % old.encode()))
+    store, seq = reopen(store, tmp_path, 102.0)
+    stream = seq.stream(ROOM)
+    assert stream is not None and stream.epoch != old
+    assert [read_stamp(c) for c in stream.history] == [(stream.epoch_bytes, 1)]
+    store.close()
+
+
+def test_releases_are_written_a_chunk_per_commit(tmp_path: Path) -> None:
+    limits = LIMITS._replace(history_size=10_000, history_ttl=10.0, history_bytes=1 << 30)
+    store, seq = open_store(str(tmp_path), limits, 0.0)
+    assert seq.journal is not None
+    seq.subscription(ROOM, True)
+    for i in range(RELEASE_CHUNK + 10):
+        seq.sequence(ROOM, [chat(f"m{i}")], 0.0)
+    store.commit(seq.journal)
+    seq.expire(100.0)
+    assert store.commit(seq.journal)  # more to release
+    assert rows(store, "chats") == 10
+    assert not store.commit(seq.journal)
+    assert rows(store, "chats") == 0
+    store.close()
+
+
+def test_a_file_of_random_bytes_is_moved_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / FILE_NAME).write_bytes(os.urandom(64 * 1024))
+    with caplog.at_level(logging.ERROR):
+        store, seq = open_store(str(tmp_path), LIMITS, 0.0)
+    assert len(seq) == 0
+    assert any("cannot be trusted" in r.getMessage() for r in caplog.records)
+    assert len(list(tmp_path.glob(f"{FILE_NAME}.corrupt-*"))) == 1
+    seq.sequence(ROOM, [chat("a")], 0.0)  # and the new store works
+    assert seq.journal is not None
+    store.commit(seq.journal)
+    store.close()
+
+
+def test_a_truncated_file_is_moved_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, seq = open_store(str(tmp_path), LIMITS, 0.0)
+    assert seq.journal is not None
+    for i in range(300):
+        seq.sequence(room_topic(f"room-{i}"), [chat("x" * 200)], 0.0)
+    store.commit(seq.journal)
+    store.close()  # the last connection: the log is checkpointed into the file
+    path = tmp_path / FILE_NAME
+    os.truncate(path, path.stat().st_size // 2)
+    with caplog.at_level(logging.ERROR):
+        store, seq = open_store(str(tmp_path), LIMITS, 1.0)
+    assert len(seq) == 0
+    assert any("cannot be trusted" in r.getMessage() for r in caplog.records)
+    store.close()
+
+
+def test_a_second_broker_on_the_same_store_is_refused(tmp_path: Path) -> None:
+    store, _ = open_store(str(tmp_path), LIMITS, 0.0)
+    with pytest.raises(SystemExit, match="in use by another broker"):
+        open_store(str(tmp_path), LIMITS, 0.0)
+    store.close()
+
+
+def _fill(store: Store) -> None:
+    """Let the file grow no more: SQLite answers SQLITE_FULL, as on a full disk."""
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_a_full_store_refuses_the_turn_and_keeps_what_it_had(tmp_path: Path) -> None:
+    store, seq = open_store(str(tmp_path), LIMITS, 0.0)
+    assert seq.journal is not None
+    seq.sequence(ROOM, [chat("a")], 0.0)
+    store.commit(seq.journal)
+    _fill(store)
+    for i in range(200):
+        seq.sequence(room_topic(f"room-{i}"), [chat("x" * 500)], 0.0)
+    with pytest.raises(StoreFailed) as failed:
+        store.commit(seq.journal)
+    assert failed.value.full
+    assert rows(store, "chats") == 1
+    assert not store.writable() or rows(store, "chats") == 1
+    store.close()
+
+
+def test_the_keeper_refuses_chats_while_the_store_is_full_and_resumes(tmp_path: Path) -> None:
+    store, seq = open_store(str(tmp_path), LIMITS, 0.0)
+    keeper = Keeper(seq, store, PresenceOwner(PresenceLimits(), 0.0))
+    outbox: list[list[bytes]] = []
+    turn = [[ROOM, chat("a")]]
+    keeper.sequencer.sequence(ROOM, turn[0][1:], 0.0)
+    keeper.commit(turn, outbox, 0.0)
+    epoch = keeper.sequencer.stream(ROOM).epoch  # type: ignore[union-attr]
+    _fill(store)
+    big = [[room_topic(f"room-{i}"), chat("x" * 500)] for i in range(200)]
+    keyed = [ROOM, keyed_part(ORIGIN, "k1", chat("b"))]
+    turn = [*big, keyed]
+    outbox = [[b"would have been forwarded"]]
+    for message in turn:
+        keeper.sequencer.sequence(message[0], message[1:], 1.0)
+    keeper.commit(turn, outbox, 1.0)
+    assert keeper.refusing
+    # Nothing of the turn leaves; the keyed chat's sender is told.
+    assert len(outbox) == 1 and outbox[0][0] == ORIGIN
+    note = read_ack(outbox[0][1])
+    assert (note.key, note.refused) == ("k1", True)
+    assert keeper.refused == 201
+    # The streams were read back from the store: room r is at offset 1.
+    stream = keeper.sequencer.stream(ROOM)
+    assert stream is not None and (stream.epoch, stream.top) == (epoch, 1)
+    # While refusing, a history query is still answered.
+    outbox = []
+    query = HistoryQuery(ORIGIN, 7, "r", None, 0, None, 10)
+    keeper.refuse([ROOM, chat("c"), query_part(query)], outbox, 2.0)
+    assert [m[0] for m in outbox] == [ORIGIN]
+    assert read_reply(outbox[0][1]).top == 1
+    # Space comes back.
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    keeper.retry()
+    assert not keeper.refusing
+    out = keeper.sequencer.sequence(ROOM, [chat("d")], 3.0)
+    assert out is not None and read_stamp(out.forward[0]) == (epoch.encode(), 2)
+    keeper.commit([[ROOM, chat("d")]], [], 3.0)
+    assert not keeper.refusing
+    store.close()
+
+
+def test_commits_go_to_the_write_ahead_log_and_checkpoints_to_the_file(
+    tmp_path: Path,
+) -> None:
+    store, seq = open_store(str(tmp_path), LIMITS, 0.0)
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert seq.journal is not None
+    for i in range(50):
+        seq.sequence(room_topic(f"room-{i}"), [chat("x" * 100)], 0.0)
+    store.commit(seq.journal)
+    wal = tmp_path / f"{FILE_NAME}-wal"
+    assert wal.stat().st_size > 0  # committed into the log, not yet into the file
+    # The checkpoint thread copies it into the file within a second or so.
+    path = tmp_path / FILE_NAME
+    before = path.stat().st_size
+    deadline = time.monotonic() + 10
+    while path.stat().st_size <= before:
+        assert time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.05)
+    reader = sqlite3.connect(path)  # and another process can read it meanwhile
+    assert reader.execute("SELECT count(*) FROM chats").fetchone()[0] == 50
+    reader.close()
+    store.close()
+    assert not wal.exists()  # the last connection emptied and removed it
+    store, seq = open_store(str(tmp_path), LIMITS, 1.0)
+    assert len(seq) == 50
+    store.close()
