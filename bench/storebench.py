@@ -15,18 +15,20 @@ once per candidate and room count:
 
 - `sqlite-log`: `broker.store.Store.commit` itself, on the broker's journal
   (two append-only logs numbered by seq and a table of streams; WAL,
-  synchronous=NORMAL, locking_mode=EXCLUSIVE);
-- `sqlite-keyed`: SQLite with the same settings, a chat row per chat keyed
-  by (room, offset) in a WITHOUT ROWID table, released chats deleted by key,
-  and every room the turn touched upserted into the streams table;
+  synchronous=NORMAL, checkpoints every second on a thread of their own,
+  as `broker.store.open_store` starts them);
+- `sqlite-keyed`: SQLite with the same settings (and the broker's own
+  `Checkpointer`), a chat row per chat keyed by (room, offset) in a
+  WITHOUT ROWID table, released chats deleted by key, and every room the
+  turn touched upserted into the streams table;
 - `lmdb`: the same keys (room topic + offset, big-endian) in LMDB with
   sync=False and metasync=False (as durable as WAL with synchronous=NORMAL:
   a crashed process loses nothing, a power cut may lose the last commits),
   streams in a second database. Skipped, with a note, when the `lmdb`
   package is not installed (`pip install -e '.[bench]'`).
 
-Reported: chats stored per CPU-second of this process (user + system: the
-store's work happens in it), chats/s by the wall clock, and the bytes on
+Reported: chats stored per CPU-second of this process (user + system, all
+its threads: the store's work happens in it), chats/s by the wall clock, and the bytes on
 disk of everything in the store's directory per 1,000 chats it holds at
 the end (128-character chats, about 250 bytes of stamped JSON each).
 """
@@ -53,7 +55,7 @@ from typing import Any, Protocol
 
 from bench.storeload import SIZE, Generator, Turn, default_limits
 from bench.storesize import disk_bytes
-from broker.store import Store
+from broker.store import WAL_LIMIT, Checkpointer, Store
 
 _OFFSET = struct.Struct(">Q")
 _AT = struct.Struct("<d")
@@ -70,6 +72,7 @@ class SqliteLog:
 
     def __init__(self, directory: Path) -> None:
         self.store = Store(directory / "streams.db")
+        self.store.start_checkpoints()  # as open_store does
 
     def write(self, turn: Turn) -> None:
         # commit takes the journal's changes: a turn is written once, as in the broker.
@@ -92,11 +95,15 @@ class SqliteKeyed:
     """A chat per row at (room, offset); the streams upserted per room each turn."""
 
     def __init__(self, directory: Path) -> None:
-        db = self.db = sqlite3.connect(directory / "keyed.db", isolation_level=None)
-        db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        path = directory / "keyed.db"
+        db = self.db = sqlite3.connect(path, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA wal_autocheckpoint=0")  # the broker store's settings
+        db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         db.executescript(_KEYED_SCHEMA)
+        self.checkpoints = Checkpointer(path)
+        self.checkpoints.start()
 
     def write(self, turn: Turn) -> None:
         db = self.db
@@ -109,6 +116,7 @@ class SqliteKeyed:
         db.execute("COMMIT")
 
     def close(self) -> None:
+        self.checkpoints.stop()
         self.db.close()
 
 

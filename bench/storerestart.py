@@ -89,6 +89,7 @@ def build(case: Case, directory: Path) -> dict[str, Any]:
     started = time.monotonic()
     gen = Generator(case.rooms, case.limits())
     store = Store(directory / "streams.db")
+    store.start_checkpoints()  # as a broker's store runs
     try:
         for turn in gen.fill():
             while store.commit(turn.journal):
