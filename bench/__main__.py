@@ -128,9 +128,9 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     d = Params()
     common.add_argument("--servers", type=_servers, default=list(SERVERS),
-                        help=f"comma-separated, from {','.join(NAMES)}, or ours@REF: "
-                        "roomcast at a git ref, e.g. ours@HEAD~5; ours keeps a durable store, "
-                        "ours-memory history in memory only (default: "
+                        help=f"comma-separated, from {','.join(NAMES)}, ours:N (N broker "
+                        "shards), or ours@REF: roomcast at a git ref, e.g. ours@HEAD~5; ours "
+                        "keeps a durable store, ours-memory history in memory only (default: "
                         f"{','.join(SERVERS)})")
     common.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="directory for JSON, markdown and plots (default: bench/results)")

@@ -4,9 +4,11 @@
 in a durable store (`CHAT_DATA_DIR`, as deploy/supervisord.conf ships it) in
 a temporary directory, removed once it has stopped and been measured
 (`ServerSet.store`); "ours-memory" is the same with history in memory only.
-The references are in `bench/references/`. "ours@REF" (and
-"ours-memory@REF") is the same, run from the commit REF (any git ref): REF
-is checked out into a temporary detached worktree, the processes
+"ours:N" (and "ours-memory:N") is the same with N broker shards
+(`chat-broker --shard I/N`, each its own process and store). The references
+are in `bench/references/`. "ours@REF" (and "ours-memory@REF") is the same,
+run from the commit REF (any git ref): REF is checked out into a temporary
+detached worktree, the processes
 start with their working directory there, so `python -m broker` and
 `python -m edge` import that commit's packages before the installed ones, and
 the worktree is removed once they have stopped. Every process is started under
@@ -167,18 +169,33 @@ OURS_ENV = {
 }
 
 
-def _start_ours(sp: _Spawner, cwd: Path | None = None, durable: bool = True) -> None:
+def _start_ours(sp: _Spawner, cwd: Path | None = None, shards: int = 1,
+                durable: bool = True) -> None:
     env = {
         "CHAT_BROKER_PUB": f"tcp://127.0.0.1:{free_port()}",
         "CHAT_BROKER_SUB": f"tcp://127.0.0.1:{free_port()}",
         **OURS_ENV,
     }
-    broker_env = dict(env)
     if durable:
         # A commit from before the store ignores the variable and keeps memory only.
         sp.into.data_dir = Path(tempfile.mkdtemp(prefix="chat-bench-store-"))
-        broker_env["CHAT_DATA_DIR"] = str(sp.into.data_dir)
-    sp.spawn("broker", [sys.executable, "-m", "broker"], broker_env, cwd)
+
+    def store(i: int) -> dict[str, str]:
+        if sp.into.data_dir is None:
+            return {}
+        return {"CHAT_DATA_DIR": str(sp.into.data_dir if shards == 1
+                                     else sp.into.data_dir / f"shard-{i}")}
+
+    if shards == 1:
+        sp.spawn("broker", [sys.executable, "-m", "broker"], env | store(0), cwd)
+    else:
+        ends = []
+        for i in range(shards):
+            pub, sub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+            ends.append(f"{pub}|{sub}")
+            sp.spawn(f"broker-{i}", [sys.executable, "-m", "broker", "--shard", f"{i}/{shards}"],
+                     env | {"CHAT_BROKER_PUB": pub, "CHAT_BROKER_SUB": sub} | store(i), cwd)
+        env["CHAT_BROKER_SHARDS"] = ",".join(ends)
     edges = []
     for n in range(1, EDGES + 1):
         port = free_port()
@@ -250,12 +267,27 @@ _DESIGNS: dict[str, tuple[Transport, str, Callable[[_Spawner], None]]] = {
 }
 
 
+MAX_SHARDS = 16
+
+
+def shard_count(name: str) -> int:
+    """`ours:N` and `ours:N@REF` -> N broker shards; anything else -> 1."""
+    design = name.partition("@")[0]
+    return int(design.partition(":")[2] or 1)
+
+
 def parse_name(name: str) -> tuple[str, str | None]:
-    """`ours` -> ("ours", None); `ours@REF` -> ("ours", "REF"), roomcast as committed at REF."""
+    """`ours` -> ("ours", None); `ours@REF` -> ("ours", "REF"), roomcast as committed at REF;
+    `ours:N` (and `ours:N@REF`): with N broker shards."""
     design, at, ref = name.partition("@")
+    design, colon, count = design.partition(":")
+    if colon and (design not in (OURS, OURS_MEMORY) or not count.isdigit()
+                  or not 1 <= int(count) <= MAX_SHARDS):
+        raise ValueError(f"{name!r}: only {OURS} and {OURS_MEMORY} have shards, {OURS}:N "
+                         f"with N from 1 to {MAX_SHARDS}")
     if design not in NAMES:
-        raise ValueError(f"unknown server {name!r}; choose from {', '.join(NAMES)} "
-                         f"or {OURS}@REF, {OURS_MEMORY}@REF")
+        raise ValueError(f"unknown server {name!r}; choose from {', '.join(NAMES)}, "
+                         f"{OURS}:N or {OURS}@REF")
     if at and design not in (OURS, OURS_MEMORY):
         raise ValueError(f"{name!r}: only {OURS} and {OURS_MEMORY} can run from another "
                          f"commit ({OURS}@REF)")
@@ -330,10 +362,15 @@ def running(name: str, cpus: CpuPlan, logs: Path) -> Iterator[ServerSet]:
     design, ref = parse_name(name)
     transport, description, start = _DESIGNS[design]
     with contextlib.ExitStack() as stack:
+        shards = shard_count(name)
+        if shards > 1:
+            start = functools.partial(_start_ours, shards=shards, durable=design == OURS)
+            description = description.replace("1 broker", f"{shards} broker shards")
         if ref is not None:
             tree = stack.enter_context(worktree(ref))
             check_imports_from(tree)
-            start = functools.partial(_start_ours, cwd=tree, durable=design == OURS)
+            start = functools.partial(_start_ours, cwd=tree, shards=shards,
+                                      durable=design == OURS)
             commit = _git("-C", str(tree), "rev-parse", "--short", "HEAD")
             description = f"{description}; commit {commit}"
         servers = ServerSet(name, transport, description)

@@ -25,6 +25,7 @@ import msgspec
 import zmq
 
 from broker.presence import PresenceLimits, PresenceOwner, messages
+from broker.sharding import ShardGuard
 from broker.store import Store, StoreFailed, open_store
 from broker.streams import Limits, Sequencer
 from chatconfig import BrokerSettings, History, PresenceRules
@@ -129,11 +130,12 @@ def run(settings: BrokerSettings) -> None:
         xsub.bind(endpoints.broker_pub)
         xpub.bind(endpoints.broker_sub)
         xsub.send(SUBSCRIBE_ALL)
+        guard = ShardGuard(settings.shard_index, settings.shard_count)
         log.info(
-            "broker ready: publishers -> %s, subscribers <- %s, hwm=%d",
-            endpoints.broker_pub, endpoints.broker_sub, endpoints.hwm,
+            "broker ready: shard %s, publishers -> %s, subscribers <- %s, hwm=%d",
+            settings.shard, endpoints.broker_pub, endpoints.broker_sub, endpoints.hwm,
         )
-        forward(xsub, xpub, keeper)
+        forward(xsub, xpub, keeper, guard)
     except Shutdown as exc:
         log.info("broker stopping on %s", exc)
     finally:
@@ -238,7 +240,8 @@ class Keeper:
             _route(message[0], kept, self, outbox, None, now)
 
 
-def forward(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], keeper: Keeper) -> None:
+def forward(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], keeper: Keeper,
+            guard: ShardGuard | None = None) -> None:
     """Until a signal: sequence what arrives on XSUB, store it, forward it on XPUB."""
     # One poll(2) on the sockets' notification FDs per wake-up. zmq_poll (and
     # zmq.Poller) costs three syscalls per pass and two passes per wake-up;
@@ -259,7 +262,7 @@ def forward(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], keeper: Keeper) ->
         now = time.time()
         more = False
         if int(get(xsub, EVENTS)) & POLLIN:
-            more = _sequence(xsub, keeper, now, outbox, turn)
+            more = _sequence(xsub, keeper, now, outbox, turn, guard)
         if int(get(xpub, EVENTS)) & POLLIN:
             _subscriptions(xpub, keeper.sequencer)
         clock = time.monotonic()
@@ -280,7 +283,8 @@ def forward(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], keeper: Keeper) ->
 
 
 def _sequence(xsub: zmq.Socket[bytes], keeper: Keeper, now: float,
-              outbox: list[list[bytes]], turn: list[list[bytes]]) -> bool:
+              outbox: list[list[bytes]], turn: list[list[bytes]],
+              guard: ShardGuard | None = None) -> bool:
     """Sequence up to BATCH messages into `outbox`; True if more may be waiting."""
     acks: dict[bytes, list[bytes]] = {}
     durable = keeper.store is not None
@@ -295,6 +299,12 @@ def _sequence(xsub: zmq.Socket[bytes], keeper: Keeper, now: float,
                 more = False
                 break
             message = recv_parts(xsub)
+            if guard is not None:
+                notes = guard.refused(message)
+                if notes is not None:
+                    _refused(guard, message[0], notes)
+                    outbox.extend(notes)
+                    continue
             if not accepting:
                 keeper.refuse(message, outbox, now)
                 continue
@@ -306,6 +316,14 @@ def _sequence(xsub: zmq.Socket[bytes], keeper: Keeper, now: float,
     for origin, parts in acks.items():
         outbox.append([origin, *parts])
     return more
+
+
+def _refused(guard: ShardGuard, topic: bytes, notes: list[list[bytes]]) -> None:
+    # Logged at the first refusal and then every 1,000th: a misconfigured
+    # edge keeps probing.
+    refused = guard.refused_rooms + guard.refused_probes
+    if refused % 1000 == 1 and notes:
+        log.warning("refused (%d so far): %s", refused, notes[0][1][1:].decode(errors="replace"))
 
 
 def _route(topic: bytes, message: list[bytes], keeper: Keeper,

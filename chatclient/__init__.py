@@ -3,7 +3,15 @@ rooms through the broker without a WebSocket."""
 
 from chatclient.backoff import Backoff
 from chatclient.client import ChatClient, Connected, Disconnected, Status, connect
-from chatclient.core import Joined, Resynced, StreamEvent
+from chatclient.core import (
+    Joined,
+    Member,
+    PresenceEvent,
+    PresenceJoin,
+    PresenceLeave,
+    Resynced,
+    StreamEvent,
+)
 from chatclient.errors import (
     BadJson,
     ChatError,
@@ -21,6 +29,7 @@ from chatclient.errors import (
     UnknownType,
 )
 from chatclient.publisher import Publisher
+from chatclient.roster import Roster
 from protocol.messages import AckBody as Ack
 from protocol.messages import ChatDelivery
 
@@ -39,11 +48,16 @@ __all__ = [
     "Forbidden",
     "InvalidPayload",
     "Joined",
+    "Member",
     "NotInRoom",
+    "PresenceEvent",
+    "PresenceJoin",
+    "PresenceLeave",
     "Publisher",
     "RateLimited",
     "Resynced",
     "RoomRequired",
+    "Roster",
     "Status",
     "StreamEvent",
     "TooManyRooms",

@@ -1,11 +1,14 @@
 """`chat-client`: chat from a terminal, or from a script through a pipe.
 
-    chat-client ws://127.0.0.1:8081 --room lobby --name alice
+    chat-client ws://127.0.0.1:8081 --room lobby --user alice --name Alice
 
-Typed lines go to the current room (the last one joined). Commands:
-`/join ROOM`, `/leave [ROOM]`, `/rooms`, `/quit`, `/help`; start a line with
-`//` to send text that begins with `/`. Chat lines go to stdout as
-`HH:MM:SS [room] sender: text`; connection news and errors go to stderr.
+`--user` and `--name` are who the edge says this connection is (open mode;
+with `--token`, the token says it). Typed lines go to the current room (the
+last one joined). Commands: `/join ROOM`, `/leave [ROOM]`, `/rooms`,
+`/who [ROOM]`, `/quit`, `/help`; start a line with `//` to send text that
+begins with `/`. Chat lines go to stdout as `HH:MM:SS [room] name: text`, and
+between them, since rooms are joined with presence events, `HH:MM:SS [room]
+* name joined` and `... * name left`; connection news and errors go to stderr.
 
 With `--history K` each room joined shows its last K chats first. After a
 reconnect it rejoins every room where it left off: nothing missed, nothing
@@ -24,21 +27,31 @@ import os
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 
 from chatclient.client import ChatClient, Connected, Disconnected, Status, connect
-from chatclient.core import Joined, Resynced
+from chatclient.core import Joined, Member, PresenceJoin, PresenceLeave, Resynced
 from chatclient.errors import ChatError, ClientError, ConnectionLost, RateLimited, Unavailable
+from chatclient.roster import Roster
 from chatconfig import ClientSettings, parse
 from protocol.messages import ChatDelivery
 
 RETRIES = 40  # sends refused as rate_limited or unavailable are retried this often
-HELP = "commands: /join ROOM, /leave [ROOM], /rooms, /quit, /help; //text sends /text"
+HELP = (
+    "commands: /join ROOM, /leave [ROOM], /rooms, /who [ROOM], /quit, /help; "
+    "//text sends /text"
+)
 
 
 def clock(ts_ms: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts_ms / 1000))
+
+
+def describe(member: Member) -> str:
+    """`Alice (alice): 2 connections`, or `bob: 1 connection` when the name is the user."""
+    who = member.name if member.name == member.user else f"{member.name} ({member.user})"
+    plural = "" if member.connections == 1 else "s"
+    return f"{who}: {member.connections} connection{plural}"
 
 
 def info(text: str) -> None:
@@ -62,25 +75,34 @@ def on_status(status: Status) -> None:
 class Session:
     """What the terminal user sees and does, on top of one ChatClient."""
 
-    def __init__(self, client: ChatClient, name: str | None, history: int = 0) -> None:
+    def __init__(self, client: ChatClient, history: int = 0) -> None:
         self.client = client
-        self.name = name
         self.history = history
         self.current: str | None = None
-        self.awaiting: Counter[tuple[str, str]] = Counter()  # own messages not yet seen back
+        self.awaiting: set[str] = set()  # msgIds of own messages not yet seen back
         self.echoed = asyncio.Event()
         self.failures = 0
+        self.roster = Roster()  # who is in each room: names for the leave lines
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def show(self, message: ChatDelivery) -> None:
-        own = self.client.is_own(message)
-        sender = (self.name or message.sender) if own else message.sender
+        sender = message.name or message.sender  # an edge before names: the sender id
         text = message.message.replace("\r", "\\r").replace("\n", "\\n")
         print(f"{clock(message.ts)} [{message.room_id}] {sender}: {text}", flush=True)
-        key = (message.room_id, message.message)
-        if own and self.awaiting[key] > 0:
-            self.awaiting[key] -= 1
-            if not +self.awaiting:
+        if message.msg_id is not None and message.msg_id in self.awaiting:
+            self.awaiting.discard(message.msg_id)
+            if not self.awaiting:
                 self.echoed.set()
+
+    def presence(self, event: PresenceJoin | PresenceLeave) -> None:
+        if event.room_id not in self.client.rooms:
+            return  # a room left, whose last events still arrive
+        member = self.roster.apply(event)
+        if event.user in self.client.connection_ids:
+            return  # itself: "joined ROOM" said so already
+        verb = "joined" if isinstance(event, PresenceJoin) else "left"
+        print(f"{clock(int(time.time() * 1000))} [{event.room_id}] * {member.name} {verb}",
+              flush=True)
 
     async def receive(self) -> None:
         while True:
@@ -89,6 +111,8 @@ class Session:
                     match item:
                         case ChatDelivery():
                             self.show(item)
+                        case PresenceJoin() | PresenceLeave():
+                            self.presence(item)
                         case Joined(room_id=room, recovered=False):
                             problem(
                                 f"rejoined {room} but could not recover what was missed: "
@@ -108,13 +132,43 @@ class Session:
 
     async def join(self, room: str) -> None:
         try:
-            await self.client.join(room, history=self.history or None)
+            await self.client.join(room, history=self.history or None, presence=True)
         except ChatError as exc:
             problem(f"could not join {room}: {exc}")
             self.failures += 1
             return
         self.current = room
         info(f"joined {room}; typed lines go to {room}")
+        # Who was there already: the names their leave lines will show.
+        task = asyncio.create_task(self._learn(room), name=f"presence {room}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _learn(self, room: str) -> None:
+        with contextlib.suppress(ClientError, TimeoutError):
+            listed = await self.client.presence(room)
+            if room in self.client.rooms:
+                # Events handled meanwhile may be newer than the listing: they stay.
+                known = {m.user: m for m in self.roster.members(room)}
+                self.roster.load(room, [*(m for m in listed if m.user not in known),
+                                        *known.values()])
+
+    async def who(self, room: str | None) -> None:
+        room = room or self.current
+        if room is None:
+            problem("not in any room: /who ROOM")
+            return
+        try:
+            members = await self.client.presence(room)
+        except (ChatError, TimeoutError) as exc:
+            problem(f"cannot list {room}: {exc or 'no answer'}")
+            return
+        if room in self.client.rooms:
+            self.roster.load(room, members)
+        plural = "" if len(members) == 1 else "s"
+        info(f"in {room}: {len(members)} user{plural}")
+        for member in members:
+            info(f"  {describe(member)}")
 
     async def leave(self, room: str | None) -> None:
         room = room or self.current
@@ -127,6 +181,7 @@ class Session:
             problem(f"could not leave {room}: {exc}")
             return
         info(f"left {room}")
+        self.roster.forget(room)
         if self.current == room:
             self.current = max(self.client.rooms) if self.client.rooms else None
             if self.current is not None:
@@ -146,31 +201,32 @@ class Session:
             self.failures += 1
             return
         msg_id = uuid.uuid4().hex  # one id across retries: delivered at most once
+        # Awaited from now: its copy may arrive before its ack.
+        self.awaiting.add(msg_id)
+        self.echoed.clear()
         for attempt in range(RETRIES):
             try:
-                self.awaiting[(room, text)] += 1
-                self.echoed.clear()
                 await self.client.send(room, text, msg_id=msg_id)
                 return
             except (RateLimited, Unavailable):
-                self._forget(room, text)
                 await asyncio.sleep(min(1.0, 0.05 * (attempt + 1)))
             except ConnectionLost:
-                self._forget(room, text)
+                self._forget(msg_id)
                 problem(f"not sent to {room}: no connection to an edge for too long")
                 self.failures += 1
                 return
             except ChatError as exc:
-                self._forget(room, text)
+                self._forget(msg_id)
                 problem(f"not sent to {room}: {exc}")
                 self.failures += 1
                 return
+        self._forget(msg_id)
         problem(f"not sent to {room}: still refused after {RETRIES} tries")
         self.failures += 1
 
-    def _forget(self, room: str, text: str) -> None:
-        self.awaiting[(room, text)] -= 1
-        if not +self.awaiting:
+    def _forget(self, msg_id: str) -> None:
+        self.awaiting.discard(msg_id)
+        if not self.awaiting:
             self.echoed.set()
 
     async def command(self, line: str) -> bool:
@@ -191,6 +247,8 @@ class Session:
                 await self.leave(arg or None)
             case "rooms":
                 self.rooms()
+            case "who":
+                await self.who(arg or None)
             case "quit" | "exit":
                 return False
             case "help":
@@ -201,12 +259,12 @@ class Session:
 
     async def drain(self) -> bool:
         """Wait until every message we sent has come back to us; bound it with a timeout."""
-        if +self.awaiting:
+        if self.awaiting:
             await self.echoed.wait()
         return True
 
     def missing(self) -> int:
-        return sum((+self.awaiting).values())
+        return len(self.awaiting)
 
 
 class StdinLines:
@@ -285,7 +343,8 @@ class StdinLines:
 
 async def run(args: ClientSettings) -> int:
     client = connect(
-        args.urls, token=args.token, connect_timeout=args.connect_timeout, on_status=on_status
+        args.urls, token=args.token, user=args.user or None, name=args.display_name or None,
+        connect_timeout=args.connect_timeout, on_status=on_status,
     )
     try:
         await client.start()
@@ -293,7 +352,7 @@ async def run(args: ClientSettings) -> int:
         problem(str(exc))
         return 1
     async with client:
-        session = Session(client, args.display_name or None, args.history)
+        session = Session(client, args.history)
         receiver = asyncio.create_task(session.receive(), name="receive")
         for room in args.room:
             await session.join(room)
@@ -313,9 +372,10 @@ async def run(args: ClientSettings) -> int:
                 f"{session.missing()} sent message(s) did not come back "
                 f"within {args.echo_timeout:g} s"
             )
-        receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receiver
+        for task in (receiver, *session.tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     return 0 if delivered and not session.failures else 1
 
 

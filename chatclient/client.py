@@ -1,15 +1,18 @@
 """The asyncio chat client: one WebSocket at a time, failing over across edges.
 
-    async with connect(["ws://127.0.0.1:8081/", "ws://127.0.0.1:8082/"]) as client:
-        await client.join("lobby", history=20)
+    async with connect(["ws://127.0.0.1:8081/", "ws://127.0.0.1:8082/"],
+                       user="alice", name="Alice") as client:
+        await client.join("lobby", history=20, presence=True)
+        print([m.name for m in await client.presence("lobby")])
         ack = await client.send("lobby", "hello")
         async for message in client:
-            print(message.room_id, message.sender, message.message)
+            print(message.room_id, message.name, message.message)
 
 When the connection drops, the client waits (exponential backoff, full
 jitter), connects to the next URL of the list, and rejoins its rooms before
 any new request goes out, each with `since` = the last chat it saw there, so
-the edge replays exactly what was missed. Requests made meanwhile wait for
+the edge replays exactly what was missed (and with `presence` again where it
+was asked for). Requests made meanwhile wait for
 that. Every chat carries a msgId; one not yet acknowledged when the
 connection dropped is sent again with the same msgId, which the broker
 delivers at most once, so the caller sees one delivery and gets its ack.
@@ -24,6 +27,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -36,7 +40,9 @@ from chatclient.backoff import Backoff
 from chatclient.core import (
     Delivered,
     Done,
+    Member,
     Noted,
+    PresenceEvent,
     Request,
     Stray,
     StreamEvent,
@@ -52,6 +58,7 @@ from chatclient.errors import (
     Unavailable,
 )
 from protocol.codec import decode_server_frame
+from protocol.identity import label_error
 from protocol.messages import AckBody, ChatDelivery
 
 log = logging.getLogger("chatclient")
@@ -64,8 +71,9 @@ INBOX_SIZE = 10_000
 REJOIN_TRIES = 20
 RESEND_WINDOW = 60.0  # a send is retried this long; well inside the broker's dedupe window
 UNAVAILABLE_RETRIES = 5  # `unavailable` answers to one send before it fails
+OWN_IDS = 10_000  # msgIds of the latest chats sent, by which is_own knows their copies
 
-Item = ChatDelivery | StreamEvent
+Item = ChatDelivery | StreamEvent | PresenceEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +109,8 @@ class ChatClient:
         urls: str | Sequence[str],
         *,
         token: str | None = None,
+        user: str | None = None,
+        name: str | None = None,
         backoff: Backoff | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
@@ -111,7 +121,13 @@ class ChatClient:
         unavailable_retries: int = UNAVAILABLE_RETRIES,
     ) -> None:
         self.urls = split_urls(urls)
+        for what, value in (("user", user), ("name", name)):
+            # The edge would refuse every upgrade with 400: say why once, here.
+            if value is not None and (why := label_error(what, value)):
+                raise ValueError(why)
         self.token = token
+        self.user = user  # sent in open mode only: a token names the user itself
+        self.name = name
         self.backoff = backoff or Backoff()
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
@@ -130,6 +146,10 @@ class ChatClient:
         self._tracker = Tracker()
         self._waiters: dict[Request, asyncio.Future[Request]] = {}
         self._history: dict[str, int] = {}  # a room's `history` K, asked again on rejoins
+        self._presence: set[str] = set()  # rooms joined with presence events, kept on rejoins
+        # msgIds of the latest chats sent: is_own recognises their copies by them.
+        self._sent_ids: deque[str] = deque(maxlen=OWN_IDS)
+        self._sent_set: set[str] = set()
         self._inbox: asyncio.Queue[Item | ClientError | None] = asyncio.Queue(inbox_size)
         self._changed = asyncio.Condition()
         self._ready = False
@@ -201,16 +221,26 @@ class ChatClient:
 
     # Requests.
 
-    async def join(self, room_id: str, history: int | None = None) -> str:
+    async def join(
+        self, room_id: str, history: int | None = None, presence: bool = False
+    ) -> str:
         """Join a room; return this connection's id once the room is live. With
-        `history` K the room's last K chats (at most the edge's cap) come first."""
+        `history` K the room's last K chats (at most the edge's cap) come first.
+        With `presence`, the room's `PresenceJoin` and `PresenceLeave` events
+        arrive among the chats in `events()`, also after a reconnect."""
         self.rooms.add(room_id)
         if history:
             self._history[room_id] = history
+        if presence:
+            self._presence.add(room_id)
+        else:
+            self._presence.discard(room_id)
         while True:
             generation = self.generation
             try:
-                request = await self._request(Request.join(room_id, history or None))
+                request = await self._request(
+                    Request.join(room_id, history or None, presence=presence)
+                )
             except ConnectionLost:
                 # The reconnect rejoins it; ask again on the new connection.
                 await self.wait_connected(after=generation)
@@ -218,6 +248,7 @@ class ChatClient:
             except BaseException:
                 self.rooms.discard(room_id)
                 self._history.pop(room_id, None)
+                self._presence.discard(room_id)
                 raise
             assert request.connection_id is not None
             return request.connection_id
@@ -226,6 +257,7 @@ class ChatClient:
         was_member = room_id in self.rooms
         self.rooms.discard(room_id)
         self._history.pop(room_id, None)
+        self._presence.discard(room_id)
         self._tracker.forget(room_id)
         if was_member and not self._ready:
             return  # the next connection will not rejoin it
@@ -250,6 +282,7 @@ class ChatClient:
         refusals; then `ConnectionLost` or `Unavailable`. Any other refusal raises
         its `ChatError` at once."""
         msg_id = msg_id or uuid.uuid4().hex
+        self._remember(msg_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.resend_window
         refusals = 0
@@ -280,6 +313,32 @@ class ChatClient:
                 continue
             assert request.ack is not None
             return request.ack
+
+    async def presence(self, room_id: str) -> list[Member]:
+        """Every user with a live connection in the room, on any edge, once, with its
+        display name and number of connections, in the server's order (by user id).
+        A long list comes in pages, which this fetches one after the other. Only a
+        member of the room may ask (`NotInRoom` otherwise). A dropped connection
+        starts the listing again on the next one."""
+        while True:
+            generation = self.generation
+            try:
+                return await self._list(room_id)
+            except ConnectionLost:
+                await self.wait_connected(after=generation)
+
+    async def _list(self, room_id: str) -> list[Member]:
+        members: dict[str, Member] = {}
+        cursor: str | None = None
+        while True:
+            request = await self._request(Request.presence(room_id, cursor))
+            page = request.listing
+            assert page is not None
+            for u in page.users:
+                members[u.user] = Member(u.user, u.name, u.connections)
+            if page.next is None or page.next == cursor:  # the same cursor would loop
+                return list(members.values())
+            cursor = page.next
 
     @property
     def duplicates(self) -> int:
@@ -316,7 +375,9 @@ class ChatClient:
         """Chats and what happened to the rooms' streams, in the order they arrived:
         `Joined(room_id, connection_id, epoch, offset, recovered)` for every join and
         rejoin (`recovered` False: chats may have been missed), and
-        `Resynced(room_id, epoch, offset)`. Read either this or the client itself."""
+        `Resynced(room_id, epoch, offset)`; in rooms joined with `presence=True`,
+        `PresenceJoin(room_id, user, name)` and `PresenceLeave(room_id, user)`.
+        Read either this or the client itself."""
         while True:
             try:
                 yield await self._next_item()
@@ -340,7 +401,21 @@ class ChatClient:
             raise ClientClosed("client closed") from None
 
     def is_own(self, message: ChatDelivery) -> bool:
+        """Whether this client sent it. A chat with a msgId (every `send` gives one) is
+        known by it, among the latest 10,000 this client sent: the same user's other
+        connections are other clients, though their chats have the same `from`. A chat
+        without one, by its `from` being one of this client's connection ids."""
+        if message.msg_id is not None:
+            return message.msg_id in self._sent_set
         return message.sender in self.connection_ids
+
+    def _remember(self, msg_id: str) -> None:
+        if msg_id in self._sent_set:
+            return
+        if len(self._sent_ids) == self._sent_ids.maxlen:
+            self._sent_set.discard(self._sent_ids[0])
+        self._sent_ids.append(msg_id)
+        self._sent_set.add(msg_id)
 
     # Internals.
 
@@ -382,6 +457,7 @@ class ChatClient:
             done = await asyncio.wait_for(asyncio.shield(future), self.request_timeout)
         except TimeoutError:
             self._waiters.pop(request, None)
+            self._tracker.abandon(request)
             raise TimeoutError(
                 f"no answer to {request.kind.value} within {self.request_timeout:g} s"
             ) from None
@@ -413,10 +489,13 @@ class ChatClient:
                 log.exception("on_status callback failed")
 
     def _target(self, url: str) -> URL:
+        """The upgrade URL: the token, or in open mode who this client says it is."""
         target = URL(url)
         if self.token:
-            target = target.update_query(token=self.token)
-        return target
+            return target.update_query(token=self.token)
+        who = {k: v for k, v in (("user", self.user), ("name", self.name)) if v is not None}
+        # yarl percent-encodes them, `+` and `&` included.
+        return target.update_query(who) if who else target
 
     async def _run(self) -> None:
         assert self._session is not None
@@ -502,7 +581,10 @@ class ChatClient:
         for attempt in range(1, REJOIN_TRIES + 1):
             try:
                 since = self._tracker.position(room)
-                await self._request(Request.join(room, self._history.get(room), since), wait=False)
+                presence = room in self._presence
+                await self._request(
+                    Request.join(room, self._history.get(room), since, presence), wait=False
+                )
                 return
             except (RateLimited, Unavailable):
                 if attempt == REJOIN_TRIES:

@@ -12,13 +12,18 @@ join is complete once its `joined` has also arrived, before or after the
 Protocol v2 adds ids where an answer can come late: a chat carries a `msgId`
 and is complete at its `ack`, or at an `error` naming that msgId (an
 `unavailable` may come seconds after the `pong`). Errors that name a msgId
-are matched by it, never by order.
+are matched by it, never by order. A `presence` request (section 7) is
+complete once its `presence` reply has also arrived, before or after the
+`pong`; replies carry their room, and one room's are matched in order.
 
 The tracker also follows each joined room's stream: the epoch and the last
 offset seen, from `joined`, every chat and `resync`. That position outlives
 a connection, so the next one can rejoin with `since` and receive exactly
 what was missed; a chat at or below the position in the same epoch has been
 seen already and is dropped, so a replay that overlaps never shows twice.
+
+Presence events (`presence_join`, `presence_leave`) are passed on as they
+come: they belong to no request and to no stream position.
 
 `Tracker` holds that bookkeeping and turns each decoded server frame into
 events. It never touches a socket, so it is tested without one.
@@ -37,6 +42,7 @@ from protocol.codec import (
     encode_chat_request,
     encode_join,
     encode_leave,
+    encode_presence_request,
 )
 from protocol.messages import Ack as AckFrame
 from protocol.messages import (
@@ -47,9 +53,13 @@ from protocol.messages import (
     JoinedBody,
     Left,
     Pong,
+    Presence,
+    PresenceBody,
     ServerFrame,
 )
 from protocol.messages import Joined as JoinedFrame
+from protocol.messages import PresenceJoin as PresenceJoinFrame
+from protocol.messages import PresenceLeave as PresenceLeaveFrame
 from protocol.messages import Resync as ResyncFrame
 
 
@@ -58,6 +68,7 @@ class Kind(Enum):
     LEAVE = "leave"
     CHAT = "chat"
     PING = "ping"
+    PRESENCE = "presence"
     RAW = "raw"
 
 
@@ -73,16 +84,23 @@ class Request:
     connection_id: str | None = None  # from the `joined` that answered a join
     history: int | None = None  # a join's `history` K
     since: tuple[str, int] | None = None  # a join's `since` (epoch, offset)
+    presence_events: bool = False  # a join's `presence`: the room's presence events too
+    listing: PresenceBody | None = None  # the page answering a presence request
     msg_id: str | None = None  # a chat's msgId: it completes at its ack
     ack: AckBody | None = None
     reported: bool = False  # its Done was emitted
 
     @classmethod
     def join(
-        cls, room_id: str, history: int | None = None, since: tuple[str, int] | None = None
+        cls,
+        room_id: str,
+        history: int | None = None,
+        since: tuple[str, int] | None = None,
+        presence: bool = False,
     ) -> Request:
         return cls(
-            Kind.JOIN, encode_join(room_id, history, since), room_id, history=history, since=since
+            Kind.JOIN, encode_join(room_id, history, since, presence or None), room_id,
+            history=history, since=since, presence_events=presence,
         )
 
     @classmethod
@@ -94,6 +112,11 @@ class Request:
         return cls(
             Kind.CHAT, encode_chat_request(message, room_id, msg_id), room_id, msg_id=msg_id
         )
+
+    @classmethod
+    def presence(cls, room_id: str, cursor: str | None = None) -> Request:
+        """One page of who is in the room: the first, or the one after `cursor`."""
+        return cls(Kind.PRESENCE, encode_presence_request(room_id, cursor), room_id)
 
     @classmethod
     def ping(cls) -> Request:
@@ -110,6 +133,8 @@ class Request:
             return True
         if self.kind is Kind.JOIN:
             return self.accepted and self.connection_id is not None
+        if self.kind is Kind.PRESENCE:
+            return self.accepted and self.listing is not None
         if self.msg_id is not None:
             return self.ack is not None
         return self.accepted
@@ -141,6 +166,37 @@ class Resynced:
 StreamEvent = Joined | Resynced
 
 
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A user in a room: its display name and how many connections it has there."""
+
+    user: str
+    name: str
+    connections: int
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceJoin:
+    """A user's first connection joined the room (for members that joined with
+    `presence=True`)."""
+
+    room_id: str
+    user: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceLeave:
+    """A user's last connection left the room: at once after a leave or a clean
+    close, after the server's grace period when it dropped."""
+
+    room_id: str
+    user: str
+
+
+PresenceEvent = PresenceJoin | PresenceLeave
+
+
 class Done(NamedTuple):
     """A request is answered: `request.error` is None on success."""
 
@@ -152,9 +208,10 @@ class Delivered(NamedTuple):
 
 
 class Noted(NamedTuple):
-    """Something happened to a room's stream that the application may want to show."""
+    """Something happened to a room's stream, or to who is in it, that the application
+    may want to show."""
 
-    event: StreamEvent
+    event: StreamEvent | PresenceEvent
 
 
 class Stray(NamedTuple):
@@ -181,6 +238,7 @@ class Tracker:
     def __init__(self) -> None:
         self._unanswered: deque[Request] = deque()  # oldest first, each awaits its pong
         self._joining: dict[str, list[Request]] = {}  # accepted joins awaiting `joined`
+        self._listing: dict[str, deque[Request]] = {}  # accepted presence requests, by room
         self._acks: dict[str, Request] = {}  # chats awaiting their ack, by msgId
         self._positions: dict[str, Position] = {}
         self._live: set[str] = set()  # rooms with a `joined` on this connection
@@ -198,12 +256,26 @@ class Tracker:
 
     def outstanding(self) -> int:
         waiting = set(self._unanswered) | set(self._acks.values())
-        return len(waiting) + sum(len(w) for w in self._joining.values())
+        return (
+            len(waiting)
+            + sum(len(w) for w in self._joining.values())
+            + sum(len(w) for w in self._listing.values())
+        )
 
     def position(self, room_id: str) -> tuple[str, int] | None:
         """(epoch, offset) of the last chat seen in the room: a rejoin's `since`."""
         pos = self._positions.get(room_id)
         return None if pos is None else (pos.epoch, pos.offset)
+
+    def abandon(self, request: Request) -> None:
+        """The caller stopped waiting for `request`: a later reply must not answer it,
+        or every later presence request of its room would get the reply before its own."""
+        listing = self._listing.get(request.room_id or "")
+        if listing is not None and request in listing:
+            listing.remove(request)
+            if not listing:
+                del self._listing[request.room_id or ""]
+        request.reported = True
 
     def forget(self, room_id: str) -> None:
         """The room was left: a later join starts afresh."""
@@ -227,15 +299,24 @@ class Tracker:
             case ResyncFrame(payload=body):
                 self._positions[body.room_id] = Position(body.epoch, body.offset)
                 return [Noted(Resynced(body.room_id, body.epoch, body.offset))]
+            case Presence(payload=body):
+                return self._presence(body)
+            case PresenceJoinFrame(payload=body):
+                return [Noted(PresenceJoin(body.room_id, body.user, body.name))]
+            case PresenceLeaveFrame(payload=body):
+                return [Noted(PresenceLeave(body.room_id, body.user))]
 
     def lost(self) -> list[Request]:
         """The connection is gone: every request still waiting, oldest first."""
         waiting = list(self._unanswered)
         for joins in self._joining.values():
             waiting.extend(joins)
+        for listings in self._listing.values():
+            waiting.extend(listings)
         waiting.extend(r for r in self._acks.values() if r not in waiting)
         self._unanswered.clear()
         self._joining.clear()
+        self._listing.clear()
         self._acks.clear()
         self._live.clear()
         self.connection_id = None
@@ -270,6 +351,9 @@ class Tracker:
         if request.kind is Kind.JOIN:
             assert request.room_id is not None
             self._joining.setdefault(request.room_id, []).append(request)
+        elif request.kind is Kind.PRESENCE:
+            assert request.room_id is not None
+            self._listing.setdefault(request.room_id, deque()).append(request)
         return []  # a chat with a msgId waits for its ack (kept in _acks)
 
     def _error(self, error: ChatError) -> list[Event]:
@@ -291,6 +375,26 @@ class Tracker:
             return []
         request.ack = body
         return self._report(request)
+
+    def _presence(self, body: PresenceBody) -> list[Event]:
+        listing = self._listing.get(body.room_id)
+        if listing:
+            request = listing.popleft()
+            if not listing:
+                del self._listing[body.room_id]
+            request.listing = body
+            return self._report(request)
+        # A reply may come before its pong: the oldest such request of the room.
+        for request in self._unanswered:
+            if (
+                request.kind is Kind.PRESENCE
+                and request.room_id == body.room_id
+                and request.listing is None
+                and not request.reported
+            ):
+                request.listing = body
+                return []  # reported at its pong
+        return []  # a reply nobody waits for any more
 
     def _join_for(self, room_id: str) -> Request | None:
         joining = self._joining.get(room_id)

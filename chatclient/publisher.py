@@ -6,7 +6,9 @@
 
 The link (addresses, high-water mark, CURVE keys) is the same
 `chatconfig.BrokerLink` the edges use, so a publisher reads the same
-`--broker-pub`/`CHAT_BROKER_PUB` settings as they do.
+`--broker-pub`/`CHAT_BROKER_PUB` (or `--broker-shards`) settings as they do.
+With several broker shards it connects to each, and sends each room's chats
+to the room's shard (`protocol.shards.shard_of`), as the edges do.
 
 A message published here is the same bytes an edge publishes for a chat
 (`protocol.codec.encode_chat`), so every edge forwards it unchanged to the
@@ -15,7 +17,8 @@ room's members.
 A freshly connected ZeroMQ PUB drops what it sends until the broker's
 subscription has reached it, silently. So before it is used, a publisher
 proves its path live the way an edge does: it subscribes to its own probe
-topic and publishes probes on it until one comes back through the broker.
+topic and publishes probes on it until one comes back through the broker
+(through every shard).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from chatconfig.curve import apply_client, client_keys
 from protocol.chats import check_chat
 from protocol.codec import encode_chat
 from protocol.ids import Sequence, new_instance_id
+from protocol.shards import REFUSAL_MARK, read_refusal, shard_of
 from protocol.topics import edge_topic, parse_probe, probe_body, room_topic
 
 PROBE_EVERY = 0.05  # seconds between probes while the path is not yet proven
@@ -61,21 +65,28 @@ class Publisher:
         self.live = False
         self.published = 0
         self._ctx: zmq.Context[Any] = zmq.Context()
-        self._pub: zmq.Socket[bytes] = self._ctx.socket(zmq.PUB)
-        self._sub: zmq.Socket[bytes] = self._ctx.socket(zmq.SUB)
+        shards = link.shards()
+        self.shards = len(shards)
+        self._pubs: list[zmq.Socket[bytes]] = []
+        self._subs: list[zmq.Socket[bytes]] = []
         try:
             curve = client_keys(link.curve.curve_secret_key, link.curve.curve_broker_key)
-            for sock in (self._pub, self._sub):
-                sock.setsockopt(zmq.SNDHWM, link.endpoints.hwm)
-                sock.setsockopt(zmq.RCVHWM, link.endpoints.hwm)
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.RECONNECT_IVL, 100)
-                sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-                if curve is not None:
-                    apply_client(sock, *curve)
-            self._sub.setsockopt(zmq.SUBSCRIBE, self._probe_topic)
-            self._pub.connect(link.endpoints.broker_pub)
-            self._sub.connect(link.endpoints.broker_sub)
+            for shard in shards:
+                pub: zmq.Socket[bytes] = self._ctx.socket(zmq.PUB)
+                sub: zmq.Socket[bytes] = self._ctx.socket(zmq.SUB)
+                self._pubs.append(pub)
+                self._subs.append(sub)
+                for sock in (pub, sub):
+                    sock.setsockopt(zmq.SNDHWM, link.endpoints.hwm)
+                    sock.setsockopt(zmq.RCVHWM, link.endpoints.hwm)
+                    sock.setsockopt(zmq.LINGER, 0)
+                    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+                    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+                    if curve is not None:
+                        apply_client(sock, *curve)
+                sub.setsockopt(zmq.SUBSCRIBE, self._probe_topic)
+                pub.connect(shard.pub)
+                sub.connect(shard.sub)
         except BaseException:
             self._ctx.destroy(linger=0)
             raise
@@ -106,31 +117,51 @@ class Publisher:
         )
 
     def wait_live(self, timeout: float = LIVE_TIMEOUT) -> float:
-        """Probe the broker path until a probe comes back; return its round trip in seconds.
+        """Probe every broker shard until a probe comes back through each; return the
+        slowest round trip in seconds.
 
         Call it again after a broker restart to know when publishing works again.
         From asyncio code: `await asyncio.to_thread(publisher.wait_live)`.
         """
         deadline = time.monotonic() + timeout
         sent: dict[int, float] = {}
+        waiting = set(range(self.shards))
+        slowest = 0.0
+        poller = zmq.Poller()
+        for sub in self._subs:
+            poller.register(sub, zmq.POLLIN)
         while True:
             now = time.monotonic()
             if now > deadline:
-                raise TimeoutError(f"broker path not live within {timeout:g} s")
-            self._token += 1
-            sent[self._token] = now
-            self._pub.send_multipart(
-                (self._probe_topic, probe_body(self.instance_id, self._token)), zmq.NOBLOCK
-            )
+                raise TimeoutError(
+                    f"broker path not live within {timeout:g} s (shards not answering: "
+                    f"{', '.join(str(i) for i in sorted(waiting))})"
+                )
+            for shard in waiting:
+                self._token += 1
+                sent[self._token] = now
+                self._pubs[shard].send_multipart(
+                    (self._probe_topic, probe_body(self.instance_id, self._token, self.shards)),
+                    zmq.NOBLOCK,
+                )
             wait_until = min(deadline, now + PROBE_EVERY)
             while (left := wait_until - time.monotonic()) > 0:
-                if not self._sub.poll(max(1, int(left * 1000))):
-                    continue
-                _, body = self._sub.recv_multipart()
-                parsed = parse_probe(body)
-                if parsed is not None and parsed[0] == self.instance_id and parsed[1] in sent:
+                ready = dict(poller.poll(max(1, int(left * 1000))))
+                for shard, sub in enumerate(self._subs):
+                    if sub not in ready:
+                        continue
+                    _, body = sub.recv_multipart()
+                    if body[:1] == REFUSAL_MARK:
+                        raise ConnectionRefusedError(
+                            f"broker shard {shard} refused: {read_refusal(body)}"
+                        )
+                    parsed = parse_probe(body)
+                    if parsed is not None and parsed[0] == self.instance_id and parsed[1] in sent:
+                        slowest = max(slowest, time.monotonic() - sent[parsed[1]])
+                        waiting.discard(shard)
+                if not waiting:
                     self.live = True
-                    return time.monotonic() - sent[parsed[1]]
+                    return slowest
 
     def publish(self, room_id: str, message: str, *, sender: str | None = None) -> str:
         """Publish a chat to every member of `room_id` on every edge; return its id.
@@ -147,7 +178,9 @@ class Publisher:
         body = encode_chat(
             room_id, message, message_id, sender or self.sender, time.time_ns() // 1_000_000
         )
-        self._pub.send_multipart((room_topic(room_id), body), zmq.NOBLOCK)
+        self._pubs[shard_of(room_id, self.shards)].send_multipart(
+            (room_topic(room_id), body), zmq.NOBLOCK
+        )
         self.published += 1
         return message_id
 
@@ -155,8 +188,10 @@ class Publisher:
         """Close, first giving queued messages up to `linger` seconds to leave."""
         if self._ctx.closed:
             return
-        self._pub.close(linger=int(linger * 1000))
-        self._sub.close(linger=0)
+        for pub in self._pubs:
+            pub.close(linger=int(linger * 1000))
+        for sub in self._subs:
+            sub.close(linger=0)
         self._ctx.term()
 
     def __enter__(self) -> Publisher:

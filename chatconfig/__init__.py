@@ -13,7 +13,7 @@ everything else receives the resulting settings object.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from chatconfig.schema import (
     ENDPOINT,
@@ -32,6 +32,7 @@ from chatconfig.schema import (
     env_name,
     fields_of,
     flag_name,
+    is_endpoint,
     one_of,
     parse,
     setting,
@@ -68,6 +69,7 @@ __all__ = [
     "Security",
     "SettingError",
     "Settings",
+    "Shard",
     "TokenSettings",
     "above",
     "at_least",
@@ -113,6 +115,34 @@ def curve_secret_key_setting() -> Any:
 
 
 # The broker link: what the broker and everyone who connects to it agree on.
+
+
+class Shard(NamedTuple):
+    """One broker shard, as an edge or a publisher connects to it."""
+
+    pub: str  # its XSUB: publishers connect here
+    sub: str  # its XPUB: subscribers connect here
+
+
+def _is_shard(item: str) -> bool:
+    pub, sep, sub = item.partition("|")
+    return bool(sep) and is_endpoint(pub) and is_endpoint(sub)
+
+
+SHARD_LIST = Check(
+    "comma-separated PUB|SUB pairs of ZeroMQ endpoints, e.g. "
+    "tcp://h1:5559|tcp://h1:5560,tcp://h2:5559|tcp://h2:5560",
+    lambda v: all(_is_shard(item) for item in v),
+)
+
+
+def _is_shard_spec(value: str) -> bool:
+    index, sep, count = value.partition("/")
+    return (bool(sep) and index.isdigit() and count.isdigit() and int(count) >= 1
+            and int(index) < int(count))
+
+
+SHARD_SPEC = Check("I/N with 0 <= I < N, e.g. 0/1 or 1/2", _is_shard_spec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +203,27 @@ class BrokerLink(Settings):
     """How an edge or a publisher reaches the broker."""
 
     endpoints: BrokerEndpoints = field(default_factory=BrokerEndpoints)
+    broker_shards: tuple[str, ...] = setting(
+        (), "the broker shards, in shard order, each PUB|SUB (its --broker-pub and "
+            "--broker-sub), comma-separated; rooms are spread over them (docs/scaling.md). "
+            "Empty: the one broker at --broker-pub and --broker-sub",
+        SHARD_LIST, aliases=("--brokers",),
+    )
     curve: CurveClient = field(default_factory=CurveClient)
+
+    def shards(self) -> tuple[Shard, ...]:
+        """Every broker shard's endpoints, shard 0 first."""
+        if not self.broker_shards:
+            return (Shard(self.endpoints.broker_pub, self.endpoints.broker_sub),)
+        return tuple(Shard(*item.split("|")) for item in self.broker_shards)
+
+    def check(self) -> None:
+        ends = [end for shard in self.shards() for end in shard]
+        if len(set(ends)) != len(ends):
+            raise SettingError(
+                f"{self.label('broker_shards')}: every endpoint must be different, "
+                f"got {','.join(self.broker_shards)!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +287,19 @@ class BrokerSettings(Settings):
     curve: CurveServer = field(default_factory=CurveServer)
     history: History = field(default_factory=History)
     presence: PresenceRules = field(default_factory=PresenceRules)
+    shard: str = setting(
+        "0/1", "this broker's shard I of N: it sequences only the rooms that hash to I "
+               "(docs/scaling.md) and refuses edges that count another N", SHARD_SPEC,
+    )
     log_level: str = log_level_setting()
+
+    @property
+    def shard_index(self) -> int:
+        return int(self.shard.partition("/")[0])
+
+    @property
+    def shard_count(self) -> int:
+        return int(self.shard.partition("/")[2])
 
 
 # The edge, one slice per component.
@@ -391,8 +453,14 @@ class ClientSettings(Settings):
         (), "edge WebSocket URLs (ws://host:port/), tried in turn on failure", operand="URL"
     )
     room: tuple[str, ...] = setting((), "room to join at start (repeatable)", repeat=True)
+    user: str = setting(
+        "", "user id to connect as, sent to the edge (open mode; with a token, its `sub` "
+            "instead; default: the connection id)",
+    )
     display_name: str = setting(
-        "", "how your own messages are shown (never sent)", aliases=("--name",)
+        "", "display name, sent to the edge and shown on your messages and in presence "
+            "(open mode; with a token, its `name` claim instead; default: the user id)",
+        aliases=("--name",),
     )
     token: str = setting("", "access token, when the edges require one", secret=True)
     connect_timeout: float = setting(30.0, "seconds to reach a first edge", above(0))
@@ -402,6 +470,12 @@ class ClientSettings(Settings):
     history: int = setting(
         0, "chats of each room's history to show on joining it (the edge caps it)", at_least(0)
     )
+
+    def check(self) -> None:
+        for name in ("user", "display_name"):
+            value = getattr(self, name)
+            if value and (why := label_error(self.label(name), value)):
+                raise SettingError(why)
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,7 +155,7 @@ _TRANSPORTS = ("tcp", "ipc", "inproc", "pgm", "epgm", "norm", "ws", "wss", "vmci
 _PORTED = ("tcp", "pgm", "epgm", "norm", "ws", "wss", "udp")
 
 
-def _is_endpoint(value: str) -> bool:
+def is_endpoint(value: str) -> bool:
     transport, sep, address = value.partition("://")
     if not sep or transport not in _TRANSPORTS or not address:
         return False
@@ -170,7 +170,7 @@ def _is_endpoint(value: str) -> bool:
 ENDPOINT = Check(
     "a ZeroMQ endpoint such as tcp://HOST:PORT (PORT 1 to 65535 or *), ipc://PATH "
     "or inproc://NAME",
-    _is_endpoint,
+    is_endpoint,
 )
 
 

@@ -151,7 +151,7 @@ class Api:
             return api_error(400, "bad_json", 'body must be JSON: {"message": "..."}')
         edge = request.app[self.edge]
         refused = check_chat(
-            room_id, posted.message, self.max_message_chars, edge.healthy(),
+            room_id, posted.message, self.max_message_chars, edge.path.room_healthy(room_id),
             room_checked=True,
         )
         if refused is not None:

@@ -59,7 +59,7 @@ async def _edge_lifecycle(app: web.Application) -> AsyncIterator[None]:
     edge = Edge(settings, bus, app[GATE])
     app[EDGE] = edge
     registry = CollectorRegistry()
-    registry.register(EdgeCollector(edge.stats, edge.gauges, edge.counters))
+    registry.register(EdgeCollector(edge.stats, edge.gauges, edge.counters, edge.shard_gauges))
     app[METRICS] = registry
     tasks = [
         asyncio.create_task(bus.run(edge.fanout.on_batch), name="bus"),

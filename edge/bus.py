@@ -1,4 +1,11 @@
-"""The edge's two ZeroMQ sockets to the broker, on the aiohttp event loop.
+"""The edge's ZeroMQ sockets to the broker shards, on the aiohttp event loop.
+
+One PUB and one SUB per shard (`--broker-shards`): a room's chats, probes
+and queries go to the room's shard only (`protocol.shards.shard_of`), and
+its subscription is made there; every other topic an edge subscribes to
+(its own, for acks, replies and health probes) is subscribed at every shard,
+since any shard may answer. Topics that are not a room's are published at a
+shard named by the caller.
 
 Reading drains the SUB socket in bounded batches with non-blocking reads and
 yields to the event loop between batches: a plain `await recv()` loop never
@@ -20,8 +27,10 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from chatconfig import BrokerLink
-from chatconfig.curve import apply_client, client_keys
+from chatconfig.curve import KeyPair, apply_client, client_keys
 from protocol.multipart import EVENTS, NOBLOCK, NOBLOCK_MORE, POLLIN, get, recv_parts, send
+from protocol.shards import shard_of
+from protocol.topics import room_of_topic
 
 Batch = list[list[bytes]]
 
@@ -44,86 +53,138 @@ def _configure(sock: zmq.asyncio.Socket, hwm: int) -> None:
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
 
 
+class _Link:
+    """One shard's two sockets, and what their reading needs."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, pub_end: str, sub_end: str, hwm: int,
+                 curve: tuple[KeyPair, bytes] | None) -> None:
+        self.pub = ctx.socket(zmq.PUB)
+        self.sub = ctx.socket(zmq.SUB)
+        _configure(self.pub, hwm)
+        _configure(self.sub, hwm)
+        # CURVE (docs/security.md): encrypted, and the broker admits only allowed keys.
+        if curve is not None:
+            for sock in (self.pub, self.sub):
+                apply_client(sock, *curve)
+        self.pub.connect(pub_end)
+        self.sub.connect(sub_end)
+        # Synchronous views of the same sockets: non-blocking sends and batch
+        # reads without a future per message.
+        self.pub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self.pub.underlying)
+        self.sub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self.sub.underlying)
+        self.drain_scheduled = False
+
+
 class Bus:
     def __init__(self, link: BrokerLink) -> None:
         self._ctx = zmq.asyncio.Context()
-        self._pub = self._ctx.socket(zmq.PUB)
-        self._sub = self._ctx.socket(zmq.SUB)
-        _configure(self._pub, link.endpoints.hwm)
-        _configure(self._sub, link.endpoints.hwm)
-        # CURVE (docs/security.md): encrypted, and the broker admits only allowed keys.
         curve = client_keys(link.curve.curve_secret_key, link.curve.curve_broker_key)
-        if curve is not None:
-            for sock in (self._pub, self._sub):
-                apply_client(sock, *curve)
-        self._pub.connect(link.endpoints.broker_pub)
-        self._sub.connect(link.endpoints.broker_sub)
-        # Synchronous views of the same sockets: non-blocking sends and batch
-        # reads without a future per message.
-        self._pub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._pub.underlying)
+        self._links = [
+            _Link(self._ctx, shard.pub, shard.sub, link.endpoints.hwm, curve)
+            for shard in link.shards()
+        ]
+        self.shards = len(self._links)
         self._monitors: list[zmq.asyncio.Socket] = []
-        self._sub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._sub.underlying)
-        self._on_batch: Callable[[Batch], None] | None = None
-        self._drain_scheduled = False
+        self._on_batch: Callable[[int, Batch], None] | None = None
+        self._shard_cache: dict[bytes, int] = {}
 
-    def publish(self, topic: bytes, body: bytes) -> None:
+    def shard_of_topic(self, topic: bytes) -> int | None:
+        """The shard of a room's topic; None for any other topic."""
+        if self.shards == 1:
+            return 0 if room_of_topic(topic) is not None else None
+        shard = self._shard_cache.get(topic)
+        if shard is None:
+            room_id = room_of_topic(topic)
+            if room_id is None:
+                return None
+            shard = shard_of(room_id, self.shards)
+            if len(self._shard_cache) > 100_000:
+                self._shard_cache.clear()
+            self._shard_cache[topic] = shard
+        return shard
+
+    def _pub_for(self, topic: bytes, shard: int | None) -> zmq.Socket[bytes]:
+        if self.shards == 1:
+            return self._links[0].pub_now  # one broker: nothing to choose
+        if shard is None:
+            shard = self.shard_of_topic(topic)
+            if shard is None:
+                raise ValueError(f"not a room's topic, and no shard named: {topic!r}")
+        return self._links[shard].pub_now
+
+    def publish(self, topic: bytes, body: bytes, shard: int | None = None) -> None:
+        """To the room's shard, or to `shard` (required for a topic that is not a room's)."""
         # PUB never blocks: at its HWM it drops.
-        pub = self._pub_now
+        pub = self._pub_for(topic, shard)
         send(pub, topic, NOBLOCK_MORE)
         send(pub, body, NOBLOCK)
 
-    def publish_many(self, topic: bytes, bodies: list[bytes]) -> None:
+    def publish_many(self, topic: bytes, bodies: list[bytes], shard: int | None = None) -> None:
         """One ZeroMQ message for several chats of one room: `[topic, body, body, ...]`.
 
         Each ZeroMQ message costs a wake-up of libzmq's I/O thread and a
         read at every subscriber; a burst into one room pays that once.
         """
-        pub = self._pub_now
+        pub = self._pub_for(topic, shard)
         send(pub, topic, NOBLOCK_MORE)
         last = len(bodies) - 1
         for i, body in enumerate(bodies):
             send(pub, body, NOBLOCK if i == last else NOBLOCK_MORE)
 
+    def _subscribed_at(self, topic: bytes) -> list[int]:
+        if self.shards == 1:
+            return [0]
+        shard = self.shard_of_topic(topic)
+        return list(range(self.shards)) if shard is None else [shard]
+
     def subscribe(self, topic: bytes) -> None:
-        self._sub_now.setsockopt(zmq.SUBSCRIBE, topic)
-        self._recheck()
+        for i in self._subscribed_at(topic):
+            self._links[i].sub_now.setsockopt(zmq.SUBSCRIBE, topic)
+            self._recheck(i)
 
     def unsubscribe(self, topic: bytes) -> None:
-        self._sub_now.setsockopt(zmq.UNSUBSCRIBE, topic)
-        self._recheck()
+        for i in self._subscribed_at(topic):
+            self._links[i].sub_now.setsockopt(zmq.UNSUBSCRIBE, topic)
+            self._recheck(i)
 
-    def _recheck(self) -> None:
+    def _recheck(self, i: int) -> None:
         # Any operation on a ZeroMQ socket may consume the edge of its
         # notification FD; look again rather than miss a wake-up.
-        if self._on_batch is not None and not self._drain_scheduled:
-            self._drain_scheduled = True
-            asyncio.get_running_loop().call_soon(self._drain)
+        link = self._links[i]
+        if self._on_batch is not None and not link.drain_scheduled:
+            link.drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain, i)
 
-    async def run(self, on_batch: Callable[[Batch], None]) -> None:
-        """Deliver batches to `on_batch` until cancelled.
+    async def run(self, on_batch: Callable[[int, Batch], None]) -> None:
+        """Deliver batches to `on_batch(shard, batch)` until cancelled.
 
-        The SUB socket's notification FD stays registered with the event loop
-        for good: no future, task or epoll change per wake-up. Each callback
-        reads at most BATCH_SIZE messages and, if more are waiting, schedules
-        itself after whatever else the loop has ready.
+        Each SUB socket's notification FD stays registered with the event
+        loop for good: no future, task or epoll change per wake-up. Each
+        callback reads at most BATCH_SIZE messages and, if more are waiting,
+        schedules itself after whatever else the loop has ready.
         """
         loop = asyncio.get_running_loop()
         self._on_batch = on_batch
-        fd = int(self._sub_now.getsockopt(zmq.FD))
-        loop.add_reader(fd, self._drain)
-        self._recheck()
+        fds = []
+        for i, link in enumerate(self._links):
+            fd = int(link.sub_now.getsockopt(zmq.FD))
+            loop.add_reader(fd, self._drain, i)
+            fds.append(fd)
+            self._recheck(i)
         try:
             await asyncio.Future()  # runs until cancelled
         finally:
-            loop.remove_reader(fd)
+            for fd in fds:
+                loop.remove_reader(fd)
             self._on_batch = None
 
-    def _drain(self) -> None:
-        self._drain_scheduled = False
+    def _drain(self, i: int) -> None:
+        link = self._links[i]
+        link.drain_scheduled = False
         on_batch = self._on_batch
         if on_batch is None:
             return
-        sub = self._sub_now
+        sub = link.sub_now
         batch: Batch = []
         pending: bool | None = None  # None: ask after the batch
         try:
@@ -141,43 +202,45 @@ class Bus:
             pending = None
         try:
             if batch:
-                on_batch(batch)
+                on_batch(i, batch)
         finally:
-            self._schedule_if_pending(pending)
+            self._schedule_if_pending(i, pending)
 
-    def _schedule_if_pending(self, pending: bool | None = None) -> None:
+    def _schedule_if_pending(self, i: int, pending: bool | None = None) -> None:
         # The FD is edge-triggered: while messages remain, come back (after
         # the WebSockets have had their turn) instead of waiting for an edge.
+        link = self._links[i]
         if pending is None:
-            pending = bool(int(get(self._sub_now, EVENTS)) & POLLIN)
-        if pending and not self._drain_scheduled:
-            self._drain_scheduled = True
-            asyncio.get_running_loop().call_soon(self._drain)
+            pending = bool(int(get(link.sub_now, EVENTS)) & POLLIN)
+        if pending and not link.drain_scheduled:
+            link.drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain, i)
 
-    async def watch(self, on_disconnect: Callable[[], None]) -> None:
-        """Report a dropped broker connection the moment libzmq sees it.
+    async def watch(self, on_disconnect: Callable[[int], None]) -> None:
+        """Report a dropped shard connection the moment libzmq sees it.
 
         Probes would notice too, but only after `probe_timeout`; a crashed
         broker resets the TCP connection, and this turns that into an
-        immediate "path down".
+        immediate "path down" for that shard.
         """
-        monitors = [
-            sock.get_monitor_socket(zmq.EVENT_DISCONNECTED) for sock in (self._pub, self._sub)
-        ]
-        self._monitors = monitors
         poller = zmq.asyncio.Poller()
-        for monitor in monitors:
-            poller.register(monitor, zmq.POLLIN)
+        shard_of_monitor: dict[zmq.asyncio.Socket, int] = {}
+        for i, link in enumerate(self._links):
+            for sock in (link.pub, link.sub):
+                monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                self._monitors.append(monitor)
+                shard_of_monitor[monitor] = i
+                poller.register(monitor, zmq.POLLIN)
         while True:
             for monitor, _ in await poller.poll():
                 event = parse_monitor_message(await monitor.recv_multipart())
                 if event["event"] == zmq.EVENT_DISCONNECTED:
-                    on_disconnect()
+                    on_disconnect(shard_of_monitor[monitor])
 
     def close(self) -> None:
         for monitor in self._monitors:
             monitor.close(linger=0)
-        self._pub.close(linger=0)
-        self._sub.close(linger=0)
+        for link in self._links:
+            link.pub.close(linger=0)
+            link.sub.close(linger=0)
         self._ctx.term()
-

@@ -26,6 +26,7 @@ from edge.presence import PendingListings
 from edge.rooms import RoomRegistry
 from protocol.frames import text_frame
 from protocol.presence import EVENT_MARK, LISTING_MARK, read_listing
+from protocol.shards import REFUSAL_MARK, read_refusal
 from protocol.stream import ACK_MARK, REPLY_MARK, read_ack, read_reply
 from protocol.topics import PROBE_MARK
 
@@ -52,7 +53,8 @@ class Fanout:
         self._stats = stats
         self._own_topic = path.probes.topic
 
-    def on_batch(self, batch: Batch) -> None:
+    def on_batch(self, shard: int, batch: Batch) -> None:
+        """What one shard's SUB socket brought."""
         room_of = self._rooms.room
         chats = self._continuity.chats
         fx: Effects[Connection] = Effects()
@@ -62,7 +64,7 @@ class Fanout:
                 continue
             topic = parts[0]
             if topic == self._own_topic:
-                self._own(topic, parts[1:], now, fx)
+                self._own(topic, parts[1:], now, fx, shard)
                 continue
             bodies = parts[1:]
             if any(body[:1] in _SPECIAL for body in bodies):
@@ -110,19 +112,22 @@ class Fanout:
                 self._path.probe_returned(topic, probe)
         return rest
 
-    def _own(self, topic: bytes, parts: list[bytes], now: float, fx: Effects[Connection]) -> None:
+    def _own(self, topic: bytes, parts: list[bytes], now: float, fx: Effects[Connection],
+             shard: int) -> None:
         for part in parts:
             kind = part[:1]
             try:
                 if kind == PROBE_MARK:
                     probe = self._path.own_probe(part)
                     if probe is not None:
-                        self._path.probe_returned(topic, probe)
+                        self._path.probe_returned(topic, probe, shard)
                 elif kind == ACK_MARK:
                     for conn, frame in self._acks.noted(read_ack(part)):
                         fx.member_frame(conn, text_frame(frame))
                 elif kind == REPLY_MARK:
                     self._continuity.reply(read_reply(part), now, fx)
+                elif kind == REFUSAL_MARK:
+                    self._path.refused(shard, read_refusal(part))
                 elif kind == LISTING_MARK:
                     listing = read_listing(part)
                     asker = self._listings.answered(listing.request_id)

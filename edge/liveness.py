@@ -9,6 +9,11 @@ restart), ZeroMQ resends the subscriptions, and every room proves itself
 again. A barrier probe marks "everything the broker sent before now has been
 fanned out" for a graceful shutdown.
 
+With several broker shards each shard's path has its own health (its own
+`ProbeClock`, its probes published at that shard, returned on the edge's
+topic there): a shard that breaks makes only its own rooms unavailable and
+re-prove themselves, and the edge is healthy while any shard is.
+
 The health bookkeeping is `edge.probes.ProbeClock`; each room's subscription
 state (live, probe token, waiting replies) is `edge.rooms.RoomRegistry`'s.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from edge.bus import Bus
 from edge.connection import Connection
@@ -26,7 +32,7 @@ from edge.delivery import apply
 from edge.metrics import Stats
 from edge.probes import ProbeClock
 from edge.rooms import Room, RoomRegistry
-from protocol.topics import Probe, probe_body
+from protocol.topics import Probe, probe_body, room_topic
 
 log = logging.getLogger("edge")
 
@@ -53,14 +59,34 @@ class BrokerPath:
         self._rooms = rooms
         self._continuity = continuity
         self._stats = stats
-        self.probes = ProbeClock(instance_id, probe_interval, probe_timeout, PROBE_RETRY)
+        # One clock per shard; all of them probe on the edge's own topic.
+        self.shards = [
+            ProbeClock(instance_id, probe_interval, probe_timeout, PROBE_RETRY, bus.shards)
+            for _ in range(bus.shards)
+        ]
+        self.probes = self.shards[0]
+        # Per shard: why it last refused this edge, as it said, and when (None: never).
+        self.refusals: list[tuple[str, float] | None] = [None] * bus.shards
+        self.topic = self.probes.topic
         self._barriers: dict[int, asyncio.Event] = {}
         self._last_barrier = 0
         self._next_tail_check = 0.0
-        bus.subscribe(self.probes.topic)
+        bus.subscribe(self.topic)
 
     def healthy(self) -> bool:
-        return self.probes.healthy(time.monotonic())
+        """Any shard reachable (the edge serves the rooms of those that are)."""
+        now = time.monotonic()
+        return any(clock.healthy(now) for clock in self.shards)
+
+    def shard_healthy(self, shard: int) -> bool:
+        return self.shards[shard].healthy(time.monotonic())
+
+    def room_healthy(self, room_id: str) -> bool:
+        """Is the path to the shard that owns `room_id` live."""
+        if len(self.shards) == 1:
+            return self.probes.healthy(time.monotonic())
+        shard = self._bus.shard_of_topic(room_topic(room_id))
+        return shard is not None and self.shard_healthy(shard)
 
     # Rooms.
 
@@ -81,9 +107,9 @@ class BrokerPath:
 
     # Probes coming back (from edge.fanout).
 
-    def probe_returned(self, topic: bytes, probe: Probe) -> None:
+    def probe_returned(self, topic: bytes, probe: Probe, shard: int = 0) -> None:
         token = probe.token
-        if topic != self.probes.topic:
+        if topic != self.topic:
             if probe.epoch is None or probe.top is None:
                 return  # not stamped: not through a sequencer
             fx: Effects[Connection] = Effects()
@@ -106,12 +132,29 @@ class BrokerPath:
             barrier.set()
             return
         now = time.monotonic()
-        if self.probes.health_probe_returned(token, now) and self.probes.last_rtt is not None:
-            log.info("broker path live (round trip %.1f ms)", self.probes.last_rtt * 1000)
+        clock = self.shards[shard]
+        if clock.health_probe_returned(token, now) and clock.last_rtt is not None:
+            log.info("broker path live%s (round trip %.1f ms)", self._which(shard),
+                     clock.last_rtt * 1000)
             # The path was broken (broker restart?): ZeroMQ resends subscriptions
-            # on reconnect; probing every room proves each one made it.
-            for room in self._rooms.mark_all_unverified():
+            # on reconnect; probing every room of the shard proves each one made it.
+            for room in self._rooms.mark_all_unverified(self._owned_by(shard)):
                 self._probe_room(room, now)
+
+    def _which(self, shard: int) -> str:
+        return f" to shard {shard}" if len(self.shards) > 1 else ""
+
+    def _owned_by(self, shard: int) -> Callable[[bytes], bool] | None:
+        if len(self.shards) == 1:
+            return None
+        return lambda topic: self._bus.shard_of_topic(topic) == shard
+
+    def refused(self, shard: int, text: str) -> None:
+        """A shard refused something of ours: a misconfiguration, not an outage."""
+        last = self.refusals[shard]
+        if last is None or last[0] != text or time.monotonic() - last[1] > 60:
+            log.error("broker shard %d refused this edge: %s", shard, text)
+        self.refusals[shard] = (text, time.monotonic())
 
     def own_probe(self, body: bytes) -> Probe | None:
         return self.probes.own_probe(body)
@@ -121,13 +164,15 @@ class BrokerPath:
     def tick(self) -> None:
         """Every TICK seconds: the health probe when due, and re-probe rooms still pending."""
         now = time.monotonic()
-        was_healthy = self.probes.healthy(now - TICK)
-        body = self.probes.health_probe_due(now)
-        if body is not None:
-            self._bus.publish(self.probes.topic, body)
-            self._stats.probes_sent += 1
-        if was_healthy and not self.probes.healthy(now):
-            log.warning("broker path down: no probe back for %.1f s", self.probes.timeout)
+        for shard, clock in enumerate(self.shards):
+            was_healthy = clock.healthy(now - TICK)
+            body = clock.health_probe_due(now)
+            if body is not None:
+                self._bus.publish(self.topic, body, shard)
+                self._stats.probes_sent += 1
+            if was_healthy and not clock.healthy(now):
+                log.warning("broker path down%s: no probe back for %.1f s", self._which(shard),
+                            clock.timeout)
         for room in self._rooms.pending():
             self._probe_room(room, now)
         if now >= self._next_tail_check:
@@ -137,11 +182,13 @@ class BrokerPath:
                     self._bus.publish(room.topic, probe_body(self._id, TAIL_TOKEN))
                     self._stats.probes_sent += 1
 
-    def disconnected(self) -> None:
-        """libzmq saw the broker connection drop: unhealthy until a probe returns."""
-        if self.probes.last_seen is not None:
-            log.warning("broker connection lost; chats refused until a probe returns")
-        self.probes.path_lost()
+    def disconnected(self, shard: int = 0) -> None:
+        """libzmq saw a shard's connection drop: unhealthy until a probe returns."""
+        clock = self.shards[shard]
+        if clock.last_seen is not None:
+            log.warning("broker connection lost%s; its rooms' chats refused until a probe "
+                        "returns", self._which(shard))
+        clock.path_lost()
 
     async def barrier(self, grace: float) -> bool:
         """Wait until everything the broker sent us before now has been fanned out.
@@ -149,14 +196,21 @@ class BrokerPath:
         A probe travels the same pipe as the chats ahead of it, so once it
         comes back every earlier message has been delivered to the outboxes.
         """
-        self._last_barrier -= 1  # negative tokens never clash with health probes
-        token = self._last_barrier
-        event = self._barriers[token] = asyncio.Event()
-        self._bus.publish(self.probes.topic, probe_body(self._id, token))
+        now = time.monotonic()
+        events: dict[int, asyncio.Event] = {}
+        for shard, clock in enumerate(self.shards):
+            if not clock.healthy(now):
+                continue  # nothing comes from a shard that is down
+            self._last_barrier -= 1  # negative tokens never clash with health probes
+            events[self._last_barrier] = self._barriers[self._last_barrier] = asyncio.Event()
+            self._bus.publish(self.topic, probe_body(self._id, self._last_barrier), shard)
         try:
-            await asyncio.wait_for(event.wait(), grace)
+            async with asyncio.timeout(grace):
+                for event in events.values():
+                    await event.wait()
             return True
         except TimeoutError:
             return False
         finally:
-            self._barriers.pop(token, None)
+            for token in events:
+                self._barriers.pop(token, None)

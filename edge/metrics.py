@@ -40,9 +40,11 @@ class EdgeCollector(Collector):
         stats: Stats,
         gauges: Callable[[], dict[str, float]],
         counters: Callable[[], dict[str, tuple[str, float]]] = dict,
+        shard_gauges: Callable[[], dict[str, list[float]]] = dict,
     ) -> None:
         self.stats = stats
         self.gauges = gauges
+        self.shard_gauges = shard_gauges  # name -> one value per broker shard
         self.counters = counters  # kept by their owners: name -> (help, value)
 
     def collect(self) -> Iterator[Metric]:
@@ -52,11 +54,16 @@ class EdgeCollector(Collector):
             "chat_rooms": "rooms with at least one member on this edge",
             "chat_subscriptions": "room topics this edge subscribes to at the broker",
             "chat_pending_rooms": "rooms whose subscription is not yet proven live",
-            "chat_broker_up": "1 while broker round-trip probes come back in time",
-            "chat_broker_rtt_seconds": "round-trip time of the last broker probe",
+            "chat_broker_up": "1 while the broker shard's round-trip probes come back in time",
+            "chat_broker_rtt_seconds": "round-trip time of the last probe of the broker shard",
         }
         for name, value in self.gauges().items():
             yield GaugeMetricFamily(name, docs.get(name, name), value=value)
+        for name, values in self.shard_gauges().items():
+            family = GaugeMetricFamily(name, docs.get(name, name), labels=["shard"])
+            for shard, v in enumerate(values):
+                family.add_metric([str(shard)], v)
+            yield family
         for name, (text, count) in self.counters().items():
             yield CounterMetricFamily(name, text, value=count)
         yield CounterMetricFamily(

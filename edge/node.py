@@ -13,6 +13,7 @@ The data path of a chat, module by module:
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -37,7 +38,10 @@ from protocol.codec import encode_chat
 from protocol.frames import text_frame
 from protocol.ids import Sequence, new_instance_id
 from protocol.presence import HEARTBEAT_EVERY, HEARTBEAT_TOPIC
+from protocol.shards import shard_of
 from protocol.topics import edge_topic, room_topic
+
+SHARD_CACHE_MAX = 200_000  # rooms whose shard an edge remembers
 
 
 def clock_ms() -> int:
@@ -65,9 +69,10 @@ class Edge:
         # owners (its old members expire there); ids can never collide.
         self.tally = PresenceTally(self.instance_id, self.instance_id)
         self._next_heartbeat = 0.0
+        self._shard_of_room: dict[str, int] = {}
         self.handler = FrameHandler(
-            self.rooms, self.message_ids, clock_ms, limits.max_message_chars, self.path.healthy,
-            self.tally,
+            self.rooms, self.message_ids, clock_ms, limits.max_message_chars,
+            self.path.room_healthy, self.tally,
         )
         self.publishes = PublishQueue(bus, self.stats)
         self.dispatch = Dispatcher(
@@ -99,15 +104,29 @@ class Edge:
         now = time.monotonic()
         self.dispatch.tick(now)
         if now >= self._next_heartbeat:
-            # Through the chats' queue: after the reports already queued.
-            for part in self.tally.heartbeat():
-                self.publishes.put(HEARTBEAT_TOPIC, part, counted=False)
+            # Through the chats' queue: after the reports already queued. Each
+            # shard owns the presence of its rooms: it hears of those only.
+            for shard in range(self.bus.shards):
+                owns = functools.partial(self._owned, shard=shard)
+                for part in self.tally.heartbeat(owns=owns):
+                    self.publishes.put(HEARTBEAT_TOPIC, part, counted=False, shard=shard)
             self._next_heartbeat = now + HEARTBEAT_EVERY
         fx: Effects[Connection] = Effects()
         self.continuity.expire(now, fx)
         for conn, frame in self.acks.expire(now):
             fx.member_frame(conn, text_frame(frame))
         apply(fx, self.bus, self.stats)
+
+    def _owned(self, room_id: str, shard: int) -> bool:
+        """Does `shard` own `room_id` (the hash remembered: heartbeats ask every 2 s)."""
+        if self.bus.shards == 1:
+            return True
+        known = self._shard_of_room.get(room_id)
+        if known is None:
+            if len(self._shard_of_room) > SHARD_CACHE_MAX:
+                self._shard_of_room.clear()
+            known = self._shard_of_room[room_id] = shard_of(room_id, self.bus.shards)
+        return known == shard
 
     def publish_external(self, room_id: str, message: str, sender: str) -> str:
         """Publish a chat from outside any room membership (the HTTP API); return its id.
@@ -130,14 +149,22 @@ class Edge:
 
     def gauges(self) -> dict[str, float]:
         rooms = len(self.rooms)
-        rtt = self.path.probes.last_rtt
         return {
             "chat_connections": len(self.clients),
             "chat_rooms": rooms,
             "chat_subscriptions": rooms,
             "chat_pending_rooms": self.rooms.pending_count(),
-            "chat_broker_up": 1.0 if self.healthy() else 0.0,
-            "chat_broker_rtt_seconds": rtt if rtt is not None else float("nan"),
+        }
+
+    def shard_gauges(self) -> dict[str, list[float]]:
+        """Per broker shard, in shard order."""
+        now = time.monotonic()
+        clocks = self.path.shards
+        return {
+            "chat_broker_up": [1.0 if c.healthy(now) else 0.0 for c in clocks],
+            "chat_broker_rtt_seconds": [
+                c.last_rtt if c.last_rtt is not None else float("nan") for c in clocks
+            ],
         }
 
     def counters(self) -> dict[str, tuple[str, float]]:
@@ -151,19 +178,35 @@ class Edge:
     def health(self) -> dict[str, Any]:
         now = time.monotonic()
         listen = self.settings.listen
-        probes = self.path.probes
-        seen = probes.last_seen
-        rtt = probes.last_rtt
+        shards = []
+        for i, (shard, probes) in enumerate(zip(self.settings.broker.shards(), self.path.shards,
+                                                strict=True)):
+            seen = probes.last_seen
+            rtt = probes.last_rtt
+            state: dict[str, Any] = {
+                "shard": i,
+                "status": "ok" if probes.healthy(now) else "unavailable",
+                "pub": shard.pub,
+                "sub": shard.sub,
+                "lastProbeRoundTripMs": None if rtt is None else round(rtt * 1000, 3),
+                "lastProbeSecondsAgo": None if seen is None else round(now - seen, 3),
+            }
+            refusal = self.path.refusals[i]
+            if refusal is not None:
+                state["error"] = refusal[0]
+                state["errorSecondsAgo"] = round(now - refusal[1], 3)
+            shards.append(state)
+        up = sum(1 for s in shards if s["status"] == "ok")
+        # 503 only when no shard answers: every edge sees the same shards, so
+        # taking edges out of a balancer for one shard's outage would not help.
         return {
-            "status": "ok" if probes.healthy(now) else "unavailable",
+            "status": "ok" if up else "unavailable",
             "edge": self.settings.name or f"{listen.host}:{listen.port}",
             "instance": self.instance_id,
             "connections": len(self.clients),
             "rooms": len(self.rooms),
-            "broker": {
-                "pub": self.settings.broker.endpoints.broker_pub,
-                "sub": self.settings.broker.endpoints.broker_sub,
-                "lastProbeRoundTripMs": None if rtt is None else round(rtt * 1000, 3),
-                "lastProbeSecondsAgo": None if seen is None else round(now - seen, 3),
-            },
+            # The first shard, as before shards: one-broker tools keep reading it.
+            "broker": {k: v for k, v in shards[0].items() if k != "shard"},
+            "shardsUp": up,
+            "shards": shards,
         }

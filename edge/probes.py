@@ -13,8 +13,10 @@ from protocol.topics import Probe, edge_topic, parse_probe, probe_body
 
 
 class ProbeClock:
-    def __init__(self, edge_id: str, interval: float, timeout: float, retry: float) -> None:
+    def __init__(self, edge_id: str, interval: float, timeout: float, retry: float,
+                 shards: int | None = None) -> None:
         self.edge_id = edge_id
+        self.shards = shards  # told to the broker in each probe: it checks we agree
         self.interval = interval
         self.timeout = timeout
         self.retry = retry
@@ -45,7 +47,7 @@ class ProbeClock:
         self._sent_at[self._token] = now
         if len(self._sent_at) > 64:  # forget probes lost with a dead broker
             del self._sent_at[min(self._sent_at)]
-        return probe_body(self.edge_id, self._token)
+        return probe_body(self.edge_id, self._token, self.shards)
 
     def own_probe(self, body: bytes) -> Probe | None:
         """A probe this edge sent, or None for anyone else's."""

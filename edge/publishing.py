@@ -20,19 +20,23 @@ class PublishQueue:
     def __init__(self, bus: Bus, stats: Stats) -> None:
         self._bus = bus
         self._stats = stats
-        self._outgoing: dict[bytes, list[bytes]] = {}  # chats to publish, per room topic
+        # chats to publish, per topic and shard (None: the room's own)
+        self._outgoing: dict[tuple[bytes, int | None], list[bytes]] = {}
         self._flush_scheduled = False
 
-    def put(self, topic: bytes, body: bytes, counted: bool = True) -> None:
+    def put(self, topic: bytes, body: bytes, counted: bool = True,
+            shard: int | None = None) -> None:
         """Publish at the end of this loop iteration, with the room's other chats.
 
         `counted`: a client's chat (not a presence report or query).
+        `shard`: where a topic that is not a room's goes (a room's goes to its shard).
         """
         if counted:
             self._stats.messages_in += 1
-        pending = self._outgoing.get(topic)
+        key = (topic, shard)
+        pending = self._outgoing.get(key)
         if pending is None:
-            self._outgoing[topic] = [body]
+            self._outgoing[key] = [body]
         else:
             pending.append(body)
         if not self._flush_scheduled:
@@ -42,11 +46,11 @@ class PublishQueue:
     def _flush(self) -> None:
         self._flush_scheduled = False
         outgoing, self._outgoing = self._outgoing, {}
-        for topic, bodies in outgoing.items():
+        for (topic, shard), bodies in outgoing.items():
             if len(bodies) == 1:
-                self._bus.publish(topic, bodies[0])
+                self._bus.publish(topic, bodies[0], shard)
             else:
-                self._bus.publish_many(topic, _packed(bodies))
+                self._bus.publish_many(topic, _packed(bodies), shard)
 
 
 def _packed(bodies: list[bytes]) -> list[bytes]:

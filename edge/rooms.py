@@ -11,7 +11,7 @@ will reach this edge.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -224,9 +224,10 @@ class RoomRegistry(Generic[M]):
         waiting, room.waiting = room.waiting, {}
         return room, list(waiting.items())
 
-    def mark_all_unverified(self) -> list[Room[M]]:
-        """After the broker path broke, every room must prove its subscription again."""
-        rooms = list(self._by_id.values())
+    def mark_all_unverified(self, which: Callable[[bytes], bool] | None = None) -> list[Room[M]]:
+        """After the broker path broke, every room (whose topic `which` accepts) must
+        prove its subscription again."""
+        rooms = [r for r in self._by_id.values() if which is None or which(r.topic)]
         for room in rooms:
             room.live = False
             room.probe_token = 0  # probes sent before the break prove nothing

@@ -171,10 +171,10 @@ class FrameHandler(Generic[M]):
         message_ids: Sequence,
         clock_ms: Callable[[], int],
         max_message_chars: int,
-        path_up: Callable[[], bool] = lambda: True,
+        path_up: Callable[[str], bool] = lambda room_id: True,
         tally: PresenceTally | None = None,
     ) -> None:
-        self.path_up = path_up  # is the broker path live (asked per chat)
+        self.path_up = path_up  # is the path to the room's broker shard live (asked per chat)
         # Membership by user, for the rooms' presence owners (None: not reported).
         self.tally = tally
         self.registry = registry
@@ -212,7 +212,7 @@ class FrameHandler(Generic[M]):
                 room = self.registry.room_by_id(query.room_id)
                 if room is None or not self.registry.is_member(member, query.room_id):
                     return [error(ErrorCode.NOT_IN_ROOM, f"not in room {query.room_id!r}")]
-                if not self.path_up():
+                if not self.path_up(query.room_id):
                     return [error(ErrorCode.UNAVAILABLE, "broker unreachable: ask again later")]
                 return [Ask(room.topic, query.room_id, query.cursor)]
         raise AssertionError(f"unhandled frame {frame!r}")  # pragma: no cover
@@ -265,7 +265,7 @@ class FrameHandler(Generic[M]):
         return [error(ErrorCode.RATE_LIMITED, f"too many {what}: slow down", msg_id)]
 
     def _join(self, member: M, client: Client, room_id: str, spec: JoinSpec) -> list[Intent]:
-        outcome = self.registry.join(member, room_id, spec, self.path_up())
+        outcome = self.registry.join(member, room_id, spec, self.path_up(room_id))
         room = self.registry.room_by_id(room_id)
         if outcome is JoinOutcome.ALREADY:
             assert room is not None
@@ -315,7 +315,7 @@ class FrameHandler(Generic[M]):
         elif not self.registry.is_member(member, room_id):
             return [error(ErrorCode.NOT_IN_ROOM, f"not in room {room_id!r}", msg_id)]
         refused = check_chat(
-            room_id, body.message, self.max_message_chars, self.path_up(), room_checked=True
+            room_id, body.message, self.max_message_chars, self.path_up(room_id), room_checked=True
         )
         if refused is not None:
             return [error(*refused, msg_id)]

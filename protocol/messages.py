@@ -216,7 +216,6 @@ class PresenceLeave(_Frame, tag="presence_leave"):
     payload: PresenceLeaveBody
 
 
-ServerFrame = Joined | Left | ChatMessage | Pong | Error | Ack | Resync
-# Section 7's server frames: joining ServerFrame once the clients handle them
-# (a client's match over ServerFrame must then cover them).
+# Section 7's server frames.
 PresenceFrame = Presence | PresenceJoin | PresenceLeave
+ServerFrame = Joined | Left | ChatMessage | Pong | Error | Ack | Resync | PresenceFrame

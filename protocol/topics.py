@@ -44,8 +44,12 @@ def room_of_topic(topic: bytes) -> str | None:
         return None
 
 
-def probe_body(edge_id: str, token: int) -> bytes:
-    return PROBE_MARK + f"{edge_id} {token}".encode()
+def probe_body(edge_id: str, token: int, shards: int | None = None) -> bytes:
+    """`shards`: on a health probe, the number of broker shards the sender counts,
+    so that a broker counting another can refuse it (`/N` after the token)."""
+    if shards is None:
+        return PROBE_MARK + f"{edge_id} {token}".encode()
+    return PROBE_MARK + f"{edge_id} {token} /{shards}".encode()
 
 
 def is_probe(body: bytes) -> bool:
@@ -59,6 +63,7 @@ class Probe(NamedTuple):
     # that point (every chat after the probe has a higher offset).
     epoch: str | None = None
     top: int | None = None
+    shards: int | None = None  # a health probe's count of broker shards, when it says
 
 
 def stamp_probe(body: bytes, epoch: bytes, top: int) -> bytes:
@@ -69,6 +74,9 @@ def parse_probe(body: bytes) -> Probe | None:
     """The fields of a probe body, or None if it is malformed."""
     try:
         fields = body[1:].decode().split(" ")
+        shards = None
+        if len(fields) == 3 and fields[2][:1] == "/":
+            shards = int(fields.pop()[1:])
         if len(fields) == 2:
             edge_id, token = fields
             epoch, top = None, None
@@ -79,6 +87,6 @@ def parse_probe(body: bytes) -> Probe | None:
             return None
         if not token.lstrip("-").isdigit():
             return None
-        return Probe(edge_id, int(token), epoch, top)
+        return Probe(edge_id, int(token), epoch, top, shards)
     except (UnicodeDecodeError, ValueError):
         return None

@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: a headless browser for the web page tests, Node.js for the
-# command-line checks of the page's script. Installed only when missing.
+# command-line checks of the page's script, iproute2. Installed only when missing.
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# iproute2 for the tests that stand network namespaces in for hosts.
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

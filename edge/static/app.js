@@ -1,12 +1,18 @@
-// roomcast web chat: protocol v2 (sections 1-6) over one WebSocket, several
-// rooms at once.
+// roomcast web chat: protocol v2 over one WebSocket, several rooms at once.
 //
 // Everything a server or another user sends is shown with textContent, never
 // parsed as HTML. The connection fails over to the next edge of the list the
 // server gives at /api/edges, with exponential backoff and full jitter, and
-// rejoins every room. The chosen name never goes on the wire: the protocol
-// has none, so the page shows it for its own messages and shows everyone else
-// by the `from` the server stamped (see docs/clients.md).
+// rejoins every room.
+//
+// Identity and presence (section 7): without a token the page connects with
+// `user` (a random id kept in localStorage, so a reload or another tab is the
+// same user) and `name` (the name typed) on the WebSocket URL; with a token,
+// the token says who it is. Messages show the sender's `name`. Every room is
+// joined with `presence: true`; after each (re)join the page asks for the
+// room's users (`presence`, page after page while `next` says more follow)
+// and then applies `presence_join` / `presence_leave` as they come: the
+// member list, and "alice joined" / "alice left" lines in the room's log.
 //
 // Every room's stream has an epoch and offsets 1, 2, 3, ... A first join asks
 // for the last HISTORY_ON_JOIN chats; a rejoin asks to recover everything
@@ -28,6 +34,9 @@
   const HISTORY_ON_JOIN = 50; // chats replayed on a first join (and when recovery fails)
   const RESEND_AFTER_MS = 1000; // after `unavailable`, a pending chat is sent again
   const MISSING = "some messages may be missing";
+  const MAX_LABEL = 64; // a user or name: 1 to 64 characters, no control characters
+  const USER_KEY = "roomcast.user";
+  const RELIST_MS = 30000; // a room too big for presence events: its list is asked again
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -40,6 +49,8 @@
     tokenBox: $("token-box"),
     rooms: $("rooms"),
     logs: $("logs"),
+    rosters: $("rosters"),
+    peopleCount: $("people-count"),
     empty: $("empty"),
     sendForm: $("send-form"),
     message: $("message"),
@@ -66,6 +77,9 @@
     active: null,
     name: "",
     token: "",
+    user: "", // this browser's user id, sent with `name` when there is no token
+    connName: null, // the name the current connection was opened with
+    connToken: null, // and the token
     lastHeard: 0,
     // Requests awaiting the server's verdict, oldest first. Each request is
     // followed by a ping and the server answers in order, so an error belongs
@@ -88,11 +102,40 @@
     setStatus("connected", `${who}connected to ${state.url}${id}`);
   }
 
-  function withToken(url) {
-    if (!state.token) return url;
+  function label(text) {
+    // What the edge accepts as a user or a name; anything else would be refused (400).
+    return Array.from(text.replace(/[\u0000-\u001f\u007f-\u009f]/g, "")).slice(0, MAX_LABEL).join("");
+  }
+
+  function withIdentity(url) {
     const u = new URL(url);
-    u.searchParams.set("token", state.token);
+    if (state.token) {
+      u.searchParams.set("token", state.token); // the token names the user
+    } else {
+      u.searchParams.set("user", state.user);
+      const name = label(state.name);
+      if (name) u.searchParams.set("name", name);
+    }
     return u.toString();
+  }
+
+  function browserUser() {
+    // One id per browser: a reload, or another tab, is the same user.
+    let user = "";
+    try {
+      user = localStorage.getItem(USER_KEY) || "";
+    } catch (err) {
+      // storage blocked: an id for this page only
+    }
+    if (label(user) !== user || !user) {
+      user = `u-${newMsgId().replace(/-/g, "").slice(0, 16)}`;
+      try {
+        localStorage.setItem(USER_KEY, user);
+      } catch (err) {
+        // storage blocked
+      }
+    }
+    return user;
   }
 
   function connect() {
@@ -101,9 +144,11 @@
     const url = state.edges[state.edgeIndex];
     state.url = url;
     setStatus("connecting", `connecting to ${url}…`);
+    state.connName = state.name;
+    state.connToken = state.token;
     let ws;
     try {
-      ws = new WebSocket(withToken(url));
+      ws = new WebSocket(withIdentity(url));
     } catch (err) {
       retry(`cannot connect to ${url}`);
       return;
@@ -138,7 +183,7 @@
     };
   }
 
-  function lost(why) {
+  function drop() {
     const ws = state.ws;
     state.ws = null;
     state.connectionId = null;
@@ -152,7 +197,19 @@
       }
     }
     for (const room of state.rooms.values()) markJoined(room, false);
+  }
+
+  function lost(why) {
+    drop();
     retry(why);
+  }
+
+  function reconnectNow() {
+    // A new token or name applies to a new connection: to the same edge, at once.
+    drop();
+    clearTimeout(state.retryTimer);
+    state.retryTimer = null;
+    connect();
   }
 
   function retry(why) {
@@ -185,6 +242,12 @@
     }
   }, KEEPALIVE_MS);
 
+  setInterval(() => {
+    // Without events the list is only as fresh as its last listing: the open room's.
+    const room = state.rooms.get(state.active);
+    if (room && room.joined && !room.live && !room.incoming) askPresence(room, null);
+  }, RELIST_MS);
+
   // Frames from the server.
 
   function handle(frame) {
@@ -206,6 +269,7 @@
           room.everJoined = true;
           markJoined(room, true);
           resendPending(room);
+          askPresence(room, null);
         }
         describeConnected();
         break;
@@ -223,6 +287,13 @@
       }
       case "ack":
         acknowledged(payload);
+        break;
+      case "presence":
+        listed(payload);
+        break;
+      case "presence_join":
+      case "presence_leave":
+        presenceEvent(frame.type, payload);
         break;
       case "left":
         break;
@@ -245,6 +316,12 @@
       return;
     }
     const frame = state.inFlight.length ? state.inFlight[0] : null;
+    if (frame && frame.type === "presence") {
+      // No list for now (an edge without presence, or the room was just left).
+      const room = state.rooms.get(frame.payload.roomId);
+      if (room) room.incoming = null;
+      return;
+    }
     if (frame && frame.type === "join") {
       const roomId = frame.payload.roomId;
       if (payload.code === "rate_limited" || payload.code === "unavailable") {
@@ -303,8 +380,20 @@
     log.setAttribute("aria-live", "polite");
     ui.logs.append(log);
 
+    const roster = document.createElement("ul");
+    roster.className = "members";
+    roster.dataset.room = roomId;
+    roster.setAttribute("aria-label", `People in ${roomId}`);
+    ui.rosters.append(roster);
+
     const room = {
       id: roomId, joined: false, everJoined: false, tab, log, badge, unread: 0,
+      roster, // the member list's element
+      members: new Map(), // user -> name: who is in the room, from presence
+      listed: false, // a listing arrived: the count means something
+      live: true, // the server sends this room's presence events (not in very big rooms)
+      incoming: null, // a listing arriving page by page: user -> name
+
       epoch: null, // the stream's epoch, once joined
       shown: null, // last offset shown in that epoch (null: none yet)
       top: 0, // the room's top when last (re)joined without recovery
@@ -328,6 +417,7 @@
     if (!room) return;
     room.tab.remove();
     room.log.remove();
+    room.roster.remove();
     state.rooms.delete(roomId);
     for (const [msgId, entry] of state.sent) if (entry.roomId === roomId) state.sent.delete(msgId);
     if (state.active === roomId) {
@@ -345,6 +435,7 @@
       const on = room.id === roomId;
       room.tab.classList.toggle("active", on);
       room.log.hidden = !on;
+      room.roster.hidden = !on;
       if (on) {
         room.unread = 0;
         room.badge.textContent = "";
@@ -352,6 +443,7 @@
       }
     }
     refreshComposer();
+    countPeople();
     ui.message.focus();
   }
 
@@ -411,7 +503,7 @@
   }
 
   function joinFrame(room) {
-    const payload = { roomId: room.id, history: HISTORY_ON_JOIN };
+    const payload = { roomId: room.id, history: HISTORY_ON_JOIN, presence: true };
     // `history` applies only when recovery from `since` fails.
     if (room.epoch !== null) payload.since = { epoch: room.epoch, offset: position(room) };
     return { type: "join", payload };
@@ -450,12 +542,17 @@
     return true;
   }
 
+  function isMe(user) {
+    // Without a token `from` is the user this page sent; v1 edges: a connection id.
+    return (!state.token && user === state.user) || state.ownIds.has(user);
+  }
+
   function showChat(p) {
     const room = state.rooms.get(p.roomId);
     if (!room || !isNew(room, p)) return;
     const own = typeof p.msgId === "string" && state.ownMsgIds.has(p.msgId);
     if (own) delivered(p.msgId);
-    const mine = own || state.ownIds.has(p.from);
+    const mine = own || isMe(p.from);
     const line = document.createElement("div");
     line.className = mine ? "msg mine" : "msg";
     line.dataset.id = String(p.id);
@@ -464,8 +561,9 @@
     if (typeof p.epoch === "string") line.dataset.epoch = p.epoch;
     const time = span("time", clock(p.ts || Date.now()));
     time.title = new Date(p.ts || Date.now()).toISOString();
-    const from = span("from", mine ? `${state.name} (you)` : String(p.from));
-    from.title = String(p.from);
+    const name = typeof p.name === "string" && p.name ? p.name : String(p.from);
+    const from = span("from", mine ? `${name} (you)` : name);
+    from.title = String(p.from); // the user id: names are not unique
     line.append(time, from, span("text", String(p.message)));
     append(room, line);
     const replayed = p.epoch === room.epoch && p.offset <= room.historyTop;
@@ -473,6 +571,75 @@
       room.unread += 1;
       room.badge.textContent = String(room.unread);
     }
+  }
+
+  // Presence: who is in each room.
+
+  function askPresence(room, cursor) {
+    const payload = { roomId: room.id };
+    if (cursor) payload.cursor = cursor;
+    if (!cursor) room.incoming = new Map();
+    request({ type: "presence", payload });
+  }
+
+  function listed(p) {
+    const room = state.rooms.get(p.roomId);
+    if (!room || !room.incoming || !Array.isArray(p.users)) return;
+    for (const u of p.users) {
+      if (u && typeof u.user === "string") room.incoming.set(u.user, String(u.name || u.user));
+    }
+    if (typeof p.next === "string" && p.next) {
+      askPresence(room, p.next); // more users follow
+      return;
+    }
+    room.members = room.incoming;
+    room.incoming = null;
+    room.listed = true;
+    room.live = p.events !== false;
+    room.roster.dataset.live = String(room.live);
+    renderMembers(room);
+  }
+
+  function presenceEvent(type, p) {
+    const room = state.rooms.get(p.roomId);
+    if (!room || typeof p.user !== "string") return;
+    let name;
+    if (type === "presence_join") {
+      name = String(p.name || p.user);
+      room.members.set(p.user, name);
+      if (room.incoming) room.incoming.set(p.user, name);
+    } else {
+      name = room.members.get(p.user) || p.user;
+      room.members.delete(p.user);
+      if (room.incoming) room.incoming.delete(p.user);
+    }
+    renderMembers(room);
+    // The page says itself when it joins; its own user's lines would only repeat that.
+    if (isMe(p.user)) return;
+    systemLine(room, `${name} ${type === "presence_join" ? "joined" : "left"}`, "presence");
+  }
+
+  function renderMembers(room) {
+    const people = Array.from(room.members, ([user, name]) => ({ user, name }));
+    people.sort((a, b) => a.name.localeCompare(b.name) || (a.user < b.user ? -1 : 1));
+    const items = people.map(({ user, name }) => {
+      const item = document.createElement("li");
+      item.dataset.user = user;
+      item.title = user;
+      item.textContent = name; // text, never markup
+      if (isMe(user)) {
+        item.classList.add("me");
+        item.append(span("you", " (you)"));
+      }
+      return item;
+    });
+    room.roster.replaceChildren(...items);
+    countPeople();
+  }
+
+  function countPeople() {
+    const room = state.rooms.get(state.active);
+    ui.peopleCount.textContent = room && room.listed ? String(room.members.size) : "";
   }
 
   function missingLine(room) {
@@ -508,7 +675,7 @@
     line.className = "msg mine pending";
     line.dataset.msgId = msgId;
     line.title = "sending…";
-    line.append(span("time", "…"), span("from", `${state.name} (you)`), span("text", text));
+    line.append(span("time", "…"), span("from", `${state.connName || state.name} (you)`), span("text", text));
     append(room, line);
     state.sent.set(msgId, { roomId: room.id, message: text, acked: false, line });
     state.ownMsgIds.add(msgId);
@@ -603,13 +770,12 @@
     ui.room.value = "";
     notify("");
     if (token !== state.token) {
-      // A new token only applies to a new connection.
       state.token = token;
       sessionStorage.setItem("roomcast.token", token);
-      addRoom(roomId);
-      if (state.ws) lost("reconnecting with the new token");
-      return;
     }
+    // A new token or name only applies to a new connection.
+    const renamed = !state.token && state.name !== state.connName;
+    if ((token !== state.connToken || renamed) && (state.ws || state.retryTimer)) reconnectNow();
     addRoom(roomId);
     if (state.ws) describeConnected();
   });
@@ -649,6 +815,7 @@
     state.token = params.get("token") || sessionStorage.getItem("roomcast.token") || "";
     if (state.token) sessionStorage.setItem("roomcast.token", state.token);
     ui.token.value = state.token;
+    state.user = browserUser();
     ui.name.value = params.get("name") || "";
     state.name = ui.name.value.trim();
     const wanted = params.getAll("room").map((r) => r.trim()).filter(Boolean);

@@ -18,10 +18,13 @@ from bench.servers import ROOT, check_imports_from, parse_name, resolve_ref, wor
         ("ours", ("ours", None)),
         ("node", ("node", None)),
         ("ours@73f62eb", ("ours", "73f62eb")),
+        ("ours:2", ("ours", None)),
+        ("ours:4@HEAD", ("ours", "HEAD")),
         ("ours@HEAD~5", ("ours", "HEAD~5")),
         ("ours@v1.0^{commit}", ("ours", "v1.0^{commit}")),
         ("ours-memory", ("ours-memory", None)),
         ("ours-memory@HEAD~1", ("ours-memory", "HEAD~1")),
+        ("ours-memory:2", ("ours-memory", None)),
     ],
 )
 def test_names_parse_into_design_and_ref(name: str, parsed: tuple[str, str | None]) -> None:
@@ -33,8 +36,11 @@ def test_names_parse_into_design_and_ref(name: str, parsed: tuple[str, str | Non
     [
         ("theirs", "unknown server"),
         ("ours@", "name a git ref"),
+        ("node:2", "only ours and ours-memory have shards"),
+        ("ours:0", "have shards, ours:N with N from 1"),
+        ("ours:x", "have shards, ours:N with N from 1"),
         ("node@HEAD", "only ours"),
-        ("ours:memory", "unknown server"),
+        ("ours:memory", "have shards, ours:N with N from 1"),
         ("Ours@HEAD", "unknown server"),
     ],
 )
@@ -82,3 +88,9 @@ def test_worktree_is_removed_when_the_run_fails() -> None:
 def test_check_imports_notices_packages_from_elsewhere(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="came from elsewhere"):
         check_imports_from(tmp_path)  # nothing here: broker and edge come from the install
+
+
+def test_shard_counts_in_names() -> None:
+    from bench.servers import shard_count
+
+    assert [shard_count(n) for n in ("ours", "ours:2", "ours:4@HEAD", "node")] == [1, 2, 4, 1]

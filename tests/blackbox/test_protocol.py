@@ -313,7 +313,10 @@ async def test_raw_frames_exactly_as_documented(edge_urls: list[str], clients: O
     got = await c.recv()
     assert got["type"] == "chat"
     # v1 fields, and the epoch and offset of the room's stream (protocol v2 section 1).
-    assert set(got["payload"]) == {"roomId", "message", "id", "from", "ts", "epoch", "offset"}
+    assert set(got["payload"]) == {
+        "roomId", "message", "id", "from", "ts", "epoch", "offset",
+        "name",  # protocol v2 section 7: the sender's display name
+    }
     assert isinstance(got["payload"]["epoch"], str) and got["payload"]["offset"] >= 1
     await c.send('{"type":"leave","payload":{"roomId":"123"}}')
     assert await c.recv() == json.loads('{"type":"left","payload":{"roomId":"123"}}')

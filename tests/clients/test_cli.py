@@ -368,3 +368,42 @@ async def test_a_resync_and_a_failed_recovery_are_reported(
         assert (await watcher.receive()).message == "still here"
         await proc.wait()
     assert proc.returncode == 0
+
+
+async def test_identity_who_and_presence_lines_in_a_terminal(
+    client_cluster: Cluster, open_client: OpenClient, spawn_cli: Spawn, terminal: Terminal
+) -> None:
+    r = room("who")
+    proc = await spawn_cli(
+        client_cluster.urls()[0], "--room", r, "--user", "alice", "--name", "Alice A.",
+        stdin=terminal.slave, stdout=terminal.slave, stderr=terminal.slave,
+        start_new_session=True,
+    )
+    await terminal.wait_for(rf"joined {r}")
+    bob = await open_client(client_cluster.urls()[1], user="bob", name="Bob")
+    await bob.join(r)
+    await terminal.wait_for(rf"^\d\d:\d\d:\d\d \[{r}\] \* Bob joined\r?$")
+    await bob.send(r, "hi alice")
+    await terminal.wait_for(rf"^\d\d:\d\d:\d\d \[{r}\] Bob: hi alice\r?$")
+
+    terminal.type("/who\n")
+    await terminal.wait_for(
+        rf"^\* in {r}: 2 users\r?\n\*   Alice A\. \(alice\): 1 connection\r?\n"
+        rf"\*   Bob \(bob\): 1 connection\r?$"
+    )
+    terminal.type("hello bob\n")
+    async with asyncio.timeout(WAIT):
+        got = await bob.receive()
+        while got.message != "hello bob":
+            got = await bob.receive()
+    assert (got.sender, got.name) == ("alice", "Alice A.")  # sent as the connection's identity
+    await terminal.wait_for(rf"\[{r}\] Alice A\.: hello bob")
+
+    await bob.leave(r)
+    await terminal.wait_for(rf"^\d\d:\d\d:\d\d \[{r}\] \* Bob left\r?$")
+    terminal.type("/who\n")
+    await terminal.wait_for(rf"^\* in {r}: 1 user\r?$")
+    terminal.type("/quit\n")
+    async with asyncio.timeout(WAIT):
+        code = await proc.wait()
+    assert code == 0, terminal.output.decode(errors="replace")

@@ -145,6 +145,15 @@ def missing_notice(page: Page, room_id: str) -> Locator:
     return page.locator(f'.log[data-room="{room_id}"] .system', has_text=MISSING)
 
 
+def members(page: Page, room_id: str) -> Locator:
+    """The room's member list, one item per user."""
+    return page.locator(f'.members[data-room="{room_id}"] li')
+
+
+def presence_line(page: Page, room_id: str, text: str) -> Locator:
+    return page.locator(f'.log[data-room="{room_id}"] .system.presence', has_text=text)
+
+
 def offsets(page: Page, room_id: str) -> list[int]:
     return [int(o or "0") for o in messages(page, room_id).evaluate_all(
         "lines => lines.map(l => l.dataset.offset)"
@@ -175,14 +184,60 @@ def test_two_pages_on_different_edges_chat(client_cluster: Cluster, open_page: O
     say(bob, "hi alice")
     expect(last_text(alice, r)).to_have_text("hi alice")
 
-    # Own messages carry the chosen name; others' carry the id the server stamped.
+    # Every message carries its sender's name, sent by its page; `from` is the user
+    # id the page keeps in localStorage, shown as the name's tooltip.
     mine = messages(alice, r).first
     alice_id = mine.get_attribute("data-from")
+    assert alice_id is not None and alice_id.startswith("u-")
     expect(mine.locator(".from")).to_have_text("alice (you)")
-    expect(messages(bob, r).first.locator(".from")).to_have_text(alice_id or "?")
+    expect(messages(bob, r).first.locator(".from")).to_have_text("alice")
+    expect(messages(bob, r).first.locator(".from")).to_have_attribute("title", alice_id)
+    expect(messages(alice, r).last.locator(".from")).to_have_text("bob")
     expect(messages(bob, r).first.locator(".time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
     shot(alice, "two-pages-alice")
     shot(bob, "two-pages-bob")
+
+
+def test_names_member_lists_and_join_and_leave_lines_on_two_edges(
+    client_cluster: Cluster, open_page: OpenPage
+) -> None:
+    r = room("people")
+    first, second = client_cluster.edges[0], client_cluster.edges[1]
+    alice = open_page(chat_url(first.http, r, name="Alice"))
+    joined(alice, r)
+    expect(members(alice, r)).to_have_text(["Alice (you)"])
+    bob = open_page(chat_url(second.http, r, name="Bob"))
+    joined(bob, r)
+    # Each page lists both, live: alice's learnt of bob from a presence_join.
+    expect(members(bob, r)).to_have_text(["Alice", "Bob (you)"])
+    expect(members(alice, r)).to_have_text(["Alice (you)", "Bob"])
+    expect(presence_line(alice, r, "Bob joined")).to_have_count(1)
+    expect(alice.locator("#people-count")).to_have_text("2")
+    expect(alice.locator(f'.log[data-room="{r}"] .presence')).to_have_count(1)  # none of hers
+
+    say(bob, "hi from Bob")
+    expect(last_text(alice, r)).to_have_text("hi from Bob")
+    expect(messages(alice, r).last.locator(".from")).to_have_text("Bob")
+    say(alice, "hi Bob")
+    expect(last_text(bob, r)).to_have_text("hi Bob")
+    expect(messages(bob, r).last.locator(".from")).to_have_text("Alice")
+    alice_user = messages(bob, r).last.get_attribute("data-from")
+    shot(alice, "presence-alice")
+
+    # A reload is the same user (its id is kept in localStorage): listed once.
+    alice.reload()
+    joined(alice, r)
+    say(alice, "back")
+    expect(last_text(bob, r)).to_have_text("back")
+    assert messages(bob, r).last.get_attribute("data-from") == alice_user
+    expect(members(bob, r)).to_have_text(["Alice", "Bob (you)"])
+    expect(members(alice, r)).to_have_text(["Alice (you)", "Bob"])
+
+    bob.close()
+    expect(presence_line(alice, r, "Bob left")).to_have_count(1, timeout=20_000)
+    expect(members(alice, r)).to_have_text(["Alice (you)"])
+    expect(alice.locator("#people-count")).to_have_text("1")
+    shot(alice, "presence-bob-left")
 
 
 def test_several_rooms_form_join_share_link_and_http_publish(
@@ -246,7 +301,10 @@ def test_html_in_a_message_is_shown_as_text(client_cluster: Cluster, open_page: 
         expect(last_text(page, r)).to_have_text(evil)
         expect(page.locator(".log img")).to_have_count(0)
     expect(messages(sender, r).last.locator(".from")).to_have_text("<b>mallory</b> (you)")
-    expect(sender.locator(".log b")).to_have_count(0)
+    expect(messages(reader, r).last.locator(".from")).to_have_text("<b>mallory</b>")
+    expect(members(reader, r).filter(has_text="<b>mallory</b>")).to_have_count(1)
+    for page in (sender, reader):
+        expect(page.locator(".log b, .members b")).to_have_count(0)
     shot(reader, "html-as-text")
     assert dialogs == []
 

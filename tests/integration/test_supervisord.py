@@ -14,15 +14,17 @@ from tests.support.wsclient import WsClient
 async def test_supervised_round_trip_and_clean_shutdown(tmp_path: Path) -> None:
     with supervised_system(tmp_path) as system:
         def all_running() -> bool:
+            # Two broker shards and three edges run; broker slots 2 and 3 are unused.
             status = system.ctl("status")
             lines = status.stdout.strip().splitlines()
-            return status.returncode == 0 and len(lines) == 4 and all(
-                "RUNNING" in line for line in lines
-            )
+            running = [line.split()[0] for line in lines if "RUNNING" in line]
+            exited = [line.split()[0] for line in lines if "EXITED" in line]
+            return (len(lines) == 7 and exited == ["broker:broker-2", "broker:broker-3"]
+                    and running[:2] == ["broker:broker-0", "broker:broker-1"])
 
-        wait_until(all_running, 15, "supervisorctl status: 4 RUNNING")
+        wait_until(all_running, 15, "supervisorctl status: 5 RUNNING, 2 EXITED")
         pids = system.child_pids()
-        assert len(pids) == 4
+        assert len(pids) == 5
         a = await WsClient.connect(system.edges[0].url)
         b = await WsClient.connect(system.edges[2].url)
         try:
@@ -38,7 +40,10 @@ async def test_supervised_round_trip_and_clean_shutdown(tmp_path: Path) -> None:
         wait_gone(pids)
         assert not any(pid_alive(p) for p in pids)
         log = (tmp_path / "deploy" / "supervisord.log").read_text()
-        assert "stopped: edge-0" in log and "stopped: broker" in log
+        assert "stopped: edge-0" in log and "stopped: broker-1" in log
+        # Each shard has its own store, beside the config.
+        assert (tmp_path / "deploy" / "data" / "broker").is_dir()
+        assert (tmp_path / "deploy" / "data" / "broker-1").is_dir()
 
 
 # A whole line, from supervisord or from any child: both log in this format.
@@ -51,7 +56,7 @@ def test_output_redirected_to_a_file_keeps_every_line_whole(tmp_path: Path) -> N
     run_log = tmp_path / "run.log"
     with supervised_system(tmp_path, stdout=run_log) as system:
         ports = [edge.port for edge in system.edges]
-        wait_until(lambda: len(system.child_pids()) == 4, 15, "four children")
+        wait_until(lambda: len(system.child_pids()) == 5, 15, "five children")
         # A restart makes supervisord and the restarted edge write after the others did.
         restart = system.ctl("restart", "edge:edge-1")
         assert restart.returncode == 0, restart.stdout + restart.stderr
@@ -67,8 +72,10 @@ def test_output_redirected_to_a_file_keeps_every_line_whole(tmp_path: Path) -> N
     def count(pattern: str) -> int:
         return sum(1 for line in lines if re.search(pattern, line))
 
-    assert count(r" INFO broker: broker ready: publishers -> tcp://127\.0\.0\.1:\d+, ") == 1
-    assert count(r" INFO broker: broker stopping on SIGTERM$") == 1
+    for shard in ("0/2", "1/2"):
+        assert count(rf" INFO broker: broker ready: shard {shard}, publishers -> "
+                     r"tcp://127\.0\.0\.1:\d+, ") == 1
+    assert count(r" INFO broker: broker stopping on SIGTERM$") == 2
     for port in ports:
         # edge-1 came up twice; every edge stopped cleanly at the end.
         assert count(rf" INFO edge: edge \w+ up on 127\.0\.0\.1:{port}$") == (

@@ -215,3 +215,88 @@ def running_cluster(
         yield cluster
     finally:
         cluster.stop()
+
+
+@dataclass
+class ShardedCluster:
+    """N broker shards (`--shard I/N`, each its own ports and data dir) and edges
+    that list them all."""
+
+    shards: list[tuple[str, str]]
+    extra_env: dict[str, str]
+    data_dir: Path | None = None
+    logs: Path | None = None
+    brokers: list[Proc | None] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+
+    @property
+    def shard_list(self) -> str:
+        return ",".join(f"{pub}|{sub}" for pub, sub in self.shards)
+
+    def _broker_env(self, i: int) -> dict[str, str]:
+        pub, sub = self.shards[i]
+        env = {"CHAT_BROKER_PUB": pub, "CHAT_BROKER_SUB": sub,
+               "CHAT_SHARD": f"{i}/{len(self.shards)}"}
+        if self.data_dir is not None:
+            env["CHAT_DATA_DIR"] = str(self.data_dir / f"shard{i}")
+        return env_with(env | self.extra_env)
+
+    def start_broker(self, i: int, shard_spec: str | None = None) -> Proc:
+        env = self._broker_env(i)
+        if shard_spec is not None:
+            env["CHAT_SHARD"] = shard_spec
+        log = None if self.logs is None else self.logs / f"broker{i}.log"
+        proc = Proc([sys.executable, "-m", "broker"], env, log=log).start()
+        while len(self.brokers) <= i:
+            self.brokers.append(None)
+        self.brokers[i] = proc
+        return proc
+
+    def edge_env(self, shard_list: str | None = None) -> dict[str, str]:
+        return env_with({"CHAT_BROKER_SHARDS": shard_list or self.shard_list} | self.extra_env)
+
+    def start_edge(self, args: Sequence[str] = (), shard_list: str | None = None) -> Edge:
+        port = free_port()
+        proc = Proc([sys.executable, "-m", "edge", "--port", str(port), *args],
+                    self.edge_env(shard_list)).start()
+        edge = Edge(port, proc)
+        self.edges.append(edge)
+        return edge
+
+    def urls(self) -> list[str]:
+        return [e.url for e in self.edges]
+
+    def link(self) -> BrokerLink:
+        """What a publisher needs to reach every shard."""
+        return BrokerLink(broker_shards=tuple(f"{p}|{s}" for p, s in self.shards))
+
+    def stop(self) -> None:
+        for edge in self.edges:
+            edge.proc.stop()
+        for broker in self.brokers:
+            if broker is not None:
+                broker.stop()
+
+
+def shard_ends(n: int) -> list[tuple[str, str]]:
+    return [(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
+            for _ in range(n)]
+
+
+@contextlib.contextmanager
+def running_shards(
+    shards: int = 2, edges: int = 2, env: dict[str, str] | None = None,
+    data_dir: Path | None = None, logs: Path | None = None,
+) -> Iterator[ShardedCluster]:
+    cluster = ShardedCluster(shard_ends(shards), env or {}, data_dir, logs)
+    try:
+        for i in range(shards):
+            cluster.start_broker(i)
+        for _ in range(edges):
+            cluster.start_edge()
+        for edge in cluster.edges:
+            wait_until(lambda edge=edge: edge.health()[1].get("shardsUp") == shards,
+                       START_TIMEOUT, f"edge :{edge.port} sees every shard")
+        yield cluster
+    finally:
+        cluster.stop()

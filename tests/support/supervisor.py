@@ -85,8 +85,8 @@ def supervised_system(tmp: Path, stdout: Path | None = None) -> Iterator[Supervi
     shutil.copyfile(ROOT / "deploy" / "supervisord.conf", conf)
     base = free_port_run(EDGES)
     env = env_with({
-        "CHAT_BROKER_PUB": f"tcp://127.0.0.1:{free_port()}",
-        "CHAT_BROKER_SUB": f"tcp://127.0.0.1:{free_port()}",
+        # Every broker slot's two ports (shard I: base + 2I and base + 2I + 1).
+        "CHAT_BROKER_PORT": str(free_port_run(8)),
         "CHAT_EDGE_PORT": str(base),
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
         # The installed chat-edge and chat-broker scripts must run this checkout's

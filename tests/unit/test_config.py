@@ -307,3 +307,22 @@ def test_every_setting_is_documented_in_the_readme(command: str) -> None:
         assert f"`{env_name(f.name)}`" in section, env_name(f.name)
         for alias in f.metadata["aliases"]:
             assert f"`{alias}`" in section, alias
+
+
+def test_broker_shards_list_and_shard_spec() -> None:
+    edge = parse(EdgeSettings, ["--brokers", "tcp://a:1|tcp://a:2,tcp://b:1|tcp://b:2"],
+                 environ={})
+    assert [tuple(s) for s in edge.broker.shards()] == [("tcp://a:1", "tcp://a:2"),
+                                                        ("tcp://b:1", "tcp://b:2")]
+    # Without the list: the one broker of --broker-pub/--broker-sub.
+    one = parse(EdgeSettings, ["--broker-pub", "tcp://h:1", "--broker-sub", "tcp://h:2"],
+                environ={})
+    assert [tuple(s) for s in one.broker.shards()] == [("tcp://h:1", "tcp://h:2")]
+    for bad in (("tcp://a:1",), ("tcp://a:1|tcp://a:1",), ("tcp://a:1|nope",)):
+        with pytest.raises(SettingError, match="--broker-shards"):
+            BrokerLink(broker_shards=bad)
+    broker = parse(BrokerSettings, ["--shard", "1/2"], environ={})
+    assert (broker.shard_index, broker.shard_count) == (1, 2)
+    for spec in ("2/2", "1/0", "x", "-1/2"):
+        with pytest.raises(SettingError, match="--shard"):
+            BrokerSettings(shard=spec)

@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("protocol", "edge", "broker", "chatconfig", "chatclient")
 # Modules that decide without doing: no sockets, no event loop, no ZeroMQ.
 PURE = ("protocol.websocket", "protocol.handshake", "protocol.frames", "protocol.chats",
-        "edge.rooms", "edge.session", "edge.probes")
+        "edge.rooms", "edge.session", "edge.probes", "chatclient.core", "chatclient.roster",
+        "protocol.shards", "broker.sharding")
 IMPURE_IMPORTS = ("asyncio", "socket", "zmq", "aiohttp", "selectors")
 
 

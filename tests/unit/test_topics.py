@@ -36,6 +36,9 @@ def test_probe_bodies() -> None:
     stamped = stamp_probe(body, b"E1", 17)  # as a room's sequencer passes it on
     assert parse_probe(stamped) == Probe("edge1", 42, "E1", 17)
     assert parse_probe(b"?edge1 42 E1") is None
+    # A health probe may say how many broker shards its sender counts.
+    assert parse_probe(probe_body("edge1", 7, 2)) == Probe("edge1", 7, shards=2)
+    assert parse_probe(b"?edge1 7 /x") is None
     assert not is_probe(b'{"type":"chat"}')
     assert parse_probe(b"?garbage") is None
     assert parse_probe(b"?\xff 1") is None
