@@ -3,6 +3,8 @@
     chat-bench all                       every workload, every server
     chat-bench fanout --servers ours,node
     chat-bench scale --servers ours,ours@HEAD~5   this commit beside an earlier one
+    chat-bench fanout --servers ours,ours-memory  the durable store (as shipped) beside
+                                         history in memory only
     chat-bench latency | sweep | churn | scale
     chat-bench churn --presence          every client its own user, every join with
                                          presence (ours only: the references have none)
@@ -11,7 +13,8 @@
     chat-bench recovery                  members cut and rejoined on another edge with
                                          `since`; non-zero exit on a missed or duplicated chat
     chat-bench broker                    one broker process on one core: chats/s and CPU
-                                         per chat, 1, 10 and 50 chats per ZeroMQ message
+                                         per chat, 1, 10 and 50 chats per ZeroMQ message,
+                                         with its durable store and in memory only
 """
 
 from __future__ import annotations
@@ -30,7 +33,16 @@ from bench.pinning import machine_plan
 from bench.plot import plot_sweeps
 from bench.procstat import raise_fd_limit
 from bench.progress import Progress
-from bench.servers import OURS, SERVERS, Unavailable, parse_name, resolve_ref, running
+from bench.servers import (
+    NAMES,
+    OURS,
+    OURS_MEMORY,
+    SERVERS,
+    Unavailable,
+    parse_name,
+    resolve_ref,
+    running,
+)
 from bench.suite import Bench, Params
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -80,6 +92,14 @@ def _framings(text: str) -> tuple[str, ...]:
     return names
 
 
+def _stores(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    wrong = [n for n in names if n not in brokerload.STORES]
+    if wrong or not names:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(brokerload.STORES)}")
+    return names
+
+
 def _extra_commands(sub: Any, out: argparse.ArgumentParser) -> None:
     """`recovery` and `broker`: ours only, their own knobs."""
     r = recovery.RecoveryParams()
@@ -102,6 +122,10 @@ def _extra_commands(sub: Any, out: argparse.ArgumentParser) -> None:
     brk.add_argument("--framing", type=_framings, default=b.framings,
                      help="comma-separated: parts (a ZeroMQ frame per chat), packed (one "
                      "frame of newline-joined chats, as edges send them); default both")
+    brk.add_argument("--stores", type=_stores, default=b.stores,
+                     help="comma-separated: durable (the broker's store in a temporary "
+                     "--data-dir, as shipped), memory (history in memory only); default both, "
+                     "one broker after the other")
     brk.add_argument("--rooms", type=int, default=b.rooms)
     brk.add_argument("--size", type=int, default=b.size, help="message length in chars")
     brk.add_argument("--duration", type=float, default=b.duration,
@@ -115,9 +139,10 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     d = Params()
     common.add_argument("--servers", type=_servers, default=list(SERVERS),
-                        help=f"comma-separated, from {','.join(SERVERS)}, ours:N (N broker "
-                        "shards), or ours@REF: roomcast at a git ref, e.g. ours@HEAD~5 "
-                        "(default: all four)")
+                        help=f"comma-separated, from {','.join(NAMES)}, ours:N (N broker "
+                        "shards), or ours@REF: roomcast at a git ref, e.g. ours@HEAD~5; ours "
+                        "keeps a durable store, ours-memory history in memory only (default: "
+                        f"{','.join(SERVERS)})")
     common.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="directory for JSON, markdown and plots (default: bench/results)")
     common.add_argument("--no-pin", dest="pin", action="store_false",
@@ -198,7 +223,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     progress.note(cpus.note)
     if params.presence:
         for name in servers:
-            if parse_name(name)[0] != OURS:
+            if parse_name(name)[0] not in (OURS, OURS_MEMORY):
                 session["skipped"][name] = "no presence (protocol v2 section 7) to measure"
     for workload in COMMANDS[args.command]:
         for name in servers:
@@ -208,6 +233,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 with running(name, cpus, logs) as started:
                     result = await getattr(bench, workload)(started)
+                if started.store is not None and workload != "sweep":
+                    result["store"] = started.store  # read once the broker stopped
             except Unavailable as exc:
                 session["skipped"][name] = str(exc)
                 progress.note(f"skipping {name}: {exc}")
@@ -307,8 +334,8 @@ async def _recovery(args: argparse.Namespace) -> int:
 
 def _broker(args: argparse.Namespace) -> int:
     params = brokerload.BrokerParams(
-        batches=args.batches, framings=args.framing, rooms=args.rooms, size=args.size,
-        duration=args.duration, window=args.window, at=args.at)
+        batches=args.batches, framings=args.framing, stores=args.stores, rooms=args.rooms,
+        size=args.size, duration=args.duration, window=args.window, at=args.at)
     cpus = machine_plan(args.pin)
     stamp, date = _stamp()
     Progress(quiet=args.quiet).note(cpus.note)

@@ -1,7 +1,11 @@
 """`chat-bench broker`: how many chats one broker process sequences and forwards.
 
 The broker runs alone (`python -m broker`, history on with its defaults),
-pinned to one server core. This process plays every edge at once from the
+pinned to one server core, with its durable store (`CHAT_DATA_DIR` in a
+temporary directory, as deploy/supervisord.conf ships it: a chat is
+forwarded only once the turn that sequenced it is committed, so chats/s
+forwarded is chats/s stored) or in memory only (`--stores`; both by
+default, one after the other). This process plays every edge at once from the
 generator core: a PUB socket connected to the broker's XSUB endpoint sends
 a room's burst as one ZeroMQ message, round-robin over the rooms, in either
 framing the broker takes: `[topic, chat, chat, ...]` (a frame per chat,
@@ -11,18 +15,24 @@ XPUB endpoint, subscribed to every room, takes the stamped chats back. At
 most `window` messages are in flight, so no pipe reaches its high-water mark
 (a PUB drops silently there): the rate is what the broker keeps up with.
 
-Reported per batch size: chats/s forwarded, the broker's CPU per chat (all
+Reported per store and batch size: chats/s forwarded, the broker's CPU per chat (all
 its threads, from /proc), the driver's own CPU (if it nears 100 % of its
 core the driver, not the broker, is the limit), and two checks: chats that
-never came back, and offsets that did not follow on in a room.
+never came back (still in flight once nothing has come back for 10 s), and
+offsets that did not follow on in a room; the longest pause with chats in
+flight and none coming back; and, durable,
+the store once its broker stopped (bytes on disk per 1,000 chats it held).
+Each row gets a broker of its own (and a new store).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +45,7 @@ import zmq.backend
 from bench.pinning import CpuPlan
 from bench.procstat import cpu_seconds
 from bench.servers import _clean_env, check_imports_from, free_port, resolve_ref, worktree
+from bench.storesize import store_figures
 from protocol.codec import encode_chat
 from protocol.stream import CHAT_SEPARATOR, pack, read_stamp
 from protocol.topics import room_topic
@@ -47,12 +58,17 @@ _recv = zmq.backend.Socket.recv
 _get = zmq.backend.Socket.get
 WARMUP = 1.0
 START_TIMEOUT = 20.0
+# After the measured seconds, what is still in flight counts as lost once
+# nothing has come back for this long: a durable broker can pause for a
+# second or more (see BatchResult.longest_pause_ms) without losing anything.
+DRAIN_QUIET = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class BrokerParams:
     batches: tuple[int, ...] = (1, 10, 50)
     framings: tuple[str, ...] = ("parts", "packed")
+    stores: tuple[str, ...] = ("durable", "memory")
     rooms: int = 100
     size: int = 128  # message characters
     duration: float = 5.0  # measured seconds per batch size, after a warm-up
@@ -61,6 +77,7 @@ class BrokerParams:
 
 
 FRAMINGS = ("parts", "packed")
+STORES = ("durable", "memory")
 
 
 def room_messages(rooms: int, batch: int, size: int, framing: str = "parts",
@@ -112,6 +129,7 @@ class Continuity:
 
 @dataclass(slots=True)
 class BatchResult:
+    store: str
     framing: str
     batch: int
     chats: int
@@ -124,33 +142,42 @@ class BatchResult:
     driver_cpu_pct: float
     lost: int
     offset_breaks: int
+    # The longest wait, from the warm-up on, with chats in flight and none coming back.
+    longest_pause_ms: float = 0.0
+    # durable: the store once its broker stopped (bench.storesize.store_figures)
+    store_figures: dict[str, Any] | None = None
 
 
 @contextlib.contextmanager
 def broker_process(cpus: CpuPlan, logs: Path, at: str | None = None,
+                   data_dir: Path | None = None,
                    ) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
     """A broker with default history on free ports, on the first server core only.
 
     `at`: run the broker as committed at that git ref, from a temporary
     worktree (as `ours@REF` does), so edits under way elsewhere do not count.
+    `data_dir`: its durable store (None: memory only).
     """
     with contextlib.ExitStack() as stack:
         cwd = None
         if at is not None:
             cwd = stack.enter_context(worktree(at))
             check_imports_from(cwd)
-        yield stack.enter_context(_broker(cpus, logs, cwd))
+        yield stack.enter_context(_broker(cpus, logs, cwd, data_dir))
 
 
 @contextlib.contextmanager
-def _broker(cpus: CpuPlan, logs: Path, cwd: Path | None,
+def _broker(cpus: CpuPlan, logs: Path, cwd: Path | None, data_dir: Path | None,
             ) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
     pub, sub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    env = _clean_env({"CHAT_BROKER_PUB": pub, "CHAT_BROKER_SUB": sub,
-                      "CHAT_LOG_LEVEL": "WARNING"})
+    settings = {"CHAT_BROKER_PUB": pub, "CHAT_BROKER_SUB": sub, "CHAT_LOG_LEVEL": "WARNING"}
+    if data_dir is not None:
+        settings["CHAT_DATA_DIR"] = str(data_dir)
+    env = _clean_env(settings)
     prefix = ["taskset", "-c", str(cpus.servers[0])] if cpus.pinned else []
     logs.mkdir(parents=True, exist_ok=True)
-    with (logs / "broker.log").open("wb") as err:
+    name = "broker-durable.log" if data_dir is not None else "broker.log"
+    with (logs / name).open("ab") as err:  # a broker per row: one log
         proc = subprocess.Popen([*prefix, sys.executable, "-m", "broker"], env=env, cwd=cwd,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
     try:
@@ -223,8 +250,8 @@ class Driver:
                 return
         raise TimeoutError(f"nothing came back through the broker in {timeout:.0f} s")
 
-    def run(self, messages: list[list[bytes]], framing: str, batch: int, window: int,
-            warmup: float, duration: float, broker_pid: int) -> BatchResult:
+    def run(self, store: str, messages: list[list[bytes]], framing: str, batch: int,
+            window: int, warmup: float, duration: float, broker_pid: int) -> BatchResult:
         check = Continuity()
         sent = 0
         received = 0
@@ -235,6 +262,8 @@ class Driver:
         base: tuple[float, int, float, float] | None = None
         count = len(messages)
         pub, sub, poll = self.pub, self.sub, self.poller.poll
+        last_back = measure_at
+        longest = 0.0
         while True:
             now = time.monotonic()
             if base is None and now >= measure_at:
@@ -246,7 +275,9 @@ class Driver:
                 sent += 1
                 inflight += 1
             if not poll(100):
+                longest = max(longest, time.monotonic() - last_back)
                 continue
+            last_back = max(time.monotonic(), measure_at)
             for _ in range(window):
                 try:
                     parts = _recv_parts(sub)
@@ -259,7 +290,7 @@ class Driver:
         t1, chats1, broker1, driver1 = now, check.chats, cpu_seconds(broker_pid), _cpu()
         t0, chats0, broker0, driver0 = base
         # Drain what is still in flight, to count what never came back.
-        while inflight and poll(1000):
+        while inflight and poll(int(DRAIN_QUIET * 1000)):
             with contextlib.suppress(zmq.Again):
                 while True:
                     check.message(_recv_parts(sub))
@@ -269,7 +300,7 @@ class Driver:
         chats = chats1 - chats0
         broker_cpu = broker1 - broker0
         return BatchResult(
-            framing=framing, batch=batch, chats=chats, seconds=round(seconds, 3),
+            store=store, framing=framing, batch=batch, chats=chats, seconds=round(seconds, 3),
             chats_per_s=round(chats / seconds, 1),
             messages_per_s=round(chats / batch / seconds, 1),
             broker_cpu_s=round(broker_cpu, 3),
@@ -277,6 +308,7 @@ class Driver:
             broker_us_per_chat=round(1e6 * broker_cpu / chats, 3) if chats else 0.0,
             driver_cpu_pct=round(100 * (driver1 - driver0) / seconds, 1),
             lost=(sent - received) * batch, offset_breaks=check.breaks,
+            longest_pause_ms=round(1000 * longest, 1),
         )
 
 
@@ -286,46 +318,72 @@ def load_average() -> str:
 
 
 def run(params: BrokerParams, cpus: CpuPlan, logs: Path) -> dict[str, Any]:
-    results = []
+    results: list[BatchResult] = []
     loads = [load_average()]
     commit = resolve_ref(params.at)[:7] if params.at is not None else None
-    with broker_process(cpus, logs, params.at) as (proc, pub, sub):
-        before = os.sched_getaffinity(0)
-        if cpus.pinned:
-            os.sched_setaffinity(0, cpus.loadgen)
-        driver = Driver(pub, sub, params.rooms)
-        try:
-            driver.wait_live(room_messages(1, 1, params.size)[0])
-            for framing in params.framings:
-                for batch in params.batches:
-                    if framing == "packed" and batch == 1 and "parts" in params.framings:
-                        continue  # the same bytes as one chat in parts
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"the broker exited with {proc.returncode}")
-                    messages = room_messages(params.rooms, batch, params.size, framing)
-                    window = max(1, min(params.window, params.window * 10 // batch))
-                    results.append(driver.run(messages, framing, batch, window, WARMUP,
-                                              params.duration, proc.pid))
-                    loads.append(load_average())
-        finally:
-            driver.close()
-            os.sched_setaffinity(0, before)
+    rows = [(framing, batch) for framing in params.framings for batch in params.batches
+            # packed 1 is the same bytes as one chat in parts
+            if not (framing == "packed" and batch == 1 and "parts" in params.framings)]
+    for store in params.stores:
+        for framing, batch in rows:
+            # A broker (and store) per row: chat rows one row's turns wrote are not
+            # released during the next row's, whose rows may hold more chats each.
+            results.append(_one(params, store, framing, batch, cpus, logs))
+            loads.append(load_average())
     return {"params": asdict(params), "broker_commit": commit, "cpus": cpus.to_json(),
             "load_average": loads, "results": [asdict(r) for r in results]}
 
 
+def _one(params: BrokerParams, store: str, framing: str, batch: int, cpus: CpuPlan,
+         logs: Path) -> BatchResult:
+    data_dir = Path(tempfile.mkdtemp(prefix="chat-bench-store-")) if store == "durable" \
+        else None
+    try:
+        with broker_process(cpus, logs, params.at, data_dir) as (proc, pub, sub):
+            result = _drive(params, store, framing, batch, cpus, proc, pub, sub)
+        if data_dir is not None:
+            result.store_figures = store_figures(data_dir)
+    finally:
+        if data_dir is not None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    return result
+
+
+def _drive(params: BrokerParams, store: str, framing: str, batch: int, cpus: CpuPlan,
+           proc: subprocess.Popen[bytes], pub: str, sub: str) -> BatchResult:
+    before = os.sched_getaffinity(0)
+    if cpus.pinned:
+        os.sched_setaffinity(0, cpus.loadgen)
+    driver = Driver(pub, sub, params.rooms)
+    try:
+        driver.wait_live(room_messages(1, 1, params.size)[0])
+        if proc.poll() is not None:
+            raise RuntimeError(f"the broker exited with {proc.returncode}")
+        messages = room_messages(params.rooms, batch, params.size, framing)
+        window = max(1, min(params.window, params.window * 10 // batch))
+        return driver.run(store, messages, framing, batch, window, WARMUP, params.duration,
+                          proc.pid)
+    finally:
+        driver.close()
+        os.sched_setaffinity(0, before)
+
+
 def markdown(session: dict[str, Any]) -> str:
     lines = [
-        "| framing | chats per message | chats/s | messages/s | broker CPU % of its core "
-        "| broker CPU µs/chat | driver CPU % | lost | offset breaks |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| store | framing | chats per message | chats/s | messages/s | broker CPU % of its "
+        "core | broker CPU µs/chat | driver CPU % | lost | offset breaks | longest pause ms "
+        "| store on disk per 1,000 chats held |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in session["results"]:
+        figures = r.get("store_figures")
+        per = figures["bytes_per_1000_chats"] if figures else None
         lines.append(
-            f"| {r['framing']} | {r['batch']} | {r['chats_per_s']:,.0f} "
+            f"| {r['store']} | {r['framing']} | {r['batch']} | {r['chats_per_s']:,.0f} "
             f"| {r['messages_per_s']:,.0f} "
             f"| {r['broker_cpu_pct']:.0f} | {r['broker_us_per_chat']:.2f} "
             f"| {r['driver_cpu_pct']:.0f}{' ⚠' if r['driver_cpu_pct'] >= 90 else ''} "
-            f"| {r['lost']:,} | {r['offset_breaks']} |"
+            f"| {r['lost']:,} | {r['offset_breaks']} | {r.get('longest_pause_ms', 0):,.0f} "
+            f"| {f'{per / 1024:,.0f} KiB' if per else '–'} |"
         )
     return "\n".join(lines)

@@ -16,6 +16,7 @@ TITLES = {
     "scale": "Connection scale (idle joined connections)",
 }
 ORDER = ("fanout", "latency", "sweep", "churn", "scale")
+MIB = 1024 * 1024
 
 
 def num(value: Any, digits: int = 0) -> str:
@@ -133,12 +134,28 @@ def _section(workload: str, runs: list[dict[str, Any]], sweeps: list[dict[str, A
                     ms(1000.0 * r["server_cpu_s"] / cycles) if cycles else "–",
                     num(extra.get("presence_events"))]
     lines += table(header, rows)
+    lines += _stores(runs)
     if workload == "fanout":
         eff = efficiency(runs)
         if eff["ratios"]:
             lines += ["", "Deliveries per server CPU-second, ours divided by each reference: "
                       + ", ".join(f"{k} = {v:.2f}×" for k, v in eff["ratios"].items())]
     return [*lines, ""]
+
+
+def _stores(runs: list[dict[str, Any]]) -> list[str]:
+    """The durable brokers' stores, as they stood once the run was over."""
+    lines = []
+    for r in runs:
+        store = r.get("store")
+        if not store:
+            continue
+        per = store["bytes_per_1000_chats"]
+        lines.append(
+            f"- {r['server']}'s store at the end: {store['disk_bytes'] / MIB:,.1f} MiB on disk "
+            f"for {store['chats']:,} chats in {store['rows']:,} rows ({store['rooms']:,} rooms)"
+            + (f": {per / 1024:,.0f} KiB per 1,000 chats" if per else ""))
+    return ["", *lines] if lines else []
 
 
 def markdown(session: dict[str, Any], plot: str | None = None) -> str:

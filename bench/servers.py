@@ -1,9 +1,14 @@
 """Start a server design as real processes on free loopback ports, and stop it.
 
-"ours" is one broker and three edges, "ours:N" the same with N broker
-shards (`chat-broker --shard I/N`, each its own process); the references are
-in `bench/references/`. "ours@REF" is the same, run from the commit REF (any git
-ref): REF is checked out into a temporary detached worktree, the processes
+"ours" is one broker and three edges, the broker keeping its rooms' streams
+in a durable store (`CHAT_DATA_DIR`, as deploy/supervisord.conf ships it) in
+a temporary directory, removed once it has stopped and been measured
+(`ServerSet.store`); "ours-memory" is the same with history in memory only.
+"ours:N" (and "ours-memory:N") is the same with N broker shards
+(`chat-broker --shard I/N`, each its own process and store). The references
+are in `bench/references/`. "ours@REF" (and "ours-memory@REF") is the same,
+run from the commit REF (any git ref): REF is checked out into a temporary
+detached worktree, the processes
 start with their working directory there, so `python -m broker` and
 `python -m edge` import that commit's packages before the installed ones, and
 the worktree is removed once they have stopped. Every process is started under
@@ -20,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -29,12 +35,16 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.pinning import CpuPlan
 from bench.plan import Transport
+from bench.storesize import store_figures
 
-SERVERS = ("ours", "node", "naive", "socketio")
+SERVERS = ("ours", "node", "naive", "socketio")  # the default set
 OURS = "ours"
+OURS_MEMORY = "ours-memory"
+NAMES = (OURS, OURS_MEMORY, "node", "naive", "socketio")
 PACKAGES = ("protocol", "broker", "edge", "chatconfig", "chatclient")  # roomcast's own
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCES = Path(__file__).resolve().parent / "references"
@@ -88,6 +98,9 @@ class ServerSet:
     description: str
     urls: list[str] = field(default_factory=list)
     procs: list[Process] = field(default_factory=list)
+    # ours: the broker's store while it runs, and what it held once stopped.
+    data_dir: Path | None = None
+    store: dict[str, Any] | None = None
 
 
 class _Spawner:
@@ -156,21 +169,32 @@ OURS_ENV = {
 }
 
 
-def _start_ours(sp: _Spawner, cwd: Path | None = None, shards: int = 1) -> None:
+def _start_ours(sp: _Spawner, cwd: Path | None = None, shards: int = 1,
+                durable: bool = True) -> None:
     env = {
         "CHAT_BROKER_PUB": f"tcp://127.0.0.1:{free_port()}",
         "CHAT_BROKER_SUB": f"tcp://127.0.0.1:{free_port()}",
         **OURS_ENV,
     }
+    if durable:
+        # A commit from before the store ignores the variable and keeps memory only.
+        sp.into.data_dir = Path(tempfile.mkdtemp(prefix="chat-bench-store-"))
+
+    def store(i: int) -> dict[str, str]:
+        if sp.into.data_dir is None:
+            return {}
+        return {"CHAT_DATA_DIR": str(sp.into.data_dir if shards == 1
+                                     else sp.into.data_dir / f"shard-{i}")}
+
     if shards == 1:
-        sp.spawn("broker", [sys.executable, "-m", "broker"], env, cwd)
+        sp.spawn("broker", [sys.executable, "-m", "broker"], env | store(0), cwd)
     else:
         ends = []
         for i in range(shards):
             pub, sub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
             ends.append(f"{pub}|{sub}")
             sp.spawn(f"broker-{i}", [sys.executable, "-m", "broker", "--shard", f"{i}/{shards}"],
-                     env | {"CHAT_BROKER_PUB": pub, "CHAT_BROKER_SUB": sub}, cwd)
+                     env | {"CHAT_BROKER_PUB": pub, "CHAT_BROKER_SUB": sub} | store(i), cwd)
         env["CHAT_BROKER_SHARDS"] = ",".join(ends)
     edges = []
     for n in range(1, EDGES + 1):
@@ -231,8 +255,10 @@ def _start_socketio(sp: _Spawner) -> None:
 
 
 _DESIGNS: dict[str, tuple[Transport, str, Callable[[_Spawner], None]]] = {
-    "ours": ("ws", f"roomcast: 1 broker + {EDGES} edges (ZeroMQ), rate limits off",
-             _start_ours),
+    OURS: ("ws", f"roomcast: 1 broker (durable store, SQLite) + {EDGES} edges (ZeroMQ), "
+           "rate limits off", _start_ours),
+    OURS_MEMORY: ("ws", f"roomcast: 1 broker (history in memory only) + {EDGES} edges "
+                  "(ZeroMQ), rate limits off", functools.partial(_start_ours, durable=False)),
     "node": ("ws", "seed design: 1 Node.js process, `ws` package", _start_node),
     "naive": ("ws", "naive Python port: 1 aiohttp process, awaits send_str per member",
               _start_naive),
@@ -255,15 +281,16 @@ def parse_name(name: str) -> tuple[str, str | None]:
     `ours:N` (and `ours:N@REF`): with N broker shards."""
     design, at, ref = name.partition("@")
     design, colon, count = design.partition(":")
-    if colon and (design != OURS or not count.isdigit()
+    if colon and (design not in (OURS, OURS_MEMORY) or not count.isdigit()
                   or not 1 <= int(count) <= MAX_SHARDS):
-        raise ValueError(f"{name!r}: only {OURS} has shards, {OURS}:N with N from 1 to "
-                         f"{MAX_SHARDS}")
-    if design not in SERVERS:
-        raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVERS)} "
-                         f"or {OURS}@REF")
-    if at and design != OURS:
-        raise ValueError(f"{name!r}: only {OURS} can run from another commit ({OURS}@REF)")
+        raise ValueError(f"{name!r}: only {OURS} and {OURS_MEMORY} have shards, {OURS}:N "
+                         f"with N from 1 to {MAX_SHARDS}")
+    if design not in NAMES:
+        raise ValueError(f"unknown server {name!r}; choose from {', '.join(NAMES)}, "
+                         f"{OURS}:N or {OURS}@REF")
+    if at and design not in (OURS, OURS_MEMORY):
+        raise ValueError(f"{name!r}: only {OURS} and {OURS_MEMORY} can run from another "
+                         f"commit ({OURS}@REF)")
     if at and not ref.strip():
         raise ValueError(f"{name!r}: name a git ref after the @ (a commit, tag, HEAD~5, ...)")
     return design, ref.strip() or None
@@ -337,12 +364,13 @@ def running(name: str, cpus: CpuPlan, logs: Path) -> Iterator[ServerSet]:
     with contextlib.ExitStack() as stack:
         shards = shard_count(name)
         if shards > 1:
-            start = functools.partial(_start_ours, shards=shards)
+            start = functools.partial(_start_ours, shards=shards, durable=design == OURS)
             description = description.replace("1 broker", f"{shards} broker shards")
         if ref is not None:
             tree = stack.enter_context(worktree(ref))
             check_imports_from(tree)
-            start = functools.partial(_start_ours, cwd=tree, shards=shards)
+            start = functools.partial(_start_ours, cwd=tree, shards=shards,
+                                      durable=design == OURS)
             commit = _git("-C", str(tree), "rev-parse", "--short", "HEAD")
             description = f"{description}; commit {commit}"
         servers = ServerSet(name, transport, description)
@@ -352,3 +380,9 @@ def running(name: str, cpus: CpuPlan, logs: Path) -> Iterator[ServerSet]:
         finally:
             for proc in reversed(servers.procs):
                 proc.stop()
+            if servers.data_dir is not None:
+                try:
+                    with contextlib.suppress(sqlite3.Error):  # the run's figures still count
+                        servers.store = store_figures(servers.data_dir)
+                finally:
+                    shutil.rmtree(servers.data_dir, ignore_errors=True)

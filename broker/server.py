@@ -57,8 +57,10 @@ HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
 
 
-class Shutdown(Exception):
-    """Raised from a signal handler to leave the libzmq proxy loop."""
+class Shutdown(BaseException):
+    """Raised from a signal handler to leave the loop. A BaseException: raised
+    inside a log call, an Exception would be caught and printed by logging,
+    and the broker would go on running."""
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:

@@ -47,6 +47,7 @@ SCHEMA_VERSION = 1
 RELEASE_CHUNK = 4096
 LOCK_NAME = "streams.lock"
 CHECKPOINT_EVERY = 1.0  # seconds
+LOCK_WAIT_MS = 5000  # how long a write waits for the checkpoint thread at most
 WAL_LIMIT = 16 * 1024 * 1024  # bytes
 
 _SCHEMA = """
@@ -109,7 +110,8 @@ class Store:
         except BlockingIOError:
             self._lock.close()
             raise StoreLocked(str(path)) from None
-        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db = sqlite3.connect(path, timeout=LOCK_WAIT_MS / 1000, isolation_level=None)
+        self._wal = path.with_name(path.name + "-wal")
         self._checkpoints: Checkpointer | None = None
         db = self._db
         try:
@@ -207,7 +209,9 @@ class Store:
         """
         if not journal:
             return False
-        taken = journal.take(RELEASE_CHUNK)
+        # A backlog (small rows released by big ones) halves each turn.
+        backlog = len(journal.released)
+        taken = journal.take(RELEASE_CHUNK if backlog < 4 * RELEASE_CHUNK else backlog // 2)
         db = self._db
         try:
             db.execute("BEGIN")
@@ -235,7 +239,33 @@ class Store:
             with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled it back itself
                 db.execute("ROLLBACK")
             raise StoreFailed(exc) from exc
+        self._rewind_log()
         return bool(journal.released)
+
+    def _rewind_log(self) -> None:
+        """Past WAL_LIMIT, restart the write-ahead log from its beginning.
+
+        Under steady writes the checkpoint thread's passive checkpoints never
+        reach the log's end, and only a checkpoint that does lets the log be
+        rewound: without this it grows without bound. Done here, between
+        turns, where no write of ours is in progress; it copies what the
+        thread has not yet (little) and does not wait: if the thread holds the
+        checkpoint, the next turn tries again.
+        """
+        try:
+            if self._wal.stat().st_size <= WAL_LIMIT:
+                return
+        except FileNotFoundError:
+            return
+        db = self._db
+        try:
+            db.execute("PRAGMA busy_timeout = 0")
+            try:
+                db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_MS)}")
+        except sqlite3.Error as exc:  # committed all the same: the next turn tries again
+            log.warning("store log not rewound: %s", exc)
 
     def writable(self) -> bool:
         """Whether a small write goes through now (after a failed commit)."""
@@ -260,6 +290,7 @@ class Checkpointer(threading.Thread):
 
     def __init__(self, path: Path) -> None:
         super().__init__(name="store-checkpoints", daemon=True)
+        self._path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._stopping = threading.Event()
 

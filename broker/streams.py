@@ -203,7 +203,9 @@ class Sequencer:
         rows = stream.rows
         first = stream.first_held()
         while rows and rows[0][0] < first:
-            journal.released.append((rows.popleft()[1], stream))
+            seq = rows.popleft()[1]
+            # Its top must be saved only when no row holds it any more.
+            journal.released.append((seq, None if rows else stream))
             self.held_bytes -= ROW_OVERHEAD
 
     def _append(self, stream: Stream, body: bytes) -> bytes:

@@ -38,9 +38,19 @@ def test_broker_load_forwards_every_chat_in_offset_order(tmp_path: Path) -> None
                   out=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     [report] = list(tmp_path.glob("*-broker.json"))
-    results = json.loads(report.read_text())["results"]
-    assert [(r["framing"], r["batch"]) for r in results] == [
-        ("parts", 1), ("parts", 10), ("packed", 10)]
+    session = json.loads(report.read_text())
+    results = session["results"]
+    assert [(r["store"], r["framing"], r["batch"]) for r in results] == [
+        (store, framing, batch) for store in ("durable", "memory")
+        for framing, batch in (("parts", 1), ("parts", 10), ("packed", 10))]
     for r in results:
         assert r["chats"] > 0 and r["broker_cpu_s"] > 0
         assert (r["lost"], r["offset_breaks"]) == (0, 0)
+    # Each durable broker stored what it forwarded: every room's history, 1,000 chats each.
+    for r in results:
+        store = r["store_figures"]
+        if r["store"] == "memory":
+            assert store is None
+        else:
+            assert store["rooms"] == 5 and store["chats"] >= 5 * 1000
+    assert "| durable | packed | 10 |" in done.stdout

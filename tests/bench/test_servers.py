@@ -22,6 +22,9 @@ from bench.servers import ROOT, check_imports_from, parse_name, resolve_ref, wor
         ("ours:4@HEAD", ("ours", "HEAD")),
         ("ours@HEAD~5", ("ours", "HEAD~5")),
         ("ours@v1.0^{commit}", ("ours", "v1.0^{commit}")),
+        ("ours-memory", ("ours-memory", None)),
+        ("ours-memory@HEAD~1", ("ours-memory", "HEAD~1")),
+        ("ours-memory:2", ("ours-memory", None)),
     ],
 )
 def test_names_parse_into_design_and_ref(name: str, parsed: tuple[str, str | None]) -> None:
@@ -33,10 +36,11 @@ def test_names_parse_into_design_and_ref(name: str, parsed: tuple[str, str | Non
     [
         ("theirs", "unknown server"),
         ("ours@", "name a git ref"),
-        ("node:2", "only ours has shards"),
-        ("ours:0", "only ours has shards"),
-        ("ours:x", "only ours has shards"),
+        ("node:2", "only ours and ours-memory have shards"),
+        ("ours:0", "have shards, ours:N with N from 1"),
+        ("ours:x", "have shards, ours:N with N from 1"),
         ("node@HEAD", "only ours"),
+        ("ours:memory", "have shards, ours:N with N from 1"),
         ("Ours@HEAD", "unknown server"),
     ],
 )
