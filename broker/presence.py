@@ -69,10 +69,11 @@ from typing import NamedTuple
 
 import msgspec
 
+from chatconfig import PresenceRules
 from protocol.codec import encode_presence, encode_presence_join, encode_presence_leave
 from protocol.identity import valid_name, valid_user
 from protocol.presence import (
-    HEARTBEAT_EVERY,
+    EDGE_TIMEOUT,
     REPORT_MARK,
     WHO_MARK,
     Change,
@@ -89,7 +90,6 @@ from protocol.presence import (
 from protocol.topics import room_topic
 
 GRACE = 5.0  # --presence-grace: seconds an abruptly dropped user stays
-EDGE_TIMEOUT = 3 * HEARTBEAT_EVERY  # an edge that missed three heartbeats is dead
 # A `presence` frame holds at most PAGE_USERS users, and stops early once
 # their user ids and names reach PAGE_CHARS characters: at most ~1000 x 70 B
 # with 16-character ASCII names, and never much above 4 x PAGE_CHARS bytes
@@ -108,8 +108,9 @@ RETIRED_KEPT = 1024  # old incarnations remembered, to ignore their late message
 
 class PresenceLimits(NamedTuple):
     grace: float = GRACE
-    edge_timeout: float = EDGE_TIMEOUT
-    rebuild: float = EDGE_TIMEOUT  # after a start: heartbeats rebuild quietly, leaves wait
+    edge_timeout: float = EDGE_TIMEOUT  # --presence-edge-timeout
+    # --presence-rebuild: after a start, heartbeats rebuild quietly and leaves wait
+    rebuild: float = EDGE_TIMEOUT
     events_max_members: int = 0  # 0: no limit
     # (room id glob, max members; 0 no limit), the first match overriding
     # events_max_members: quiet big rooms by name.
@@ -117,6 +118,15 @@ class PresenceLimits(NamedTuple):
     page_users: int = PAGE_USERS
     page_chars: int = PAGE_CHARS
     max_members: int = MAX_MEMBERS
+
+    @classmethod
+    def from_rules(cls, rules: PresenceRules) -> PresenceLimits:
+        """The limits the broker's settings (`--presence-*`) set."""
+        return cls(
+            grace=rules.presence_grace, edge_timeout=rules.presence_edge_timeout,
+            rebuild=rules.presence_rebuild, events_max_members=rules.presence_events_max_members,
+            events_rules=rules.events_rules(),
+        )
 
     def events_max(self, room_id: str) -> int:
         for pattern, limit in self.events_rules:

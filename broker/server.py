@@ -94,10 +94,7 @@ def _warn_plain_text(settings: BrokerSettings) -> None:
 def _open(history: History, rules: PresenceRules) -> Keeper:
     limits = Limits(history.history_size, history.history_ttl, history.history_bytes,
                     history.dedupe_window)
-    presence = PresenceOwner(PresenceLimits(
-        grace=rules.presence_grace, events_max_members=rules.presence_events_max_members,
-        events_rules=rules.events_rules(),
-    ), time.time())
+    presence = PresenceOwner(PresenceLimits.from_rules(rules), time.time())
     if not history.data_dir:
         log.warning("no --data-dir: history is in memory only, and a restart changes every "
                     "room's epoch")

@@ -38,6 +38,7 @@ from chatconfig.schema import (
     setting,
 )
 from protocol.identity import label_error
+from protocol.presence import EDGE_TIMEOUT, HEARTBEAT_EVERY
 
 __all__ = [
     "COMMANDS",
@@ -253,6 +254,17 @@ class PresenceRules(Settings):
         5.0, "seconds a user whose connection dropped abruptly stays listed, so that a "
              "reconnect within them is neither a leave nor a join", above(0),
     )
+    presence_edge_timeout: float = setting(
+        EDGE_TIMEOUT, "seconds without a presence heartbeat after which an edge is dead: its "
+                      "connections count as dropped (three of the edges' --presence-heartbeat)",
+        above(0),
+    )
+    presence_rebuild: float = setting(
+        EDGE_TIMEOUT, "seconds after the broker starts in which the edges' heartbeats rebuild "
+                      "presence without join events, and leaves wait for the end (at least one "
+                      "of the edges' --presence-heartbeat)",
+        above(0),
+    )
     presence_events_max_members: int = setting(
         1000, "members above which a room's presence_join and presence_leave events stop "
               "(0: no limit); listing with `presence` still works", at_least(0),
@@ -374,7 +386,7 @@ class RateLimits(Settings):
 
 @dataclass(frozen=True, slots=True)
 class Liveness(Settings):
-    """Heartbeats to clients and probes through the broker (edge.probes)."""
+    """Heartbeats to clients and presence owners, probes through the broker (edge.probes)."""
 
     heartbeat: float = setting(
         20.0, "seconds between server pings; a peer silent for two of them is closed", above(0)
@@ -384,6 +396,11 @@ class Liveness(Settings):
     )
     probe_timeout: float = setting(
         3.0, "seconds without a probe round trip before /healthz reports 503", above(0)
+    )
+    presence_heartbeat: float = setting(
+        HEARTBEAT_EVERY, "seconds between the presence heartbeats (this edge's whole "
+                         "membership) to each broker shard; a third of the brokers' "
+                         "--presence-edge-timeout", above(0),
     )
 
     def check(self) -> None:

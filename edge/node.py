@@ -37,7 +37,7 @@ from edge.session import FrameHandler
 from protocol.codec import encode_chat
 from protocol.frames import text_frame
 from protocol.ids import Sequence, new_instance_id
-from protocol.presence import HEARTBEAT_EVERY, HEARTBEAT_TOPIC
+from protocol.presence import HEARTBEAT_TOPIC
 from protocol.shards import shard_of
 from protocol.topics import edge_topic, room_topic
 
@@ -110,7 +110,7 @@ class Edge:
                 owns = functools.partial(self._owned, shard=shard)
                 for part in self.tally.heartbeat(owns=owns):
                     self.publishes.put(HEARTBEAT_TOPIC, part, counted=False, shard=shard)
-            self._next_heartbeat = now + HEARTBEAT_EVERY
+            self._next_heartbeat = now + self.settings.liveness.presence_heartbeat
         fx: Effects[Connection] = Effects()
         self.continuity.expire(now, fx)
         for conn, frame in self.acks.expire(now):

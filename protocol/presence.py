@@ -37,7 +37,8 @@ Owner to an edge's own topic (`protocol.topics.edge_topic`):
 Edge to owner, on `HEARTBEAT_TOPIC`:
 
 - `M` + msgpack `Heartbeat`: the edge's whole membership in the rooms that
-  owner owns, every `HEARTBEAT_EVERY` seconds, in one or more parts (whole
+  owner owns, every `HEARTBEAT_EVERY` seconds (the edge's --presence-heartbeat), in
+  one or more parts (whole
   rooms per part, `heartbeat_parts`). It keeps the edge alive at the owner,
   lets an owner that restarted rebuild presence without anybody seeing a
   leave or a join again, and sets right whatever reports were lost. The
@@ -67,7 +68,10 @@ PRESENCE_MARKS = frozenset({REPORT_MARK, WHO_MARK})  # owner's parts on a room t
 # receives it.
 HEARTBEAT_TOPIC = b"p\x00"
 
-HEARTBEAT_EVERY = 2.0  # seconds between an edge's heartbeats
+HEARTBEAT_EVERY = 2.0  # seconds between an edge's heartbeats, by default
+# An owner takes an edge that missed three heartbeats for dead (its
+# --presence-edge-timeout, by default).
+EDGE_TIMEOUT = 3 * HEARTBEAT_EVERY
 # A part holds whole rooms, and at most this many users unless one room
 # alone has more; the owner reconciles a part in one go, and the broker's
 # loop serves chats between parts.

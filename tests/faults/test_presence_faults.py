@@ -14,8 +14,17 @@ from tests.support.procs import Cluster, wait_until
 from tests.support.wsclient import WsClient
 
 GRACE = 1.5  # seconds: --presence-grace, short for the tests
+HEARTBEAT = 0.25  # seconds: --presence-heartbeat, eight times the default rate
+# A broker holds leaves back for --presence-rebuild after it starts. The first
+# broker of a cluster has nothing to rebuild: 1 s.
 ENV = {"CHAT_RATE_LIMIT": "0", "CHAT_JOIN_RATE_LIMIT": "0", "CHAT_MAX_CONNS_PER_IP": "0",
-       "CHAT_PRESENCE_GRACE": str(GRACE)}
+       "CHAT_PRESENCE_GRACE": str(GRACE), "CHAT_PRESENCE_HEARTBEAT": str(HEARTBEAT),
+       "CHAT_PRESENCE_REBUILD": "1"}
+# A restarted broker's window must hold every edge's reconnection (ZeroMQ
+# backs off up to 1 s) and its next heartbeat: 3 s, half the default.
+REBUILD_AFTER_RESTART = 3.0
+# An edge that missed six heartbeats is dead (three by default).
+EDGE_TIMEOUT = 6 * HEARTBEAT
 
 
 async def join(c: WsClient, room_id: str, presence: bool = False) -> None:
@@ -101,7 +110,8 @@ ROOMS = 50
 async def test_an_edge_killed_takes_its_users_out_within_grace_plus_ten_seconds(
     cluster_factory: Callable[..., Cluster], clients: OpenWs
 ) -> None:
-    cluster = cluster_factory(edges=2, env=ENV)
+    cluster = cluster_factory(
+        edges=2, env={**ENV, "CHAT_PRESENCE_EDGE_TIMEOUT": str(EDGE_TIMEOUT)})
     doomed, survivor = cluster.edges
     rooms = [f"k-{i}" for i in range(ROOMS)]
     watchers = {r: await clients(f"{survivor.url}?user=w-{r}") for r in rooms}
@@ -139,7 +149,7 @@ async def test_an_edge_killed_takes_its_users_out_within_grace_plus_ten_seconds(
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(u.close(), 2)
     print(f"\n{USERS} users of a killed edge left {ROOMS} rooms within {max(took):.1f} s "
-          f"(grace {GRACE} s)")
+          f"(grace {GRACE} s, edge timeout {EDGE_TIMEOUT} s)")
     assert max(took) <= GRACE + 10
     for r, w in watchers.items():
         assert await who(w, r) == {f"w-{r}": 1}
@@ -156,7 +166,8 @@ async def test_an_edge_killed_takes_its_users_out_within_grace_plus_ten_seconds(
 async def test_a_broker_restart_rebuilds_presence_without_a_leave_or_a_join(
     cluster_factory: Callable[..., Cluster], clients: OpenWs
 ) -> None:
-    cluster = cluster_factory(edges=3, env=ENV)
+    cluster = cluster_factory(
+        edges=3, env={**ENV, "CHAT_PRESENCE_REBUILD": str(REBUILD_AFTER_RESTART)})
     assert cluster.broker is not None
     urls = [e.url for e in cluster.edges]
     r = "restart"

@@ -19,7 +19,10 @@ GRACE = 1.5  # seconds: --presence-grace, short for the tests
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    env = {"CHAT_RATE_LIMIT": "0", "CHAT_PRESENCE_GRACE": str(GRACE)}
+    # The broker holds leaves back for --presence-rebuild after it starts: 1 s
+    # is enough for a broker no edge has heartbeated before.
+    env = {"CHAT_RATE_LIMIT": "0", "CHAT_PRESENCE_GRACE": str(GRACE),
+           "CHAT_PRESENCE_REBUILD": "1"}
     with running_cluster(edges=3, env=env) as c:
         asyncio.run(leaves_are_published(c))
         yield c
@@ -27,7 +30,7 @@ def cluster() -> Iterator[Cluster]:
 
 async def leaves_are_published(cluster: Cluster) -> None:
     """A broker just started holds leaves back while the edges' heartbeats
-    rebuild its presence (a few seconds): wait until a leave comes through."""
+    rebuild its presence (--presence-rebuild): wait until a leave comes through."""
     watcher = await WsClient.connect(f"{cluster.edges[0].url}?user=warm-watcher")
     other = await WsClient.connect(f"{cluster.edges[0].url}?user=warm-other")
     try:

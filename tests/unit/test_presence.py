@@ -23,6 +23,7 @@ from broker.presence import (
     PresenceOwner,
     messages,
 )
+from chatconfig import BrokerSettings, EdgeSettings, parse
 from edge.presence import PresenceTally
 from protocol.codec import (
     ProtocolError,
@@ -58,7 +59,9 @@ from protocol.messages import (
     ServerFrame,
 )
 from protocol.presence import (
+    EDGE_TIMEOUT,
     EVENT_MARK,
+    HEARTBEAT_EVERY,
     HEARTBEAT_TOPIC,
     Change,
     Heartbeat,
@@ -271,6 +274,21 @@ def test_an_edge_that_stops_heartbeating_loses_its_users_within_grace_plus_10_s(
     assert w.listing() == {"olga": 1, "bea": 1}  # her other connection holds her
     w.tick(3 * GRACE, beating="BC")
     assert w.take() == []
+
+
+def test_the_broker_s_presence_settings_are_its_owner_s_limits() -> None:
+    args = ["--presence-grace", "1.5", "--presence-edge-timeout", "1.5",
+            "--presence-rebuild", "3", "--presence-events-rules", "big-*=0"]
+    rules = parse(BrokerSettings, args, {}).presence
+    assert PresenceLimits.from_rules(rules) == PresenceLimits(
+        grace=1.5, edge_timeout=1.5, rebuild=3.0, events_max_members=1000,
+        events_rules=(("big-*", 0),))
+    # By default an edge is dead after three missed heartbeats, and a broker
+    # rebuilds for as long.
+    limits = PresenceLimits.from_rules(parse(BrokerSettings, [], {}).presence)
+    assert parse(EdgeSettings, [], {}).liveness.presence_heartbeat == HEARTBEAT_EVERY == EVERY
+    assert limits.edge_timeout == limits.rebuild == EDGE_TIMEOUT == 3 * HEARTBEAT_EVERY
+    assert limits == PresenceLimits(events_max_members=1000)
 
 
 def test_a_restarted_edge_brings_no_ghosts_back() -> None:
