@@ -67,5 +67,10 @@ async def test_supervisord_restarts_a_killed_edge(tmp_path: Path, clients: OpenW
         await b.join("again")
         await b.chat("welcome back", "again")
         assert (await a.recv_chat())["message"] == "welcome back"
+        # Closed before supervisord stops the edges: this thread then blocks in
+        # its wait, and clients left open could not answer their close frames,
+        # so each edge would wait out its --shutdown-timeout.
+        await a.close()
+        await b.close()
         log = (tmp_path / "deploy" / "supervisord.log").read_text()
         assert "exited: edge-0 (terminated by SIGKILL" in log
