@@ -130,6 +130,8 @@ def _extra_commands(sub: Any, out: argparse.ArgumentParser) -> None:
     brk.add_argument("--size", type=int, default=b.size, help="message length in chars")
     brk.add_argument("--duration", type=float, default=b.duration,
                      help="measured seconds per batch size")
+    brk.add_argument("--warmup", type=float, default=b.warmup,
+                     help="seconds of load before the measured ones, per row")
     brk.add_argument("--window", type=int, default=b.window, help="messages in flight")
     brk.add_argument("--at", default=None, metavar="REF",
                      help="run the broker as committed at a git ref (default: this checkout)")
@@ -335,7 +337,8 @@ async def _recovery(args: argparse.Namespace) -> int:
 def _broker(args: argparse.Namespace) -> int:
     params = brokerload.BrokerParams(
         batches=args.batches, framings=args.framing, stores=args.stores, rooms=args.rooms,
-        size=args.size, duration=args.duration, window=args.window, at=args.at)
+        size=args.size, duration=args.duration, warmup=args.warmup, window=args.window,
+        at=args.at)
     cpus = machine_plan(args.pin)
     stamp, date = _stamp()
     Progress(quiet=args.quiet).note(cpus.note)

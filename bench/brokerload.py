@@ -72,6 +72,7 @@ class BrokerParams:
     rooms: int = 100
     size: int = 128  # message characters
     duration: float = 5.0  # measured seconds per batch size, after a warm-up
+    warmup: float = WARMUP  # seconds of load before the measured ones, per row
     window: int = 2000  # messages in flight
     at: str | None = None  # a git ref: the broker as committed there (None: this checkout)
 
@@ -361,7 +362,7 @@ def _drive(params: BrokerParams, store: str, framing: str, batch: int, cpus: Cpu
             raise RuntimeError(f"the broker exited with {proc.returncode}")
         messages = room_messages(params.rooms, batch, params.size, framing)
         window = max(1, min(params.window, params.window * 10 // batch))
-        return driver.run(store, messages, framing, batch, window, WARMUP, params.duration,
+        return driver.run(store, messages, framing, batch, window, params.warmup, params.duration,
                           proc.pid)
     finally:
         driver.close()

@@ -34,11 +34,12 @@ def test_recovery_cuts_both_ways_and_misses_and_duplicates_nothing(tmp_path: Pat
 
 
 def test_broker_load_forwards_every_chat_in_offset_order(tmp_path: Path) -> None:
-    done = _bench("broker", "--batches", "1,10", "--duration", "0.5", "--rooms", "5",
-                  out=tmp_path)
+    done = _bench("broker", "--batches", "1,10", "--duration", "0.5", "--warmup", "0.2",
+                  "--rooms", "5", out=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     [report] = list(tmp_path.glob("*-broker.json"))
     session = json.loads(report.read_text())
+    assert (session["params"]["warmup"], session["params"]["duration"]) == (0.2, 0.5)
     results = session["results"]
     assert [(r["store"], r["framing"], r["batch"]) for r in results] == [
         (store, framing, batch) for store in ("durable", "memory")
