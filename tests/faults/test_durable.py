@@ -273,7 +273,7 @@ async def test_acknowledged_chats_survive_three_kill9_under_load(
 async def test_a_deleted_store_means_new_epochs_and_nothing_hangs(
     cluster_factory: Callable[..., Cluster], tmp_path: Path
 ) -> None:
-    rooms_n, senders_per_room, count, rate = 3, 3, 60, 10.0
+    rooms_n, senders_per_room, count, rate = 3, 3, 60, 15.0
     data = tmp_path / "data"
     cluster = cluster_factory(edges=3, env={"CHAT_DATA_DIR": str(data), "CHAT_RATE_LIMIT": "0"})
     seed, rng = seeded()
@@ -281,7 +281,7 @@ async def test_a_deleted_store_means_new_epochs_and_nothing_hangs(
     load = Load(cluster, rooms, senders_per_room)
     await load.start()
     try:
-        delay = round(rng.uniform(1.0, 3.0), 2)
+        delay = round(rng.uniform(1.0, 2.5), 2)  # within the senders' 4 s
         print(f"\nFAULT_SEED={seed}: kill -9 after {delay} s, store deleted")
         sending = asyncio.create_task(load.send_all(count, rate))
         await asyncio.sleep(delay)
