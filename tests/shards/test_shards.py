@@ -196,6 +196,10 @@ async def test_memory_only_shard_restart_resyncs_only_its_rooms(
         await member.chat("after", kept)
         after = await member.recv_chat()
         assert (after["roomId"], after["offset"]) == (kept, 2)
+        # Closed before the cluster stops: this thread then blocks, and a client
+        # left open could not answer its close frame (the edge would wait out its
+        # --shutdown-timeout).
+        await member.close()
 
 
 async def test_a_publisher_that_counts_another_n_is_told(shared_shards: ShardedCluster) -> None:
