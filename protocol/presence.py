@@ -37,9 +37,9 @@ Owner to an edge's own topic (`protocol.topics.edge_topic`):
 Edge to owner, on `HEARTBEAT_TOPIC`:
 
 - `M` + msgpack `Heartbeat`: the edge's whole membership in the rooms that
-  owner owns, every `HEARTBEAT_EVERY` seconds (the edge's --presence-heartbeat), in
-  one or more parts (whole
-  rooms per part, `heartbeat_parts`). It keeps the edge alive at the owner,
+  owner owns, every `HEARTBEAT_EVERY` seconds (the edge's
+  `--presence-heartbeat`), in one or more parts (whole rooms per part,
+  `heartbeat_parts`). It keeps the edge alive at the owner,
   lets an owner that restarted rebuild presence without anybody seeing a
   leave or a join again, and sets right whatever reports were lost. The
   edge sends heartbeats through the same socket as its reports, so the
