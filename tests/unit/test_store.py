@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import broker.store as store_module
 from broker.presence import PresenceLimits, PresenceOwner
 from broker.server import Keeper
 from broker.store import (
@@ -359,4 +360,23 @@ def test_commits_go_to_the_write_ahead_log_and_checkpoints_to_the_file(
     assert not wal.exists()  # the last connection emptied and removed it
     store, seq = open_store(str(tmp_path), LIMITS, 1.0)
     assert len(seq) == 50
+    store.close()
+
+
+def test_the_log_is_rewound_once_past_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = 256 * 1024
+    monkeypatch.setattr(store_module, "WAL_LIMIT", limit)
+    monkeypatch.setattr(store_module, "LOG_CHECK_EVERY", 0.0)
+    store, seq = open_store(str(tmp_path), LIMITS, 0.0)
+    assert seq.journal is not None
+    wal = tmp_path / f"{FILE_NAME}-wal"
+    for i in range(2000):  # a page or more per commit: 8 MiB of log without a rewind
+        seq.sequence(room_topic(f"room-{i % 50}"), [chat("x" * 1000)], 0.0)
+        store.commit(seq.journal)
+    # A batch of deletes may write a few MiB at once; the next turn rewinds.
+    assert wal.stat().st_size <= limit + 64 * 1024
+    store, seq = reopen(store, tmp_path, 1.0)
+    assert offsets(seq, room_topic("room-7")) == [36, 37, 38, 39, 40]  # history_size 5
     store.close()
