@@ -56,7 +56,7 @@ def _configure(sock: zmq.asyncio.Socket, hwm: int) -> None:
 
 
 def _read(sub: zmq.Socket[bytes]) -> tuple[Batch, bool | None]:
-    """Up to BATCH_SIZE messages, and whether more wait (None: not asked)."""
+    """Up to BATCH_SIZE messages; False if no more wait, None if not known."""
     batch: Batch = []
     pending: bool | None = None
     try:
@@ -239,17 +239,21 @@ class Bus:
         if on_batch is None:
             return
         batches: Batches = []
+        unsure: list[zmq.Socket[bytes]] = []  # read on to the end: ask again after
         for i, link in enumerate(self._links):
-            if int(get(link.sub_now, EVENTS)) & POLLIN:
-                batch, _ = _read(link.sub_now)
+            sub = link.sub_now
+            if int(get(sub, EVENTS)) & POLLIN:
+                batch, pending = _read(sub)
                 if batch:
                     batches.append((i, batch))
+                if pending is None:
+                    unsure.append(sub)
         try:
             if batches:
                 on_batch(batches)
         finally:
             # Edge-triggered FDs: whatever still waits gets another drain.
-            if any(int(get(link.sub_now, EVENTS)) & POLLIN for link in self._links):
+            if any(int(get(sub, EVENTS)) & POLLIN for sub in unsure):
                 self._schedule_all()
 
     def _schedule_if_pending(self, i: int, pending: bool | None = None) -> None:
