@@ -74,10 +74,10 @@ class DelayLine:
             out.append(self._chunks.popleft()[1])
         data = b"".join(out)
         self.held -= len(data)
-        if not self._chunks and self._end_at is not None and self._end_at <= now:
-            end, self.ended = not self.ended, True
-        else:
-            end = False
+        end = (not self._chunks and not self.ended and self._end_at is not None
+               and self._end_at <= now)
+        if end:
+            self.ended = True
         return Release(data, end)
 
     def drop(self) -> None:

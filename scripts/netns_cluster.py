@@ -141,9 +141,10 @@ class Hosts:
     def run(self, name: str, argv: list[str], env: dict[str, str],
             log: Path, pipe_stdout: bool = False) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
+            # Piped: the caller reads what it prints (a relay's "ready"); errors still logged.
+            stdout, stderr = (subprocess.PIPE, out) if pipe_stdout else (out, subprocess.STDOUT)
             return subprocess.Popen(["ip", "netns", "exec", self.ns(name), *argv], env=env,
-                                    stdout=subprocess.PIPE if pipe_stdout else out,
-                                    stderr=subprocess.STDOUT if not pipe_stdout else out)
+                                    stdout=stdout, stderr=stderr)
 
     def call_in(self, name: str, fn: Callable[[], T]) -> T:
         """Run `fn` in a thread that lives in the host's namespace: sockets it opens
