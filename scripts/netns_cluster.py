@@ -25,7 +25,7 @@ relay an edge sees every client as 127.0.0.1. `--delay-scope edge-shard`
 delays only the edge<->shard connections (relays on the brokers' hosts only):
 a chat then crosses the delay twice instead of four times.
 
-While it runs, `ip netns exec rc-cl curl -s 10.250.0.20:8081/healthz` asks an
+While it runs, `ip netns exec rc-cl curl -s 10.250.0.12:8081/healthz` asks an
 edge from the clients' host, and `ip netns exec rc-b1 ip link set eth0 down`
 cuts shard 1's host off (`up` brings it back). Needs root (namespaces).
 """
