@@ -33,6 +33,8 @@ from protocol.shards import shard_of
 from protocol.topics import room_of_topic
 
 Batch = list[list[bytes]]
+# What one wake-up read: each shard's batch, by shard index.
+Batches = list[tuple[int, Batch]]
 
 BATCH_SIZE = 512
 RECONNECT_IVL_MS = 100
@@ -51,6 +53,26 @@ def _configure(sock: zmq.asyncio.Socket, hwm: int) -> None:
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
     sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+
+
+def _read(sub: zmq.Socket[bytes]) -> tuple[Batch, bool | None]:
+    """Up to BATCH_SIZE messages; False if no more wait, None if not known."""
+    batch: Batch = []
+    pending: bool | None = None
+    try:
+        batch.append(recv_parts(sub))
+        # At a low rate a wake-up brings one message: asking whether
+        # another waits (~3 us) is cheaper than the zmq.Again that ends a
+        # read (~8 us), and the answer is the check the edge-triggered FD
+        # needs anyway. A burst is read on until zmq.Again.
+        pending = bool(int(get(sub, EVENTS)) & POLLIN)
+        if pending:
+            for _ in range(BATCH_SIZE - 1):
+                batch.append(recv_parts(sub))
+            pending = None  # ask again after the batch
+    except zmq.Again:
+        pending = None
+    return batch, pending
 
 
 class _Link:
@@ -85,7 +107,8 @@ class Bus:
         ]
         self.shards = len(self._links)
         self._monitors: list[zmq.asyncio.Socket] = []
-        self._on_batch: Callable[[int, Batch], None] | None = None
+        self._on_batch: Callable[[Batches], None] | None = None
+        self._all_scheduled = False  # several shards: one drain of them all is due
         self._shard_cache: dict[bytes, int] = {}
 
     def shard_of_topic(self, topic: bytes) -> int | None:
@@ -150,25 +173,37 @@ class Bus:
     def _recheck(self, i: int) -> None:
         # Any operation on a ZeroMQ socket may consume the edge of its
         # notification FD; look again rather than miss a wake-up.
+        if self._on_batch is None:
+            return
+        if self.shards > 1:
+            self._schedule_all()
+            return
         link = self._links[i]
-        if self._on_batch is not None and not link.drain_scheduled:
+        if not link.drain_scheduled:
             link.drain_scheduled = True
             asyncio.get_running_loop().call_soon(self._drain, i)
 
-    async def run(self, on_batch: Callable[[int, Batch], None]) -> None:
-        """Deliver batches to `on_batch(shard, batch)` until cancelled.
+    async def run(self, on_batch: Callable[[Batches], None]) -> None:
+        """Deliver what arrives to `on_batch([(shard, batch), ...])` until cancelled.
 
         Each SUB socket's notification FD stays registered with the event
         loop for good: no future, task or epoll change per wake-up. Each
-        callback reads at most BATCH_SIZE messages and, if more are waiting,
-        schedules itself after whatever else the loop has ready.
+        callback reads at most BATCH_SIZE messages per shard and, if more are
+        waiting, schedules itself after whatever else the loop has ready.
+        With several shards their FDs wake one drain of every shard, after
+        the loop's other ready work: the shards' streams arrive apart, and
+        read separately each shard's few chats paid a drain, a fan-out pass
+        and a write per member of their own.
         """
         loop = asyncio.get_running_loop()
         self._on_batch = on_batch
         fds = []
         for i, link in enumerate(self._links):
             fd = int(link.sub_now.getsockopt(zmq.FD))
-            loop.add_reader(fd, self._drain, i)
+            if self.shards == 1:
+                loop.add_reader(fd, self._drain, i)
+            else:
+                loop.add_reader(fd, self._schedule_all)
             fds.append(fd)
             self._recheck(i)
         try:
@@ -179,32 +214,47 @@ class Bus:
             self._on_batch = None
 
     def _drain(self, i: int) -> None:
+        """One broker: read a batch of its SUB socket."""
         link = self._links[i]
         link.drain_scheduled = False
         on_batch = self._on_batch
         if on_batch is None:
             return
-        sub = link.sub_now
-        batch: Batch = []
-        pending: bool | None = None  # None: ask after the batch
-        try:
-            batch.append(recv_parts(sub))
-            # At a low rate a wake-up brings one message: asking whether
-            # another waits (~3 us) is cheaper than the zmq.Again that ends a
-            # read (~8 us), and the answer is the check the edge-triggered FD
-            # needs anyway. A burst is read on until zmq.Again.
-            pending = bool(int(get(sub, EVENTS)) & POLLIN)
-            if pending:
-                for _ in range(BATCH_SIZE - 1):
-                    batch.append(recv_parts(sub))
-                pending = None  # ask again below
-        except zmq.Again:
-            pending = None
+        batch, pending = _read(link.sub_now)
         try:
             if batch:
-                on_batch(i, batch)
+                on_batch([(i, batch)])
         finally:
             self._schedule_if_pending(i, pending)
+
+    def _schedule_all(self) -> None:
+        if not self._all_scheduled:
+            self._all_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain_all)
+
+    def _drain_all(self) -> None:
+        """Several shards: a batch of every SUB socket with messages waiting."""
+        self._all_scheduled = False
+        on_batch = self._on_batch
+        if on_batch is None:
+            return
+        batches: Batches = []
+        unsure: list[zmq.Socket[bytes]] = []  # read on to the end: ask again after
+        for i, link in enumerate(self._links):
+            sub = link.sub_now
+            if int(get(sub, EVENTS)) & POLLIN:
+                batch, pending = _read(sub)
+                if batch:
+                    batches.append((i, batch))
+                if pending is None:
+                    unsure.append(sub)
+        try:
+            if batches:
+                on_batch(batches)
+        finally:
+            # Edge-triggered FDs: whatever still waits gets another drain.
+            if any(int(get(sub, EVENTS)) & POLLIN for sub in unsure):
+                self._schedule_all()
 
     def _schedule_if_pending(self, i: int, pending: bool | None = None) -> None:
         # The FD is edge-triggered: while messages remain, come back (after

@@ -16,7 +16,7 @@ import time
 import msgspec
 
 from edge.acks import PendingAcks
-from edge.bus import Batch, Bus
+from edge.bus import Batches, Bus
 from edge.connection import Connection
 from edge.continuity import Continuity, Effects
 from edge.delivery import apply
@@ -53,27 +53,34 @@ class Fanout:
         self._stats = stats
         self._own_topic = path.probes.topic
 
-    def on_batch(self, shard: int, batch: Batch) -> None:
-        """What one shard's SUB socket brought."""
+    def on_batch(self, batches: Batches) -> None:
+        """What the shards' SUB sockets brought, each shard's in its order.
+
+        One pass and one write per member for all of it: a room's chats come
+        from one shard only, so reading shards in any order keeps every
+        room's order.
+        """
         room_of = self._rooms.room
         chats = self._continuity.chats
+        own_topic = self._own_topic
         fx: Effects[Connection] = Effects()
         now = time.monotonic()
-        for parts in batch:
-            if len(parts) < 2:
-                continue
-            topic = parts[0]
-            if topic == self._own_topic:
-                self._own(topic, parts[1:], now, fx, shard)
-                continue
-            bodies = parts[1:]
-            if any(body[:1] in _SPECIAL for body in bodies):
-                self._mixed(topic, bodies, now, fx)
-                continue
-            room = room_of(topic)
-            if room is None:
-                continue  # unsubscribed a moment ago
-            chats(room, bodies, now, fx)
+        for shard, batch in batches:
+            for parts in batch:
+                if len(parts) < 2:
+                    continue
+                topic = parts[0]
+                if topic == own_topic:
+                    self._own(topic, parts[1:], now, fx, shard)
+                    continue
+                bodies = parts[1:]
+                if any(body[:1] in _SPECIAL for body in bodies):
+                    self._mixed(topic, bodies, now, fx)
+                    continue
+                room = room_of(topic)
+                if room is None:
+                    continue  # unsubscribed a moment ago
+                chats(room, bodies, now, fx)
         apply(fx, self._bus, self._stats)
 
     def _mixed(self, topic: bytes, bodies: list[bytes], now: float,

@@ -13,9 +13,19 @@ between them; clients connect from yet another host to the edges' addresses.
     sudo .venv/bin/python scripts/netns_cluster.py down    # remove leftovers of a crash
     sudo .venv/bin/python scripts/netns_cluster.py latency --delays 0,1,5,20
         # chat latency across hosts (client -> edge -> shard -> other edge -> client)
-        # with each delay added on every host's link (tc netem): p50, p99, max
+        # with each delay added between hosts: p50, p99, max
 
-While it runs, `ip netns exec rc-cl curl -s 10.250.0.20:8081/healthz` asks an
+A delay D between hosts is made with `tc netem` on every host's link when the
+kernel has that qdisc, and otherwise by delay relays (bench/delayrelay.py):
+then brokers and edges listen on their host's loopback and a relay on each
+of their hosts listens on the host's address, so every edge<->shard and
+client<->edge connection crosses one relay, D late each way, as with netem
+(`--delay-via relay` forces them; the output says which was used). Behind a
+relay an edge sees every client as 127.0.0.1. `--delay-scope edge-shard`
+delays only the edge<->shard connections (relays on the brokers' hosts only):
+a chat then crosses the delay twice instead of four times.
+
+While it runs, `ip netns exec rc-cl curl -s 10.250.0.12:8081/healthz` asks an
 edge from the clients' host, and `ip netns exec rc-b1 ip link set eth0 down`
 cuts shard 1's host off (`up` brings it back). Needs root (namespaces).
 """
@@ -26,6 +36,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -45,6 +56,10 @@ BROKER_PUB_PORT, BROKER_SUB_PORT, EDGE_PORT = 5559, 5560, 8081
 
 class NamespacesRefused(RuntimeError):
     """This machine does not let us make network namespaces (not root, say)."""
+
+
+class NetemMissing(RuntimeError):
+    """This kernel has no netem qdisc (`tc` answers "Specified qdisc kind is unknown")."""
 
 
 def _ip(*args: str, ns: str | None = None, check: bool = True) -> None:
@@ -117,14 +132,19 @@ class Hosts:
                                "dev", "eth0", "root", "netem", "delay", f"{ms}ms"],
                               capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"tc netem refused ({done.stderr.strip()}): this kernel may "
-                               "lack the sch_netem module")
+            error = done.stderr.strip()
+            if "unknown" in error.lower():
+                raise NetemMissing(f"tc netem refused ({error}): this kernel has no netem "
+                                   "qdisc (sch_netem)")
+            raise RuntimeError(f"tc netem refused: {error}")
 
     def run(self, name: str, argv: list[str], env: dict[str, str],
-            log: Path) -> subprocess.Popen[bytes]:
+            log: Path, pipe_stdout: bool = False) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
+            # Piped: the caller reads what it prints (a relay's "ready"); errors still logged.
+            stdout, stderr = (subprocess.PIPE, out) if pipe_stdout else (out, subprocess.STDOUT)
             return subprocess.Popen(["ip", "netns", "exec", self.ns(name), *argv], env=env,
-                                    stdout=out, stderr=subprocess.STDOUT)
+                                    stdout=stdout, stderr=stderr)
 
     def call_in(self, name: str, fn: Callable[[], T]) -> T:
         """Run `fn` in a thread that lives in the host's namespace: sockets it opens
@@ -164,6 +184,10 @@ class Cluster:
     root: Path
     probe_timeout: float = 1.5
     edge_env: dict[str, str] = field(default_factory=dict)  # more CHAT_* for the edges
+    relay_ms: float | None = None  # a delay relay in front of every broker (and edge)
+    relay_edges: bool = True  # relays in front of the edges too: client<->edge delayed
+    delay_via: str = "none"  # what makes the delay between hosts: none, netem, relay
+    delay_note: str = "no delay between hosts"
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     broker_procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -200,8 +224,29 @@ class Cluster:
                         str(self.work / "keys"), "--allow", str(self.work / "allowed")],
                        check=True, capture_output=True, env=self._env({}), cwd=self.root)
 
+    def _bind(self, host: str) -> str:
+        """Where a process on `host` listens: behind a relay, the host's loopback."""
+        relayed = self.relay_ms is not None and (self.relay_edges or host.startswith("b"))
+        return "127.0.0.1" if relayed else self.hosts.address[host]
+
+    def start_relay(self, host: str, ports: tuple[int, ...]) -> None:
+        """The host's address's `ports` relayed to its loopback, `relay_ms` late each way."""
+        assert self.relay_ms is not None
+        a = self.hosts.address[host]
+        log = self.work / f"relay-{host}.log"
+        proc = self.hosts.run(host, [sys.executable, "-m", "bench.delayrelay", "--delay-ms",
+                                     f"{self.relay_ms:g}", *(f"{a}:{p}=127.0.0.1:{p}"
+                                                             for p in ports)],
+                              self._env({}), log, pipe_stdout=True)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        # Its one line, once every listener is bound.
+        readable, _, _ = select.select([proc.stdout], [], [], 15)
+        if not readable or proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"the delay relay on {host} did not start: see {log}")
+
     def start_broker(self, i: int) -> None:
-        a = self.hosts.address[f"b{i}"]
+        a = self._bind(f"b{i}")
         env = self._env({
             "CHAT_BROKER_PUB": f"tcp://{a}:{BROKER_PUB_PORT}",
             "CHAT_BROKER_SUB": f"tcp://{a}:{BROKER_SUB_PORT}",
@@ -218,7 +263,7 @@ class Cluster:
     def start_edge(self, i: int) -> None:
         env = self._env({
             "CHAT_BROKER_SHARDS": self.shard_list,
-            "CHAT_HOST": self.hosts.address[f"e{i}"],
+            "CHAT_HOST": self._bind(f"e{i}"),
             "CHAT_PORT": str(EDGE_PORT),
             "CHAT_NAME": f"edge{i}",
             "CHAT_PROBE_INTERVAL": str(self.probe_timeout / 3),
@@ -231,6 +276,11 @@ class Cluster:
 
     def start(self) -> None:
         self.keys()
+        if self.relay_ms is not None:
+            for i in range(self.shards):
+                self.start_relay(f"b{i}", (BROKER_PUB_PORT, BROKER_SUB_PORT))
+            for i in range(self.edges if self.relay_edges else 0):
+                self.start_relay(f"e{i}", (EDGE_PORT,))
         for i in range(self.shards):
             self.start_broker(i)
         for i in range(self.edges):
@@ -246,14 +296,49 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
         self.procs.clear()
+
+
+def add_delay(hosts: Hosts, ms: float, via: str, scope: str = "all") -> tuple[str, str]:
+    """Delay every host's link by `ms` with netem where `via` allows and the kernel has it.
+
+    Returns how the delay is made, "none", "netem" or "relay" (relays are the
+    cluster's to start), and a line that says so. Netem delays all a host
+    sends, so only relays can delay the edge<->shard paths alone (`scope`)."""
+    if scope == "edge-shard":
+        if via == "netem":
+            raise ValueError("netem delays all a host sends: --delay-scope edge-shard "
+                             "needs relays")
+        return "relay", (f"{ms:g} ms between edges and shards only: delay relays "
+                         "(bench/delayrelay.py) on the brokers' hosts")
+    if via == "relay":
+        return "relay", f"{ms:g} ms between hosts: delay relays (bench/delayrelay.py), as asked"
+    if not ms:
+        return "none", "no delay between hosts"
+    try:
+        for name in hosts.address:
+            hosts.delay(name, ms)
+    except NetemMissing as exc:
+        if via == "netem":
+            raise
+        return "relay", (f"{ms:g} ms between hosts: delay relays (bench/delayrelay.py), "
+                         f"not netem: {exc}")
+    return "netem", f"{ms:g} ms between hosts: tc netem on every host's link"
 
 
 @contextlib.contextmanager
 def running(shards: int = 2, edges: int = 2, prefix: str = "rc",
             work: Path | None = None, probe_timeout: float = 1.5,
-            edge_env: dict[str, str] | None = None) -> Iterator[Cluster]:
-    """Hosts built, processes started; everything stopped and deleted on the way out."""
+            edge_env: dict[str, str] | None = None, delay_ms: float = 0.0,
+            delay_via: str = "auto", delay_scope: str = "all") -> Iterator[Cluster]:
+    """Hosts built, processes started; everything stopped and deleted on the way out.
+
+    `delay_ms` between hosts, made as `delay_via` says: "netem", "relay", or
+    "auto" (netem when the kernel has it, relays otherwise); the cluster's
+    `delay_via` and `delay_note` say which. `delay_scope` "edge-shard" delays
+    only what crosses between edges and shards."""
     hosts = Hosts(prefix)
     root = Path(__file__).resolve().parents[1]
     with contextlib.ExitStack() as stack:
@@ -261,14 +346,25 @@ def running(shards: int = 2, edges: int = 2, prefix: str = "rc",
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="netns-")))
         stack.callback(hosts.teardown)
         hosts.build(Cluster.host_names(shards, edges))
-        cluster = Cluster(hosts, shards, edges, work, root, probe_timeout, edge_env or {})
+        via, note = add_delay(hosts, delay_ms, delay_via, delay_scope)
+        cluster = Cluster(hosts, shards, edges, work, root, probe_timeout, edge_env or {},
+                          relay_ms=delay_ms if via == "relay" else None,
+                          relay_edges=delay_scope == "all", delay_via=via, delay_note=note)
         stack.callback(cluster.stop)
         cluster.start()
         yield cluster
 
 
-async def _latencies(cluster: Cluster, chats: int, rate: float) -> list[float]:
-    """Seconds from send to arrival at a member on the other edge, for each chat."""
+@dataclass
+class Latencies:
+    """Seconds from send to arrival at a member on the other edge, per chat, and per join
+    from `join` to `joined` (sender's and reader's joins of every room)."""
+
+    chats: list[float]
+    joins: list[float]
+
+
+async def _latencies(cluster: Cluster, chats: int, rate: float) -> Latencies:
     import asyncio
     import json
     import urllib.request
@@ -292,11 +388,14 @@ async def _latencies(cluster: Cluster, chats: int, rate: float) -> list[float]:
         sender = await session.ws_connect(cluster.edge_url(0))
         reader = await session.ws_connect(cluster.edge_url(1 % cluster.edges))
         rooms = [f"lat-{i}" for i in range(4)]  # spread over the shards
+        joins: list[float] = []
         for ws in (sender, reader):
             for room in rooms:
+                began = time.monotonic()
                 await ws.send_json({"type": "join", "payload": {"roomId": room}})
                 while (await ws.receive_json())["type"] != "joined":
                     pass
+                joins.append(time.monotonic() - began)
         sent: dict[str, float] = {}
         took: list[float] = []
 
@@ -316,54 +415,74 @@ async def _latencies(cluster: Cluster, chats: int, rate: float) -> list[float]:
         await asyncio.wait_for(reading, 30)
         await sender.close()
         await reader.close()
-    return took
+    return Latencies(took, joins)
 
 
-def measure(delays: list[float], chats: int = 400, rate: float = 100.0) -> list[str]:
-    """One cluster per delay: p50, p99 and max of chat latency across hosts."""
+def _ms(sorted_values: list[float], q: float) -> str:
+    return f"{sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))] * 1000:.1f}"
+
+
+LATENCY_HEAD = ("| delay | made by | delayed | chats | p50 ms | p99 ms | max ms "
+                "| join p50 ms | join max ms |\n|---|---|---|---|---|---|---|---|---|")
+
+
+def measure(delays: list[float], chats: int = 400, rate: float = 100.0,
+            via: str = "auto", scope: str = "all") -> Iterator[str]:
+    """One cluster per delay: p50, p99 and max of chat latency across hosts, and how long
+    a join took; each row as it is measured."""
     import asyncio
 
-    rows = []
     for ms in delays:
         # One sender at `rate` chats/s: above the default per-connection limit.
-        with running(2, 2, prefix="rl", edge_env={"CHAT_RATE_LIMIT": "0"}) as cluster:
-            for name in cluster.hosts.address:
-                if ms:
-                    cluster.hosts.delay(name, ms)
-            def run(c: Cluster = cluster) -> list[float]:
+        with running(2, 2, prefix="rl", edge_env={"CHAT_RATE_LIMIT": "0"}, delay_ms=ms,
+                     delay_via=via, delay_scope=scope) as cluster:
+            print(f"netns_cluster: {cluster.delay_note}", file=sys.stderr, flush=True)
+
+            def run(c: Cluster = cluster) -> Latencies:
                 return asyncio.run(_latencies(c, chats, rate))
 
-            took = sorted(cluster.hosts.call_in("cl", run))
-            p50, p99 = took[len(took) // 2], took[min(len(took) - 1, int(len(took) * 0.99))]
-            rows.append(f"| {ms:g} ms | {chats} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | "
-                        f"{took[-1] * 1000:.1f} |")
-    return rows
+            got = cluster.hosts.call_in("cl", run)
+            took, joins = sorted(got.chats), sorted(got.joins)
+            where = "edge-shard" if scope == "edge-shard" else "all"
+            yield (f"| {ms:g} ms | {cluster.delay_via} | {where} | {chats} | {_ms(took, 0.5)} | "
+                   f"{_ms(took, 0.99)} | {took[-1] * 1000:.1f} | {_ms(joins, 0.5)} | "
+                   f"{joins[-1] * 1000:.1f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("up", "down", "latency"))
     parser.add_argument("--delays", default="0,1,5,20",
-                        help="latency: comma-separated delays in ms added on every link")
+                        help="latency: comma-separated delays in ms between hosts")
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--edges", type=int, default=2)
     parser.add_argument("--delay-ms", type=float, default=0.0,
-                        help="latency added on every host's link (tc netem)")
+                        help="up: delay between hosts, each way")
+    parser.add_argument("--delay-via", choices=("auto", "netem", "relay"), default="auto",
+                        help="how a delay is made: tc netem, delay relays, or netem when the "
+                             "kernel has it and relays otherwise (relay also at 0 ms: "
+                             "the relays' own cost)")
+    parser.add_argument("--delay-scope", choices=("all", "edge-shard"), default="all",
+                        help="all: every connection between hosts (client<->edge too, as "
+                             "netem on every link); edge-shard: only edges<->shards (relays)")
+    parser.add_argument("--chats", type=int, default=400, help="latency: chats per delay")
     parser.add_argument("--prefix", default="rc", help="namespace names start with PREFIX-")
     args = parser.parse_args(argv)
+    if args.delay_scope == "edge-shard" and args.delay_via == "netem":
+        parser.error("netem delays all a host sends: --delay-scope edge-shard needs relays")
     if args.action == "down":
         Hosts(args.prefix).teardown()
         return 0
-    if args.action == "latency":
-        print("| delay per link | chats | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|")
-        for row in measure([float(d) for d in args.delays.split(",") if d.strip()]):
-            print(row, flush=True)
-        return 0
     try:
-        with running(args.shards, args.edges, args.prefix) as cluster:
-            if args.delay_ms:
-                for name in cluster.hosts.address:
-                    cluster.hosts.delay(name, args.delay_ms)
+        if args.action == "latency":
+            print(LATENCY_HEAD, flush=True)
+            for row in measure([float(d) for d in args.delays.split(",") if d.strip()],
+                               args.chats, via=args.delay_via, scope=args.delay_scope):
+                print(row, flush=True)
+            return 0
+        with running(args.shards, args.edges, args.prefix, delay_ms=args.delay_ms,
+                     delay_via=args.delay_via, delay_scope=args.delay_scope) as cluster:
+            print(cluster.delay_note)
             for name, address in cluster.hosts.address.items():
                 print(f"{cluster.hosts.ns(name):10} {address}")
             for i in range(cluster.edges):
@@ -374,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                 signal.signal(sig, lambda *_: stop.set())
             while not stop.wait(0.5):
                 pass
-    except NamespacesRefused as exc:
+    except (NamespacesRefused, NetemMissing) as exc:
         print(f"netns_cluster: {exc}", file=sys.stderr)
         return 1
     return 0

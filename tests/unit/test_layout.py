@@ -10,7 +10,7 @@ PACKAGES = ("protocol", "edge", "broker", "chatconfig", "chatclient")
 # Modules that decide without doing: no sockets, no event loop, no ZeroMQ.
 PURE = ("protocol.websocket", "protocol.handshake", "protocol.frames", "protocol.chats",
         "edge.rooms", "edge.session", "edge.probes", "chatclient.core", "chatclient.roster",
-        "protocol.shards", "broker.sharding")
+        "protocol.shards", "broker.sharding", "bench.delayline")
 IMPURE_IMPORTS = ("asyncio", "socket", "zmq", "aiohttp", "selectors")
 
 

@@ -5,14 +5,24 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+import broker.store as store_module
 from broker.presence import PresenceLimits, PresenceOwner
 from broker.server import Keeper
-from broker.store import FILE_NAME, RELEASE_CHUNK, Store, StoreFailed, open_store
+from broker.store import (
+    FILE_NAME,
+    RELEASE_BATCH,
+    RELEASE_CHUNK,
+    Store,
+    StoreFailed,
+    open_store,
+)
 from broker.streams import Limits, Sequencer
 from protocol.codec import encode_chat
 from protocol.stream import (
@@ -96,10 +106,12 @@ def test_trimmed_history_leaves_the_store_and_the_top_outlives_it(tmp_path: Path
     for i in range(20):
         seq.sequence(ROOM, [chat(f"m{i}")], float(i))
         store.commit(seq.journal)
+    assert rows(store, "chats") == 20  # released rows wait for a batch
+    store.commit(seq.journal, flush=True)
     assert rows(store, "chats") == LIMITS.history_size  # rows of trimmed chats deleted
     seq.subscription(ROOM, True)  # a member is still there: the stream stays
     seq.expire(200.0)  # everything past its age
-    store.commit(seq.journal)
+    store.commit(seq.journal, flush=True)
     assert rows(store, "chats") == 0
     store, seq = reopen(store, tmp_path, 201.0)
     stream = seq.stream(ROOM)
@@ -119,7 +131,7 @@ def test_a_restart_applies_the_limits_of_the_day(tmp_path: Path) -> None:
     store, seq = reopen(store, tmp_path, 1.0, smaller)
     assert offsets(seq) == [4, 5]
     assert seq.journal is not None
-    store.commit(seq.journal)
+    store.commit(seq.journal, flush=True)
     assert rows(store, "chats") == 2
     # Past the age limit at restart: history gone, epoch and top kept.
     store, seq = reopen(store, tmp_path, 500.0)
@@ -181,9 +193,34 @@ def test_releases_are_written_a_chunk_per_commit(tmp_path: Path) -> None:
     store.commit(seq.journal)
     seq.expire(100.0)
     assert store.commit(seq.journal)  # more to release
-    assert rows(store, "chats") == 10
+    assert rows(store, "chats") == 10  # a whole chunk is past a batch: deleted at once
     assert not store.commit(seq.journal)
+    assert rows(store, "chats") == 10  # the rest waits for a batch
+    store.commit(seq.journal, flush=True)
     assert rows(store, "chats") == 0
+    store.close()
+
+
+def test_released_rows_are_deleted_in_batches_and_a_crash_before_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    limits = LIMITS._replace(history_size=3, history_bytes=1 << 30)
+    store, seq = open_store(str(tmp_path), limits, 0.0)
+    assert seq.journal is not None
+    seq.subscription(ROOM, True)
+    top = RELEASE_BATCH + limits.history_size + 2
+    for i in range(top):  # a chat per commit, as at a low rate
+        seq.sequence(ROOM, [chat(f"m{i}")], 1.0)
+        store.commit(seq.journal)
+    # The RELEASE_BATCH-th release deleted the batch at once; two wait.
+    assert rows(store, "chats") == limits.history_size + 2
+    # Killed now, the released rows still in the file: the limits apply again.
+    store, seq = reopen(store, tmp_path, 2.0, limits)
+    assert offsets(seq) == [top - 2, top - 1, top]
+    assert seq.stream(ROOM).top == top  # type: ignore[union-attr]
+    assert seq.journal is not None
+    store.commit(seq.journal, flush=True)
+    assert rows(store, "chats") == limits.history_size
     store.close()
 
 
@@ -309,11 +346,37 @@ def test_commits_go_to_the_write_ahead_log_and_checkpoints_to_the_file(
     while path.stat().st_size <= before:
         assert time.monotonic() < deadline, "no checkpoint"
         time.sleep(0.05)
-    reader = sqlite3.connect(path)  # and another process can read it meanwhile
+    # The file is the broker's own while it runs: another process is refused.
+    other = subprocess.run(
+        [sys.executable, "-c", "import sqlite3, sys\n"
+         "db = sqlite3.connect(sys.argv[1], timeout=0.2)\n"
+         "print(db.execute('SELECT count(*) FROM chats').fetchone()[0])", str(path)],
+        capture_output=True, text=True, timeout=30)
+    assert "database is locked" in other.stderr, other
+    store.close()
+    reader = sqlite3.connect(path)  # closed, it reads as any SQLite file
     assert reader.execute("SELECT count(*) FROM chats").fetchone()[0] == 50
     reader.close()
-    store.close()
     assert not wal.exists()  # the last connection emptied and removed it
     store, seq = open_store(str(tmp_path), LIMITS, 1.0)
     assert len(seq) == 50
+    store.close()
+
+
+def test_the_log_is_rewound_once_past_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = 256 * 1024
+    monkeypatch.setattr(store_module, "WAL_LIMIT", limit)
+    monkeypatch.setattr(store_module, "LOG_CHECK_EVERY", 0.0)
+    store, seq = open_store(str(tmp_path), LIMITS, 0.0)
+    assert seq.journal is not None
+    wal = tmp_path / f"{FILE_NAME}-wal"
+    for i in range(2000):  # a page or more per commit: 8 MiB of log without a rewind
+        seq.sequence(room_topic(f"room-{i % 50}"), [chat("x" * 1000)], 0.0)
+        store.commit(seq.journal)
+    # A batch of deletes may write a few MiB at once; the next turn rewinds.
+    assert wal.stat().st_size <= limit + 64 * 1024
+    store, seq = reopen(store, tmp_path, 1.0)
+    assert offsets(seq, room_topic("room-7")) == [36, 37, 38, 39, 40]  # history_size 5
     store.close()
