@@ -397,6 +397,10 @@ class Liveness(Settings):
     probe_timeout: float = setting(
         3.0, "seconds without a probe round trip before /healthz reports 503", above(0)
     )
+    join_timeout: float = setting(
+        5.0, "seconds a join waits for its room to be proven live through the broker before "
+             "it is refused with `unavailable`", above(0),
+    )
     presence_heartbeat: float = setting(
         HEARTBEAT_EVERY, "seconds between the presence heartbeats (this edge's whole "
                          "membership) to each broker shard; a third of the brokers' "

@@ -41,8 +41,6 @@ from protocol.frames import text_frame
 from protocol.presence import WhoQuery, who_part
 from protocol.stream import keyed_part
 
-JOIN_DEADLINE = 5.0  # seconds a join may wait for its room to be proven live
-
 
 class Dispatcher:
     def __init__(
@@ -54,8 +52,10 @@ class Dispatcher:
         acks: PendingAcks[Connection],
         bus: Bus,
         stats: Stats,
+        join_timeout: float,
     ) -> None:
         self._handler = handler
+        self._join_timeout = join_timeout  # --join-timeout: a join waits this long at most
         self._rooms: RoomRegistry[Connection] = handler.registry
         self._publishes = publishes
         self._path = path
@@ -119,7 +119,7 @@ class Dispatcher:
                 case Subscribe(topic):
                     self._path.subscribe(topic)
                 case Await(topic):
-                    self._join_deadlines.set((conn, topic), time.monotonic() + JOIN_DEADLINE)
+                    self._join_deadlines.set((conn, topic), time.monotonic() + self._join_timeout)
                 case Unsubscribe(topic):
                     self._path.unsubscribe(topic)
                 case Report(topic, part):

@@ -76,7 +76,8 @@ class Edge:
         )
         self.publishes = PublishQueue(bus, self.stats)
         self.dispatch = Dispatcher(
-            self.handler, self.publishes, self.path, self.continuity, self.acks, bus, self.stats
+            self.handler, self.publishes, self.path, self.continuity, self.acks, bus, self.stats,
+            liveness.join_timeout,
         )
         self.clients = Clients(
             Sequence(self.instance_id, "."),

@@ -122,7 +122,7 @@ class Subscribe(NamedTuple):
 
 
 class Await(NamedTuple):
-    """The member's `joined` waits for the room to be proven live (JOIN_DEADLINE at most)."""
+    """The member's `joined` waits for the room to be proven live (--join-timeout at most)."""
 
     topic: bytes
 

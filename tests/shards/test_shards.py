@@ -152,7 +152,8 @@ async def test_misconfigured_edges_are_refused_visibly(
 ) -> None:
     # Shards listed in the wrong order: every room would go to the wrong broker.
     swapped = ",".join(f"{p}|{s}" for p, s in reversed(shared_shards.shards))
-    wrong = shared_shards.start_edge(shard_list=swapped)
+    # A join it cannot prove live is refused at --join-timeout (5 s by default).
+    wrong = shared_shards.start_edge(args=["--join-timeout", "1"], shard_list=swapped)
     wait_until(lambda: wrong.health()[1].get("shardsUp") == 2, 10, "swapped edge up")
     (room,) = rooms_on(0, 2, prefix="wrong")
     client = await clients(wrong.url)

@@ -58,6 +58,7 @@ ALL_COMMANDS: dict[str, type[Settings]] = COMMANDS | {"examples/ticker.py": Tick
 def test_flags_fall_back_to_environment_then_defaults() -> None:
     s = parse(EdgeSettings, [], {})
     assert (s.listen.port, s.limits.max_rooms) == (8081, 32)
+    assert s.liveness.join_timeout == 5.0  # the protocol's "`unavailable` after 5 s"
     s = parse(EdgeSettings, [], {"CHAT_PORT": "9000", "CHAT_MAX_ROOMS": "5"})
     assert (s.listen.port, s.limits.max_rooms) == (9000, 5)
     s = parse(EdgeSettings, ["--port", "9100"], {"CHAT_PORT": "9000"})
