@@ -58,10 +58,21 @@ class Unavailable(Exception):
     """A design that cannot run on this machine (a tool is missing)."""
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, and never one handed out before by this process: the
+    OS may give a port again once its probing socket is closed, before the
+    process it was meant for has bound it (an edge and its broker were once
+    given one port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass

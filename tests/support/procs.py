@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,25 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.servers import free_port
 from chatconfig import BrokerEndpoints, BrokerLink
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 15.0
-# Every port free_port has handed out in this test run.
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A port free now, and never one handed out before in this run: the OS may
-    give a port again once its probing socket is closed, before the process it
-    was meant for has bound it (an edge and its broker were given one port)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
