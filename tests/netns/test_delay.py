@@ -10,7 +10,6 @@ Root only; skipped, saying why, where namespaces are refused.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.netns.test_hosts import PROBE_TIMEOUT, health, netns, room_on, until
+from tests.netns.test_hosts import health, hosts_or_skip, room_on, until
 from tests.support.wsclient import WsClient
 
 DELAY = 0.020  # seconds each way, at each relay
@@ -27,15 +26,7 @@ BURST = 20
 
 @pytest.fixture
 def delayed(tmp_path: Path) -> Iterator[Any]:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root: run as root to test across hosts")
-    try:
-        with netns.running(2, 2, prefix=f"rd{os.getpid() % 10000}", work=tmp_path,
-                           probe_timeout=PROBE_TIMEOUT, delay_ms=DELAY * 1000,
-                           delay_via="relay") as c:
-            yield c
-    except netns.NamespacesRefused as exc:
-        pytest.skip(f"this machine refuses network namespaces: {exc}")
+    yield from hosts_or_skip(tmp_path, "rd", delay_ms=DELAY * 1000, delay_via="relay")
 
 
 def test_relays_delay_chats_across_hosts_and_keep_their_order(delayed: Any) -> None:

@@ -68,16 +68,21 @@ async def until(check: Any, timeout: float, what: str) -> float:
         await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Any]:
+def hosts_or_skip(tmp_path: Path, prefix: str, **options: Any) -> Iterator[Any]:
+    """Two shards and two edges on hosts of their own; skip where namespaces are refused."""
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root: run as root to test across hosts")
     try:
-        with netns.running(2, 2, prefix=f"rc{os.getpid() % 10000}", work=tmp_path,
-                           probe_timeout=PROBE_TIMEOUT) as c:
+        with netns.running(2, 2, prefix=f"{prefix}{os.getpid() % 10000}", work=tmp_path,
+                           probe_timeout=PROBE_TIMEOUT, **options) as c:
             yield c
     except netns.NamespacesRefused as exc:
         pytest.skip(f"this machine refuses network namespaces: {exc}")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Any]:
+    yield from hosts_or_skip(tmp_path, "rc")
 
 
 def test_shards_across_hosts(cluster: Any) -> None:
