@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import itertools
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from protocol.ids import Sequence, base36
 from protocol.topics import (
     Probe,
@@ -50,3 +53,17 @@ def test_sequences_are_unique_and_prefixed() -> None:
     assert len(set(ids)) == 1000
     assert ids[0] == "abc-1"
     assert base36(0) == "0" and base36(35) == "z" and base36(36) == "10"
+
+
+@given(st.integers(min_value=0, max_value=36**20))
+def test_base36_is_int_in_base_36_without_leading_zeros(n: int) -> None:
+    text = base36(n)
+    assert int(text, 36) == n
+    assert text == "0" or not text.startswith("0")
+    assert text == text.lower()
+
+
+def test_base36_at_the_table_edges() -> None:
+    for k in range(1, 12):
+        for n in (36**k - 1, 36**k, 36**k + 1, 1296**k - 1, 1296**k):
+            assert int(base36(n), 36) == n and not base36(n).startswith("0")
