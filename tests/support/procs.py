@@ -117,6 +117,14 @@ class Edge:
     port: int
     proc: Proc
 
+    @classmethod
+    def spawn(cls, env: dict[str, str], args: Sequence[str] = (),
+              port: int | None = None) -> Edge:
+        """`python -m edge` on `port` (a free one if not given), started."""
+        port = port or free_port()
+        proc = Proc([sys.executable, "-m", "edge", "--port", str(port), *args], env).start()
+        return cls(port, proc)
+
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/"
@@ -179,11 +187,7 @@ class Cluster:
         return self.broker
 
     def start_edge(self, port: int | None = None, args: Sequence[str] = ()) -> Edge:
-        port = port or free_port()
-        proc = Proc(
-            [sys.executable, "-m", "edge", "--port", str(port), *args], self._env()
-        ).start()
-        edge = Edge(port, proc)
+        edge = Edge.spawn(self._env(), args, port)
         self.edges.append(edge)
         return edge
 
@@ -258,10 +262,7 @@ class ShardedCluster:
         return env_with({"CHAT_BROKER_SHARDS": shard_list or self.shard_list} | self.extra_env)
 
     def start_edge(self, args: Sequence[str] = (), shard_list: str | None = None) -> Edge:
-        port = free_port()
-        proc = Proc([sys.executable, "-m", "edge", "--port", str(port), *args],
-                    self.edge_env(shard_list)).start()
-        edge = Edge(port, proc)
+        edge = Edge.spawn(self.edge_env(shard_list), args)
         self.edges.append(edge)
         return edge
 
