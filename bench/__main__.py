@@ -5,6 +5,8 @@
     chat-bench scale --servers ours,ours@HEAD~5   this commit beside an earlier one
     chat-bench fanout --servers ours,ours-memory  the durable store (as shipped) beside
                                          history in memory only
+    chat-bench fanout --servers ours,ours/3  one edge per server core (the default)
+                                         beside three edges on the same cores
     chat-bench latency | sweep | churn | scale
     chat-bench churn --presence          every client its own user, every join with
                                          presence (ours only: the references have none)
@@ -137,12 +139,17 @@ def _extra_commands(sub: Any, out: argparse.ArgumentParser) -> None:
                      help="run the broker as committed at a git ref (default: this checkout)")
 
 
+# smoke and recovery: chats and members that cross edges, whatever the cores
+ACROSS_EDGES = f"{OURS}/3"
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     d = Params()
     common.add_argument("--servers", type=_servers, default=list(SERVERS),
                         help=f"comma-separated, from {','.join(NAMES)}, ours:N (N broker "
-                        "shards), or ours@REF: roomcast at a git ref, e.g. ours@HEAD~5; ours "
+                        "shards), ours/E (E edges; default one per server core), or ours@REF: "
+                        "roomcast at a git ref, e.g. ours@HEAD~5; ours "
                         "keeps a durable store, ours-memory history in memory only (default: "
                         f"{','.join(SERVERS)})")
     common.add_argument("--out", type=Path, default=DEFAULT_OUT,
@@ -206,7 +213,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     stamp = now.strftime("%Y%m%d-%H%M%S")
     logs = args.out / "logs" / stamp
     params = _params(args)
-    servers = ["ours"] if args.command == "smoke" else args.servers
+    # Three edges whatever the cores: the smoke run is about chats crossing edges.
+    servers = [ACROSS_EDGES] if args.command == "smoke" else args.servers
     bench = Bench(params, cpus, logs, progress)
     session: dict[str, Any] = {
         "command": args.command,
@@ -316,7 +324,8 @@ async def _recovery(args: argparse.Namespace) -> int:
     progress.note(cpus.note)
     load = [brokerload.load_average()]
     before = os.sched_getaffinity(0)
-    with running("ours", cpus, args.out / "logs" / stamp) as started:
+    # Three edges whatever the cores: members reconnect to another edge.
+    with running(ACROSS_EDGES, cpus, args.out / "logs" / stamp) as started:
         if cpus.pinned:
             os.sched_setaffinity(0, cpus.loadgen)
         try:

@@ -143,7 +143,7 @@ async def run_shares(
     workers = _Workers()
     spawned_at = time.monotonic()
     try:
-        await workers.spawn(shares, cpus, logs / f"{servers.name}-{label}-loadgen")
+        await workers.spawn(shares, cpus, logs / f"{servers.file_stem}-{label}-loadgen")
         gen_procs = [Proc("loadgen", f"loadgen-{n + 1}", p.pid)
                      for n, p in enumerate(workers.procs)]
         gen_procs.append(Proc("loadgen", "bench (parent)", os.getpid()))

@@ -1,11 +1,17 @@
 """Start a server design as real processes on free loopback ports, and stop it.
 
-"ours" is one broker and three edges, the broker keeping its rooms' streams
+"ours" is one broker and one edge per server core (the cores `bench.pinning`
+gives the servers: one when pinned on two cores), the broker keeping its rooms' streams
 in a durable store (`CHAT_DATA_DIR`, as deploy/supervisord.conf ships it) in
 a temporary directory, removed once it has stopped and been measured
 (`ServerSet.store`); "ours-memory" is the same with history in memory only.
 "ours:N" (and "ours-memory:N") is the same with N broker shards
-(`chat-broker --shard I/N`, each its own process and store). The references
+(`chat-broker --shard I/N`, each its own process and store), and "ours/E"
+(also "ours:N/E") the same with E edges whatever the cores: "ours/3" is the
+three edges every figure before 2026-12-03 was taken with. More edges than
+cores cost CPU per chat: each edge wakes, reads and writes for every chat of
+a room it has members in, so the chat's fixed cost is paid once per edge
+while its deliveries are shared out. The references
 are in `bench/references/`. "ours@REF" (and "ours-memory@REF") is the same,
 run from the commit REF (any git ref): REF is checked out into a temporary
 detached worktree, the processes
@@ -22,6 +28,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -50,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCES = Path(__file__).resolve().parent / "references"
 NODE_DIR = REFERENCES / "node"
 START_TIMEOUT = 30.0
-EDGES = 3
+MAX_EDGES = 16
 SIO_PROCESSES = 3
 
 
@@ -113,6 +120,11 @@ class ServerSet:
     data_dir: Path | None = None
     store: dict[str, Any] | None = None
 
+    @property
+    def file_stem(self) -> str:
+        """The name as a file name's start: `ours/3` -> `ours_3`."""
+        return self.name.replace("/", "_")
+
 
 class _Spawner:
     def __init__(self, cpus: CpuPlan, logs: Path, into: ServerSet) -> None:
@@ -125,7 +137,7 @@ class _Spawner:
         self, name: str, args: list[str], env: dict[str, str] | None = None,
         cwd: Path | None = None,
     ) -> Process:
-        log = self.logs / f"{self.into.name}-{name}.log"
+        log = self.logs / f"{self.into.file_stem}-{name}.log"
         with log.open("wb") as err:
             popen = subprocess.Popen(
                 [*self.cpus.server_prefix(), *args],
@@ -181,7 +193,7 @@ OURS_ENV = {
 
 
 def _start_ours(sp: _Spawner, cwd: Path | None = None, shards: int = 1,
-                durable: bool = True) -> None:
+                durable: bool = True, edges: int = 1) -> None:
     env = {
         "CHAT_BROKER_PUB": f"tcp://127.0.0.1:{free_port()}",
         "CHAT_BROKER_SUB": f"tcp://127.0.0.1:{free_port()}",
@@ -207,12 +219,12 @@ def _start_ours(sp: _Spawner, cwd: Path | None = None, shards: int = 1,
             sp.spawn(f"broker-{i}", [sys.executable, "-m", "broker", "--shard", f"{i}/{shards}"],
                      env | {"CHAT_BROKER_PUB": pub, "CHAT_BROKER_SUB": sub} | store(i), cwd)
         env["CHAT_BROKER_SHARDS"] = ",".join(ends)
-    edges = []
-    for n in range(1, EDGES + 1):
+    started = []
+    for n in range(1, edges + 1):
         port = free_port()
-        edges.append((sp.spawn(f"edge-{n}", [sys.executable, "-m", "edge", "--port", str(port)],
-                               env, cwd), port))
-    for proc, port in edges:
+        started.append((sp.spawn(f"edge-{n}", [sys.executable, "-m", "edge", "--port", str(port)],
+                                 env, cwd), port))
+    for proc, port in started:
         wait_ready(proc, functools.partial(_http_ok, f"http://127.0.0.1:{port}/healthz"))
         sp.into.urls.append(f"ws://127.0.0.1:{port}/")
 
@@ -266,9 +278,9 @@ def _start_socketio(sp: _Spawner) -> None:
 
 
 _DESIGNS: dict[str, tuple[Transport, str, Callable[[_Spawner], None]]] = {
-    OURS: ("ws", f"roomcast: 1 broker (durable store, SQLite) + {EDGES} edges (ZeroMQ), "
+    OURS: ("ws", "roomcast: 1 broker (durable store, SQLite) + E edges (ZeroMQ), "
            "rate limits off", _start_ours),
-    OURS_MEMORY: ("ws", f"roomcast: 1 broker (history in memory only) + {EDGES} edges "
+    OURS_MEMORY: ("ws", "roomcast: 1 broker (history in memory only) + E edges "
                   "(ZeroMQ), rate limits off", functools.partial(_start_ours, durable=False)),
     "node": ("ws", "seed design: 1 Node.js process, `ws` package", _start_node),
     "naive": ("ws", "naive Python port: 1 aiohttp process, awaits send_str per member",
@@ -281,30 +293,50 @@ _DESIGNS: dict[str, tuple[Transport, str, Callable[[_Spawner], None]]] = {
 MAX_SHARDS = 16
 
 
+_NAME = re.compile(r"(?P<design>[^:/@]*)(?::(?P<shards>[^/@]*))?(?:/(?P<edges>[^@]*))?"
+                   r"(?:@(?P<ref>.*))?", re.DOTALL)
+
+
+def _parts(name: str) -> dict[str, str | None]:
+    match = _NAME.fullmatch(name)
+    assert match is not None  # every part is optional
+    return match.groupdict()
+
+
 def shard_count(name: str) -> int:
     """`ours:N` and `ours:N@REF` -> N broker shards; anything else -> 1."""
-    design = name.partition("@")[0]
-    return int(design.partition(":")[2] or 1)
+    return int(_parts(name)["shards"] or 1)
+
+
+def edge_count(name: str, cpus: CpuPlan) -> int:
+    """`ours/E` -> E edges; otherwise one per server core."""
+    edges = _parts(name)["edges"]
+    return int(edges) if edges else max(1, len(cpus.servers))
 
 
 def parse_name(name: str) -> tuple[str, str | None]:
     """`ours` -> ("ours", None); `ours@REF` -> ("ours", "REF"), roomcast as committed at REF;
-    `ours:N` (and `ours:N@REF`): with N broker shards."""
-    design, at, ref = name.partition("@")
-    design, colon, count = design.partition(":")
-    if colon and (design not in (OURS, OURS_MEMORY) or not count.isdigit()
-                  or not 1 <= int(count) <= MAX_SHARDS):
+    `ours:N` (and `ours:N@REF`): with N broker shards; `ours/E` (and `ours:N/E@REF`): E edges."""
+    parts = _parts(name)
+    design, count, edges, ref = parts["design"] or "", parts["shards"], parts["edges"], parts["ref"]
+    ours = design in (OURS, OURS_MEMORY)
+    if count is not None and (not ours or not count.isdigit()
+                              or not 1 <= int(count) <= MAX_SHARDS):
         raise ValueError(f"{name!r}: only {OURS} and {OURS_MEMORY} have shards, {OURS}:N "
                          f"with N from 1 to {MAX_SHARDS}")
+    if edges is not None and (not ours or not edges.isdigit()
+                              or not 1 <= int(edges) <= MAX_EDGES):
+        raise ValueError(f"{name!r}: only {OURS} and {OURS_MEMORY} have edges, {OURS}/E "
+                         f"with E from 1 to {MAX_EDGES}")
     if design not in NAMES:
         raise ValueError(f"unknown server {name!r}; choose from {', '.join(NAMES)}, "
-                         f"{OURS}:N or {OURS}@REF")
-    if at and design not in (OURS, OURS_MEMORY):
+                         f"{OURS}:N, {OURS}/E or {OURS}@REF")
+    if ref is not None and not ours:
         raise ValueError(f"{name!r}: only {OURS} and {OURS_MEMORY} can run from another "
                          f"commit ({OURS}@REF)")
-    if at and not ref.strip():
+    if ref is not None and not ref.strip():
         raise ValueError(f"{name!r}: name a git ref after the @ (a commit, tag, HEAD~5, ...)")
-    return design, ref.strip() or None
+    return design, ref.strip() if ref is not None else None
 
 
 def _git(*args: str) -> str:
@@ -374,16 +406,19 @@ def running(name: str, cpus: CpuPlan, logs: Path) -> Iterator[ServerSet]:
     transport, description, start = _DESIGNS[design]
     with contextlib.ExitStack() as stack:
         shards = shard_count(name)
-        if shards > 1:
-            start = functools.partial(_start_ours, shards=shards, durable=design == OURS)
-            description = description.replace("1 broker", f"{shards} broker shards")
-        if ref is not None:
-            tree = stack.enter_context(worktree(ref))
-            check_imports_from(tree)
-            start = functools.partial(_start_ours, cwd=tree, shards=shards,
-                                      durable=design == OURS)
-            commit = _git("-C", str(tree), "rev-parse", "--short", "HEAD")
-            description = f"{description}; commit {commit}"
+        if design in (OURS, OURS_MEMORY):
+            edges = edge_count(name, cpus)
+            start = functools.partial(_start_ours, shards=shards, durable=design == OURS,
+                                      edges=edges)
+            description = description.replace("E edges", f"{edges} edge{'s' * (edges > 1)}")
+            if shards > 1:
+                description = description.replace("1 broker", f"{shards} broker shards")
+            if ref is not None:
+                tree = stack.enter_context(worktree(ref))
+                check_imports_from(tree)
+                start = functools.partial(start, cwd=tree)
+                commit = _git("-C", str(tree), "rev-parse", "--short", "HEAD")
+                description = f"{description}; commit {commit}"
         servers = ServerSet(name, transport, description)
         try:
             start(_Spawner(cpus, logs, servers))

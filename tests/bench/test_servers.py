@@ -25,6 +25,10 @@ from bench.servers import ROOT, check_imports_from, parse_name, resolve_ref, wor
         ("ours-memory", ("ours-memory", None)),
         ("ours-memory@HEAD~1", ("ours-memory", "HEAD~1")),
         ("ours-memory:2", ("ours-memory", None)),
+        ("ours/1", ("ours", None)),
+        ("ours:2/3@HEAD", ("ours", "HEAD")),
+        ("ours-memory/2", ("ours-memory", None)),
+        ("ours@origin/main", ("ours", "origin/main")),
     ],
 )
 def test_names_parse_into_design_and_ref(name: str, parsed: tuple[str, str | None]) -> None:
@@ -42,6 +46,10 @@ def test_names_parse_into_design_and_ref(name: str, parsed: tuple[str, str | Non
         ("node@HEAD", "only ours"),
         ("ours:memory", "have shards, ours:N with N from 1"),
         ("Ours@HEAD", "unknown server"),
+        ("node/2", "only ours and ours-memory have edges"),
+        ("ours/0", "have edges, ours/E with E from 1"),
+        ("ours/", "have edges, ours/E with E from 1"),
+        ("ours:2/x", "have edges, ours/E with E from 1"),
     ],
 )
 def test_bad_names_say_what_is_wrong(name: str, why: str) -> None:
@@ -94,3 +102,14 @@ def test_shard_counts_in_names() -> None:
     from bench.servers import shard_count
 
     assert [shard_count(n) for n in ("ours", "ours:2", "ours:4@HEAD", "node")] == [1, 2, 4, 1]
+
+
+def test_edges_are_one_per_server_core_unless_named() -> None:
+    from bench.pinning import plan_cpus
+    from bench.servers import edge_count
+
+    pinned = plan_cpus([0, 1], wanted=True, have_taskset=True)  # servers get core 0
+    shared = plan_cpus([0, 1], wanted=False, have_taskset=True)  # servers get both
+    assert [edge_count(n, pinned) for n in ("ours", "ours@HEAD", "ours/3", "ours:2/2@HEAD")] \
+        == [1, 1, 3, 2]
+    assert [edge_count(n, shared) for n in ("ours", "ours:4", "ours/1")] == [2, 2, 1]

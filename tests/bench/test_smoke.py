@@ -25,7 +25,7 @@ def test_smoke_run_has_no_loss_misorder_or_leaks(tmp_path: Path) -> None:
     assert report.with_suffix(".md").is_file()
     session = json.loads(report.read_text())
     [run] = session["runs"]
-    assert run["server"] == "ours" and run["workload"] == "fanout"
+    assert run["server"] == "ours/3" and run["workload"] == "fanout"
     assert run["received"] > 0
     assert run["received"] == run["expected"]
     assert (run["loss"], run["order_violations"], run["leaks"]) == (0, 0, 0)
@@ -37,5 +37,5 @@ def test_smoke_run_has_no_loss_misorder_or_leaks(tmp_path: Path) -> None:
     assert store["chats"] > 0 and store["rows"] > 0 and store["disk_bytes"] > 0
     assert store["bytes_per_1000_chats"] == round(1000 * store["disk_bytes"] / store["chats"])
     text = report.with_suffix(".md").read_text()
-    assert "| ours |" in text and "ours's store at the end" in text
+    assert "| ours/3 |" in text and "ours/3's store at the end" in text
     assert list(temp.iterdir()) == []  # the store's temporary directory is gone
