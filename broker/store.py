@@ -24,6 +24,7 @@ second broker on the same directory is refused at start.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import logging
@@ -57,13 +58,19 @@ RELEASE_EVERY = 1.0  # seconds
 LOCK_NAME = "streams.lock"
 CHECKPOINT_EVERY = 1.0  # seconds
 LOCK_WAIT_MS = 5000  # how long a write waits for the checkpoint thread at most
-# Past this the loop rewinds the log (see _rewind_log): a checkpoint with
-# two fsyncs while the loop waits, 20 to 60 ms here. At a chat per turn a
-# commit adds about two pages, so 16 MiB came every 2,000 chats and made
-# such a pause about 1 % of the chats' wait at 800 chats/s; 64 MiB, four
-# times rarer.
+# Past this the loop rewinds the log (see _rewind_log): a checkpoint of
+# what the checkpoint thread has not copied yet, while the loop waits. At a
+# chat per turn a commit adds about two pages, so 64 MiB come every 8,000
+# chats.
 WAL_LIMIT = 64 * 1024 * 1024  # bytes
 LOG_CHECK_EVERY = 0.1  # seconds between looks at the log's size (a stat call)
+# Once a rewind is due the checkpoint thread passes this often, and the loop
+# rewinds within REWIND_FRESH of a pass's end: it then copies only what was
+# written since, not up to a second of writes (20 to 210 ms of waiting here
+# when it rewound at any moment).
+HURRIED_EVERY = 0.05  # seconds
+REWIND_FRESH = 0.01  # seconds
+REWIND_WAIT = 2.0  # seconds: past this the loop rewinds without a fresh pass
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -129,6 +136,10 @@ class Store:
         self._wal = path.with_name(path.name + "-wal")
         self._next_log_check = 0.0
         self._checkpoints: Checkpointer | None = None
+        self._rewind_due = 0.0  # when the log was first seen past WAL_LIMIT; 0: not due
+        self.rewinds = 0  # times the log was rewound
+        # Seconds from the end of the checkpoint thread's last pass, per recent rewind.
+        self.rewind_lags: collections.deque[float] = collections.deque(maxlen=100)
         # Released chat rows not yet deleted, and when the oldest must be.
         self._releasing: list[tuple[int, Journaled | None]] = []
         self._release_by = 0.0
@@ -276,35 +287,54 @@ class Store:
             raise StoreFailed(exc) from exc
         if deleting:
             releasing.clear()
-        if clock >= self._next_log_check:
+        if not self._rewind_due and clock >= self._next_log_check:
             self._next_log_check = clock + LOG_CHECK_EVERY
-            self._rewind_log()
+            if self._log_too_long():
+                self._rewind_due = clock
+                if self._checkpoints is not None:
+                    self._checkpoints.hurry()
+        if self._rewind_due:
+            self._rewind_log(clock)
         return bool(journal.released)
 
-    def _rewind_log(self) -> None:
-        """Past WAL_LIMIT, restart the write-ahead log from its beginning.
+    def _log_too_long(self) -> bool:
+        try:
+            return self._wal.stat().st_size > WAL_LIMIT
+        except FileNotFoundError:
+            return False
+
+    def _rewind_log(self, clock: float) -> None:
+        """Restart the write-ahead log from its beginning, right after a checkpoint pass.
 
         Under steady writes the checkpoint thread's passive checkpoints never
         reach the log's end, and only a checkpoint that does lets the log be
         rewound: without this it grows without bound. Done here, between
-        turns, where no write of ours is in progress; it copies what the
-        thread has not yet (little) and does not wait: if the thread holds the
-        checkpoint, the next turn tries again.
+        turns, where no write of ours is in progress, and only just after
+        the thread's last pass (or once REWIND_WAIT has gone by), so that
+        what is left to copy is a few milliseconds of writes. It does not
+        wait: if the thread holds the checkpoint, the next turn tries again.
         """
-        try:
-            if self._wal.stat().st_size <= WAL_LIMIT:
-                return
-        except FileNotFoundError:
+        checkpoints = self._checkpoints
+        since_pass = clock - checkpoints.finished if checkpoints is not None else 0.0
+        if since_pass > REWIND_FRESH and clock - self._rewind_due < REWIND_WAIT:
             return
         db = self._db
         try:
             db.execute("PRAGMA busy_timeout = 0")
             try:
-                db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                busy = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
             finally:
                 db.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_MS)}")
         except sqlite3.Error as exc:  # committed all the same: the next turn tries again
             log.warning("store log not rewound: %s", exc)
+            return
+        if busy:
+            return  # the thread is checkpointing: the next turn tries again
+        self._rewind_due = 0.0
+        self.rewinds += 1
+        self.rewind_lags.append(since_pass)
+        if checkpoints is not None:
+            checkpoints.calm()
 
     def writable(self) -> bool:
         """Whether a small write goes through now (after a failed commit)."""
@@ -324,24 +354,43 @@ class Checkpointer(threading.Thread):
     """Copies the write-ahead log into the file every CHECKPOINT_EVERY seconds.
 
     A passive checkpoint on a connection of its own: the loop's commits go on
-    meanwhile, and its fsyncs (the only ones) run here, with the GIL released.
+    meanwhile, and its fsyncs run here, with the GIL released. While a
+    rewind of the log is due (`hurry`) it passes every HURRIED_EVERY, and
+    `finished` tells the loop when the last pass ended.
     """
 
     def __init__(self, path: Path) -> None:
         super().__init__(name="store-checkpoints", daemon=True)
         self._path = path
         self._db = _connect(path, check_same_thread=False)
-        self._stopping = threading.Event()
+        self._stopping = False
+        self._hurried = False
+        self._wake = threading.Event()
+        self.finished = float("-inf")  # time.monotonic() at the end of the last pass
 
     def run(self) -> None:
-        while not self._stopping.wait(CHECKPOINT_EVERY):
+        while True:
+            self._wake.wait(HURRIED_EVERY if self._hurried else CHECKPOINT_EVERY)
+            self._wake.clear()
+            if self._stopping:
+                return
             try:
                 self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error as exc:
                 log.warning("store checkpoint failed (the log grows until one works): %s", exc)
+            self.finished = time.monotonic()
+
+    def hurry(self) -> None:
+        """A rewind is due: pass now, and often until `calm`."""
+        self._hurried = True
+        self._wake.set()
+
+    def calm(self) -> None:
+        self._hurried = False
 
     def stop(self) -> None:
-        self._stopping.set()
+        self._stopping = True
+        self._wake.set()
         self.join()
         self._db.close()
 

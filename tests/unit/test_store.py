@@ -372,11 +372,28 @@ def test_the_log_is_rewound_once_past_its_limit(
     store, seq = open_store(str(tmp_path), LIMITS, 0.0)
     assert seq.journal is not None
     wal = tmp_path / f"{FILE_NAME}-wal"
-    for i in range(2000):  # a page or more per commit: 8 MiB of log without a rewind
-        seq.sequence(room_topic(f"room-{i % 50}"), [chat("x" * 1000)], 0.0)
+    sent = 0
+
+    def turn() -> None:
+        nonlocal sent
+        assert seq.journal is not None
+        seq.sequence(room_topic(f"room-{sent % 50}"), [chat("x" * 1000)], 0.0)
         store.commit(seq.journal)
-    # A batch of deletes may write a few MiB at once; the next turn rewinds.
+        sent += 1
+
+    for _ in range(2000):  # a page or more per commit: 8 MiB of log without a rewind
+        turn()
+    assert store.rewinds > 0, "never rewound"
+    # The rewind waits for a checkpoint pass; turns go on until the next one.
+    deadline = time.monotonic() + 10.0
+    rewound = store.rewinds
+    while store.rewinds == rewound and time.monotonic() < deadline:
+        turn()
+    assert store.rewinds > rewound
     assert wal.stat().st_size <= limit + 64 * 1024
+    # Each came right after the checkpoint thread's pass, not at any moment.
+    assert max(store.rewind_lags) <= store_module.REWIND_FRESH
     store, seq = reopen(store, tmp_path, 1.0)
-    assert offsets(seq, room_topic("room-7")) == [36, 37, 38, 39, 40]  # history_size 5
+    top = sum(1 for i in range(sent) if i % 50 == 7)  # room-7's chats
+    assert offsets(seq, room_topic("room-7")) == list(range(top - 4, top + 1))  # history 5
     store.close()
