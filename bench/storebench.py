@@ -4,6 +4,7 @@
                                          [--per-turn 1024,64] [--repeat 3] [--json FILE]
     .venv/bin/python -m bench.storebench --restart     # a full store read back (bench.storerestart)
     .venv/bin/python -m bench.storebench --truncated   # what each store does with a file cut short
+    .venv/bin/python -m bench.storebench --pauses      # the loop's longest waits on commits
 
 Every candidate is given the same turns, made by the broker's own sequencer
 (`bench.storeload`): lone 128-character chats round-robin over the rooms,
@@ -367,6 +368,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         argv.remove("--restart")
         return storerestart.main(argv)
+    if "--pauses" in argv:
+        import bench.storepauses as storepauses
+
+        argv.remove("--pauses")
+        return storepauses.main(argv)
     if "--truncated" in argv:
         print("\n".join(truncated(lambda _: None)))
         return 0
@@ -375,6 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--restart", action="store_true",
                     help="time reading a full store back instead (see bench.storerestart)")
+    ap.add_argument("--pauses", action="store_true",
+                    help="instead: the longest commits, rewinds of the log included "
+                    "(see bench.storepauses)")
     ap.add_argument("--truncated", action="store_true",
                     help="instead: what each store does with its file cut to half its size")
     ap.add_argument("--rooms", type=_ints, default=d.rooms, help="comma-separated room counts")
