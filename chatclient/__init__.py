@@ -5,6 +5,7 @@ from chatclient.backoff import Backoff
 from chatclient.client import ChatClient, Connected, Disconnected, Status, connect
 from chatclient.core import (
     Joined,
+    Listing,
     Member,
     PresenceEvent,
     PresenceJoin,
@@ -48,6 +49,7 @@ __all__ = [
     "Forbidden",
     "InvalidPayload",
     "Joined",
+    "Listing",
     "Member",
     "NotInRoom",
     "PresenceEvent",

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Sequence
 
 from chatclient.client import ChatClient, Connected, Disconnected, Status, connect
-from chatclient.core import Joined, Member, PresenceJoin, PresenceLeave, Resynced
+from chatclient.core import Joined, Listing, Member, PresenceJoin, PresenceLeave, Resynced
 from chatclient.errors import ChatError, ClientError, ConnectionLost, RateLimited, Unavailable
 from chatclient.roster import Roster
 from chatconfig import ClientSettings, parse
@@ -41,6 +41,8 @@ HELP = (
     "commands: /join ROOM, /leave [ROOM], /rooms, /who [ROOM], /quit, /help; "
     "//text sends /text"
 )
+# A room above the server's presence events limit: no join or leave lines for it.
+QUIET = "{room} is too big for join and leave lines: /who {room} lists who is there now"
 
 
 def clock(ts_ms: int) -> str:
@@ -150,8 +152,10 @@ class Session:
             if room in self.client.rooms:
                 # Events handled meanwhile may be newer than the listing: they stay.
                 known = {m.user: m for m in self.roster.members(room)}
-                self.roster.load(room, [*(m for m in listed if m.user not in known),
-                                        *known.values()])
+                self.roster.load(room, Listing([*(m for m in listed if m.user not in known),
+                                                *known.values()], listed.events))
+                if not listed.events:
+                    info(QUIET.format(room=room))
 
     async def who(self, room: str | None) -> None:
         room = room or self.current
@@ -169,6 +173,8 @@ class Session:
         info(f"in {room}: {len(members)} user{plural}")
         for member in members:
             info(f"  {describe(member)}")
+        if not members.events:
+            info(QUIET.format(room=room))
 
     async def leave(self, room: str | None) -> None:
         room = room or self.current

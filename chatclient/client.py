@@ -40,6 +40,7 @@ from chatclient.backoff import Backoff
 from chatclient.core import (
     Delivered,
     Done,
+    Listing,
     Member,
     Noted,
     PresenceEvent,
@@ -314,9 +315,11 @@ class ChatClient:
             assert request.ack is not None
             return request.ack
 
-    async def presence(self, room_id: str) -> list[Member]:
+    async def presence(self, room_id: str) -> Listing:
         """Every user with a live connection in the room, on any edge, once, with its
-        display name and number of connections, in the server's order (by user id).
+        display name and number of connections, in the server's order (by user id):
+        a list of `Member`, whose `events` is False when the room is too big for
+        join and leave events (none will come: ask again to see who is there).
         A long list comes in pages, which this fetches one after the other. Only a
         member of the room may ask (`NotInRoom` otherwise). A dropped connection
         starts the listing again on the next one."""
@@ -327,17 +330,19 @@ class ChatClient:
             except ConnectionLost:
                 await self.wait_connected(after=generation)
 
-    async def _list(self, room_id: str) -> list[Member]:
+    async def _list(self, room_id: str) -> Listing:
         members: dict[str, Member] = {}
         cursor: str | None = None
+        events = True
         while True:
             request = await self._request(Request.presence(room_id, cursor))
             page = request.listing
             assert page is not None
+            events = events and page.events
             for u in page.users:
                 members[u.user] = Member(u.user, u.name, u.connections)
             if page.next is None or page.next == cursor:  # the same cursor would loop
-                return list(members.values())
+                return Listing(members.values(), events)
             cursor = page.next
 
     @property

@@ -32,6 +32,7 @@ events. It never touches a socket, so it is tested without one.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
@@ -173,6 +174,21 @@ class Member:
     user: str
     name: str
     connections: int
+
+
+class Listing(list[Member]):
+    """A room's members as a presence listing gave them (`ChatClient.presence`): a
+    list of `Member`, and whether the room publishes join and leave events.
+
+    `events` is False for a room above the server's events limit
+    (`--presence-events-max-members`): no `PresenceJoin` or `PresenceLeave`
+    comes for it, so a roster kept from events goes stale; list it again to
+    see who is there.
+    """
+
+    def __init__(self, members: Iterable[Member] = (), events: bool = True) -> None:
+        super().__init__(members)
+        self.events = events
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,23 +14,34 @@ joins is listed with one connection until the next listing says otherwise.
 Events and listings of a room come in the order the room's owner made them,
 so applying them in the order they arrive, a listing replacing what was
 known, gives the room as it is. After a reconnect the events missed meanwhile
-are lost: load a fresh listing.
+are lost: load a fresh listing. A room too big for events (its listing's
+`events` is False: `has_events`) changes only when it is listed again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chatclient.core import Member, PresenceEvent, PresenceJoin, PresenceLeave
+from chatclient.core import Listing, Member, PresenceEvent, PresenceJoin, PresenceLeave
 
 
 class Roster:
     def __init__(self) -> None:
         self._rooms: dict[str, dict[str, Member]] = {}
+        self._quiet: set[str] = set()  # rooms whose last listing said: no events
 
     def load(self, room_id: str, members: Iterable[Member]) -> None:
         """Replace what is known of the room by a listing (`client.presence(room)`)."""
         self._rooms[room_id] = {m.user: m for m in members}
+        if isinstance(members, Listing) and not members.events:
+            self._quiet.add(room_id)
+        else:
+            self._quiet.discard(room_id)
+
+    def has_events(self, room_id: str) -> bool:
+        """False when the room's last listing said it sends no join or leave events
+        (too many members): what is known of it is only as fresh as that listing."""
+        return room_id not in self._quiet
 
     def apply(self, event: PresenceEvent) -> Member:
         """Apply an event; return the member it is about (as it was, for a leave; a
@@ -56,6 +67,7 @@ class Roster:
 
     def forget(self, room_id: str) -> None:
         self._rooms.pop(room_id, None)
+        self._quiet.discard(room_id)
 
     def __contains__(self, room_id: object) -> bool:
         return room_id in self._rooms

@@ -39,8 +39,10 @@ def peered_cluster(edges: int = 3, env: dict[str, str] | None = None) -> Iterato
 
 @pytest.fixture(scope="session")
 def client_cluster() -> Iterator[Cluster]:
-    """Shared by the client tests that break nothing; a connection may be in 3 rooms."""
-    with peered_cluster(3, {"CHAT_MAX_ROOMS": "3"}) as cluster:
+    """Shared by the client tests that break nothing; a connection may be in 3 rooms, and
+    rooms named crowd-* publish presence events up to 1 member only."""
+    with peered_cluster(3, {"CHAT_MAX_ROOMS": "3",
+                            "CHAT_PRESENCE_EVENTS_RULES": "crowd-*=1"}) as cluster:
         yield cluster
 
 

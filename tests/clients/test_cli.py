@@ -403,6 +403,22 @@ async def test_identity_who_and_presence_lines_in_a_terminal(
     await terminal.wait_for(rf"^\d\d:\d\d:\d\d \[{r}\] \* Bob left\r?$")
     terminal.type("/who\n")
     await terminal.wait_for(rf"^\* in {r}: 1 user\r?$")
+
+    # A room above the events limit (crowd-*: 1 member here) says so under /who.
+    crowd = room("crowd")
+    terminal.type(f"/join {crowd}\n")
+    await terminal.wait_for(rf"joined {crowd}")
+    await bob.join(crowd)
+    async with asyncio.timeout(WAIT):
+        while len(await bob.presence(crowd)) < 2:  # until the room's owner lists both
+            pass
+    terminal.type(f"/who {crowd}\n")
+    await terminal.wait_for(
+        rf"^\* in {crowd}: 2 users\r?\n\*   Alice A\. \(alice\): 1 connection\r?\n"
+        rf"\*   Bob \(bob\): 1 connection\r?\n"
+        rf"\* {crowd} is too big for join and leave lines: /who {crowd} lists who is there "
+        rf"now\r?$"
+    )
     terminal.type("/quit\n")
     async with asyncio.timeout(WAIT):
         code = await proc.wait()

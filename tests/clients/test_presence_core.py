@@ -10,7 +10,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from chatclient import ChatClient, Member, NotInRoom, PresenceJoin, PresenceLeave, Roster
+from chatclient import (
+    ChatClient,
+    Listing,
+    Member,
+    NotInRoom,
+    PresenceJoin,
+    PresenceLeave,
+    Roster,
+)
 from chatclient.cli import Session, describe
 from chatclient.core import Delivered, Done, Noted, Request, Tracker
 from chatconfig import ClientSettings, parse
@@ -156,6 +164,24 @@ def test_the_roster_follows_a_listing_then_the_events() -> None:
     assert "r" in roster and "s" not in roster
     roster.forget("r")
     assert roster.members("r") == [] and "r" not in roster
+
+
+def test_the_roster_knows_a_room_too_big_for_events() -> None:
+    roster = Roster()
+    quiet = Listing([Member("alice", "Alice", 1)], events=False)
+    assert quiet == [Member("alice", "Alice", 1)] and not quiet.events  # still a list
+    assert Listing([]).events
+    roster.load("big", quiet)
+    roster.load("small", Listing([Member("bob", "Bob", 1)]))
+    roster.load("plain", [Member("bob", "Bob", 1)])  # a plain list: events as usual
+    assert not roster.has_events("big")
+    assert roster.has_events("small") and roster.has_events("plain")
+    assert roster.has_events("never-listed")
+    roster.load("big", Listing([Member("alice", "Alice", 1)]))  # small again
+    assert roster.has_events("big")
+    roster.load("big", quiet)
+    roster.forget("big")
+    assert roster.has_events("big")
 
 
 def query_of(client: ChatClient, url: str = "ws://127.0.0.1:8081/") -> dict[str, list[str]]:

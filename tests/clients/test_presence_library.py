@@ -44,6 +44,7 @@ class Script:
 
     users: list[tuple[str, str, int]]
     page: int
+    events: bool = True  # what its listing says of join and leave events
     queries: list[dict[str, str]] = field(default_factory=list)  # each upgrade's query
     frames: list[list[dict[str, Any]]] = field(default_factory=list)  # per connection
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
@@ -57,7 +58,8 @@ class Script:
                 start = int(payload.get("cursor", "0"))
                 end = start + self.page
                 more = str(end) if end < len(self.users) else None
-                return [encode_presence(payload["roomId"], self.users[start:end], more)]
+                return [encode_presence(payload["roomId"], self.users[start:end], more,
+                                        self.events)]
             case "ping":
                 return [PONG_FRAME]
         return []
@@ -115,6 +117,21 @@ async def test_a_listing_of_several_pages_is_followed_to_its_end(
     assert asked == [{"roomId": "r"}, {"roomId": "r", "cursor": "1000"},
                      {"roomId": "r", "cursor": "2000"}]
     assert script.queries == [{"user": "me", "name": "Me"}]
+
+
+async def test_a_listing_says_when_the_room_sends_no_join_or_leave_events(
+    scripted_edge: ScriptedEdge,
+) -> None:
+    users = [(f"user-{i:04d}", f"User {i}", 1) for i in range(1500)]
+    async with ChatClient(await scripted_edge(Script(users, page=1000, events=False)),
+                          user="me") as client:
+        await client.join("big", presence=True)
+        members = await client.presence("big")
+    assert members == [Member(*u) for u in users] and members.events is False
+    async with ChatClient(await scripted_edge(Script(users[:3], page=1000)),
+                          user="me") as client:
+        await client.join("small", presence=True)
+        assert (await client.presence("small")).events is True
 
 
 async def test_a_rejoin_asks_for_presence_again_where_it_was_asked(
@@ -192,6 +209,32 @@ async def test_users_names_counts_and_events_across_three_edges(
     await alice2.close()  # a close handshake: her last connection leaves at once
     assert await next_item(watcher, PRESENCE) == PresenceLeave(r, "alice")
     assert await watcher.presence(r) == [Member("watcher", "Watcher", 1)]
+
+
+async def test_a_room_above_the_events_limit_lists_without_events(
+    client_cluster: Cluster, open_client: OpenClient
+) -> None:
+    r = room("crowd")  # the shared cluster's rule: crowd-* rooms, events up to 1 member
+    a, b, _ = client_cluster.urls()
+    watcher = await open_client(a, user="watcher", name="Watcher")
+    await watcher.join(r, presence=True)
+    assert (await watcher.presence(r)).events is True  # one member: within the limit
+    alice = await open_client(b, user="alice", name="Alice")
+    await alice.join(r)
+    async with asyncio.timeout(WAIT):
+        listing = await watcher.presence(r)
+        while len(listing) < 2:  # alice's arrival is on its way to the room's owner
+            listing = await watcher.presence(r)
+    assert listing == [Member("alice", "Alice", 1), Member("watcher", "Watcher", 1)]
+    assert listing.events is False
+    await alice.send(r, "hello")
+    # A join would come before alice's first chat, in the room's stream: none did.
+    async with asyncio.timeout(WAIT):
+        async for item in watcher.events():
+            assert not (isinstance(item, PresenceJoin) and item.user == "alice"), item
+            if isinstance(item, ChatDelivery):
+                assert item.message == "hello"
+                break
 
 
 async def test_only_members_may_list_and_only_joins_with_presence_get_events(
