@@ -24,6 +24,7 @@ from types import FrameType
 import msgspec
 import zmq
 
+from broker import metrics
 from broker.presence import PresenceLimits, PresenceOwner, messages
 from broker.sharding import ShardGuard
 from broker.store import Store, StoreFailed, open_store
@@ -130,6 +131,13 @@ def run(settings: BrokerSettings) -> None:
         xpub.bind(endpoints.broker_sub)
         xsub.send(SUBSCRIBE_ALL)
         guard = ShardGuard(settings.shard_index, settings.shard_count)
+        if settings.metrics_port:
+            try:
+                metrics.serve(metrics.BrokerCollector(keeper, guard, settings.shard),
+                              settings.metrics_host, settings.metrics_port)
+            except OSError as exc:
+                raise SystemExit(f"chat-broker: --metrics-port {settings.metrics_port}: "
+                                 f"{exc.strerror or exc}") from None
         log.info(
             "broker ready: shard %s, publishers -> %s, subscribers <- %s, hwm=%d",
             settings.shard, endpoints.broker_pub, endpoints.broker_sub, endpoints.hwm,
@@ -193,9 +201,13 @@ class Keeper:
                 self.refuse(message, outbox, now, again=True)
 
     def _reload(self, store: Store, now: float) -> None:
-        subscribed = [s.topic for s in self.sequencer.streams() if s.subscribed]
-        limits = self.sequencer.limits
-        self.sequencer = store.load(limits, now)
+        old = self.sequencer
+        subscribed = [s.topic for s in old.streams() if s.subscribed]
+        self.sequencer = store.load(old.limits, now)
+        # Counters since start go on (metrics would read a drop as a restart).
+        self.sequencer.sequenced, self.sequencer.duplicates = old.sequenced, old.duplicates
+        self.sequencer.malformed = old.malformed
+        self.sequencer.shortened_windows = old.shortened_windows
         for topic in subscribed:
             self.sequencer.subscription(topic, True)
         self.sequencer.drop_idle()

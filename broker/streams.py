@@ -127,6 +127,8 @@ class Sequencer:
         self.held_bytes = 0
         self.malformed = 0  # parts that were neither a chat, a keyed chat, a query nor a probe
         self.shortened_windows = 0  # msgIds forgotten early: the byte budget was all msgIds
+        self.sequenced = 0  # chats given an offset since start
+        self.duplicates = 0  # chats dropped as a msgId already sequenced
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -211,6 +213,7 @@ class Sequencer:
     def _append(self, stream: Stream, body: bytes) -> bytes:
         """Sequence one chat (its JSON ends with CHAT_END: checked by the caller)."""
         stream.top += 1
+        self.sequenced += 1
         stamped = b"%s%s%d}}" % (body[:-2], stream.stamp_head, stream.top)
         history = stream.history
         history.append(stamped)
@@ -253,6 +256,7 @@ class Sequencer:
             return
         seen = stream.dedupe.get(keyed.key)
         if seen is not None and now - seen[1] <= self.limits.dedupe_window:
+            self.duplicates += 1
             note = AckNote(stream.room_id, keyed.key, stream.epoch, seen[0], True)
         else:
             forward.append(self._append(stream, keyed.body))

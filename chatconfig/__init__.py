@@ -303,6 +303,12 @@ class BrokerSettings(Settings):
         "0/1", "this broker's shard I of N: it sequences only the rooms that hash to I "
                "(docs/scaling.md) and refuses edges that count another N", SHARD_SPEC,
     )
+    metrics_port: int = setting(
+        0, "port of the broker's Prometheus /metrics (0: none)", between(0, 65535)
+    )
+    metrics_host: str = setting(
+        "127.0.0.1", "interface the broker's /metrics listens on", NOT_EMPTY
+    )
     log_level: str = log_level_setting()
 
     @property

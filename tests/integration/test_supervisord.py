@@ -6,6 +6,8 @@ import re
 import signal
 from pathlib import Path
 
+import aiohttp
+
 from tests.support.procs import wait_until
 from tests.support.supervisor import pid_alive, supervised_system, wait_gone
 from tests.support.wsclient import WsClient
@@ -35,6 +37,20 @@ async def test_supervised_round_trip_and_clean_shutdown(tmp_path: Path) -> None:
         finally:
             await a.close()
             await b.close()
+        # Each shard's /metrics, on its own port; the chat went through one of them.
+        metrics = int(system.env["CHAT_BROKER_METRICS_PORT"])
+        sequenced = {}
+        for i in range(2):
+            async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{metrics + i}/metrics", timeout=aiohttp.ClientTimeout(5)
+            ) as reply:
+                text = await reply.text()
+            found = re.search(rf'^chat_broker_chats_sequenced_total{{shard="{i}/2"}} (\S+)$',
+                              text, re.MULTILINE)
+            assert found is not None, text
+            sequenced[i] = float(found[1])
+            assert f'chat_broker_store_bytes{{shard="{i}/2"}}' in text
+        assert sorted(sequenced.values()) == [0.0, 1.0]
         system.popen.send_signal(signal.SIGINT)  # what Ctrl-C sends
         assert system.popen.wait(30) == 0
         wait_gone(pids)

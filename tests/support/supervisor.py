@@ -87,6 +87,8 @@ def supervised_system(tmp: Path, stdout: Path | None = None) -> Iterator[Supervi
     env = env_with({
         # Every broker slot's two ports (shard I: base + 2I and base + 2I + 1).
         "CHAT_BROKER_PORT": str(free_port_run(8)),
+        # Shard I's /metrics: CHAT_BROKER_METRICS_PORT + I.
+        "CHAT_BROKER_METRICS_PORT": str(free_port_run(4)),
         "CHAT_EDGE_PORT": str(base),
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
         # The installed chat-edge and chat-broker scripts must run this checkout's

@@ -308,6 +308,9 @@ def test_the_keeper_refuses_chats_while_the_store_is_full_and_resumes(tmp_path: 
     note = read_ack(outbox[0][1])
     assert (note.key, note.refused) == ("k1", True)
     assert keeper.refused == 201
+    # Read back from the store, the sequencer keeps counting from where it was
+    # (the turn's chats were sequenced before the commit failed).
+    assert keeper.sequencer.sequenced == 1 + 201
     # The streams were read back from the store: room r is at offset 1.
     stream = keeper.sequencer.stream(ROOM)
     assert stream is not None and (stream.epoch, stream.top) == (epoch, 1)
