@@ -169,11 +169,11 @@ async def run(params: RecoveryParams, servers: ServerSet, label: str) -> dict[st
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
-    return summarize(params, members, senders, caught_up, servers.description)
+    return summarize(params, members, senders, caught_up, servers.description, servers.name)
 
 
 def summarize(params: RecoveryParams, members: list[Member], senders: dict[str, Sender],
-              caught_up: bool, description: str) -> dict[str, Any]:
+              caught_up: bool, description: str, server: str = "ours") -> dict[str, Any]:
     clients = []
     recover: list[float] = []
     rejoin: list[float] = []
@@ -200,7 +200,7 @@ def summarize(params: RecoveryParams, members: list[Member], senders: dict[str, 
     ms = [1000 * v for v in recover]
     rj = [1000 * v for v in rejoin]
     return {
-        "workload": "recovery", "server": "ours", "design": description,
+        "workload": "recovery", "server": server, "design": description,
         "params": asdict(params),
         "sent": sum(s.sent for s in senders.values()),
         "final_offsets": {room: s.top for room, s in senders.items()},

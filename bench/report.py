@@ -44,7 +44,7 @@ def efficiency(runs: list[dict[str, Any]], workload: str = "fanout") -> dict[str
     per = {r["server"]: r["deliveries_per_server_cpu_s"] for r in runs
            if r["workload"] == workload and r["deliveries_per_server_cpu_s"]}
     ours = per.get("ours")
-    ratios = {f"ours/{name}": ours / value for name, value in per.items()
+    ratios = {f"ours ÷ {name}": ours / value for name, value in per.items()
               if ours and name != "ours"}
     return {"deliveries_per_server_cpu_s": per, "ratios": ratios}
 

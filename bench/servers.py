@@ -309,9 +309,9 @@ def shard_count(name: str) -> int:
 
 
 def edge_count(name: str, cpus: CpuPlan) -> int:
-    """`ours/E` -> E edges; otherwise one per server core."""
+    """`ours/E` -> E edges; otherwise one per server core (at most MAX_EDGES)."""
     edges = _parts(name)["edges"]
-    return int(edges) if edges else max(1, len(cpus.servers))
+    return int(edges) if edges else max(1, min(MAX_EDGES, len(cpus.servers)))
 
 
 def parse_name(name: str) -> tuple[str, str | None]:

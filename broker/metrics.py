@@ -41,7 +41,8 @@ class BrokerCollector(Collector):
         sequencer, presence, store = keeper.sequencer, keeper.presence, keeper.store
         counter, gauge = CounterMetricFamily, GaugeMetricFamily
         yield self._family(counter, "chat_broker_chats_sequenced",
-                           "chats given an offset (and forwarded) since start", sequencer.sequenced)
+                           "chats given an offset, stored and forwarded since start",
+                           sequencer.sequenced)
         yield self._family(counter, "chat_broker_duplicates",
                            "chats with a msgId already sequenced: acknowledged again, not "
                            "forwarded", sequencer.duplicates)

@@ -135,9 +135,9 @@ def run(settings: BrokerSettings) -> None:
             try:
                 metrics.serve(metrics.BrokerCollector(keeper, guard, settings.shard),
                               settings.metrics_host, settings.metrics_port)
-            except OSError as exc:
-                raise SystemExit(f"chat-broker: --metrics-port {settings.metrics_port}: "
-                                 f"{exc.strerror or exc}") from None
+            except OSError as exc:  # chats matter more than their metrics: carry on
+                log.error("no /metrics on %s:%d: %s", settings.metrics_host,
+                          settings.metrics_port, exc.strerror or exc)
         log.info(
             "broker ready: shard %s, publishers -> %s, subscribers <- %s, hwm=%d",
             settings.shard, endpoints.broker_pub, endpoints.broker_sub, endpoints.hwm,
@@ -176,6 +176,9 @@ class Keeper:
         self.refusing = False
         self.refused = 0  # chats refused since start: nothing of them was stored or sent
         self.releasing = False  # released chat rows still to delete
+        # The sequencer's counters as of the last turn stored: a turn that fails
+        # to commit is counted as refused, not as sequenced.
+        self._counted = (0, 0, 0, 0)
 
     def accepts_chats(self) -> bool:
         return not self.refusing
@@ -187,6 +190,8 @@ class Keeper:
             return
         try:
             self.releasing = store.commit(self.sequencer.journal)
+            seq = self.sequencer
+            self._counted = (seq.sequenced, seq.duplicates, seq.malformed, seq.shortened_windows)
         except StoreFailed as exc:
             log.error(
                 "store write failed (%s): chats are refused with unavailable until it works "
@@ -203,14 +208,15 @@ class Keeper:
     def _reload(self, store: Store, now: float) -> None:
         old = self.sequencer
         subscribed = [s.topic for s in old.streams() if s.subscribed]
-        self.sequencer = store.load(old.limits, now)
-        # Counters since start go on (metrics would read a drop as a restart).
-        self.sequencer.sequenced, self.sequencer.duplicates = old.sequenced, old.duplicates
-        self.sequencer.malformed = old.malformed
-        self.sequencer.shortened_windows = old.shortened_windows
+        fresh = store.load(old.limits, now)
+        # Counters since start go on from the last turn stored (metrics would
+        # read a drop as a restart); set before a scrape can see `fresh`.
+        (fresh.sequenced, fresh.duplicates, fresh.malformed,
+         fresh.shortened_windows) = self._counted
         for topic in subscribed:
-            self.sequencer.subscription(topic, True)
-        self.sequencer.drop_idle()
+            fresh.subscription(topic, True)
+        fresh.drop_idle()
+        self.sequencer = fresh
 
     def retry(self) -> None:
         """While refusing: resume once the store takes a write again."""

@@ -66,11 +66,12 @@ WAL_LIMIT = 64 * 1024 * 1024  # bytes
 LOG_CHECK_EVERY = 0.1  # seconds between looks at the log's size (a stat call)
 # Once a rewind is due the checkpoint thread passes this often, and the loop
 # rewinds within REWIND_FRESH of a pass's end: it then copies only what was
-# written since, not up to a second of writes (20 to 210 ms of waiting here
-# when it rewound at any moment).
+# written since the pass began, not up to a second of writes (20 to 70 ms of
+# waiting here, measured alone, when it rewound at any moment).
 HURRIED_EVERY = 0.05  # seconds
 REWIND_FRESH = 0.01  # seconds
 REWIND_WAIT = 2.0  # seconds: past this the loop rewinds without a fresh pass
+WARN_EVERY = 10.0  # seconds between warnings of failing checkpoints
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -137,6 +138,7 @@ class Store:
         self._next_log_check = 0.0
         self._checkpoints: Checkpointer | None = None
         self._rewind_due = 0.0  # when the log was first seen past WAL_LIMIT; 0: not due
+        self._next_rewind_try = 0.0  # after a rewind that failed
         self.rewinds = 0  # times the log was rewound
         # Seconds from the end of the checkpoint thread's last pass, per recent rewind.
         self.rewind_lags: collections.deque[float] = collections.deque(maxlen=100)
@@ -311,12 +313,14 @@ class Store:
         rewound: without this it grows without bound. Done here, between
         turns, where no write of ours is in progress, and only just after
         the thread's last pass (or once REWIND_WAIT has gone by), so that
-        what is left to copy is a few milliseconds of writes. It does not
+        what is left to copy is what was written since that pass began. It does not
         wait: if the thread holds the checkpoint, the next turn tries again.
         """
         checkpoints = self._checkpoints
         since_pass = clock - checkpoints.finished if checkpoints is not None else 0.0
         if since_pass > REWIND_FRESH and clock - self._rewind_due < REWIND_WAIT:
+            return
+        if clock < self._next_rewind_try:
             return
         db = self._db
         try:
@@ -325,7 +329,8 @@ class Store:
                 busy = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
             finally:
                 db.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_MS)}")
-        except sqlite3.Error as exc:  # committed all the same: the next turn tries again
+        except sqlite3.Error as exc:  # committed all the same: tried again a little later
+            self._next_rewind_try = clock + LOG_CHECK_EVERY
             log.warning("store log not rewound: %s", exc)
             return
         if busy:
@@ -367,6 +372,7 @@ class Checkpointer(threading.Thread):
         self._hurried = False
         self._wake = threading.Event()
         self.finished = float("-inf")  # time.monotonic() at the end of the last pass
+        self._warned = float("-inf")
 
     def run(self) -> None:
         while True:
@@ -377,7 +383,10 @@ class Checkpointer(threading.Thread):
             try:
                 self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error as exc:
-                log.warning("store checkpoint failed (the log grows until one works): %s", exc)
+                if time.monotonic() - self._warned >= WARN_EVERY:
+                    self._warned = time.monotonic()
+                    log.warning("store checkpoint failed (the log grows until one works): %s",
+                                exc)
             self.finished = time.monotonic()
 
     def hurry(self) -> None:

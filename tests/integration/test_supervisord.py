@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 from pathlib import Path
@@ -41,10 +42,7 @@ async def test_supervised_round_trip_and_clean_shutdown(tmp_path: Path) -> None:
         metrics = int(system.env["CHAT_BROKER_METRICS_PORT"])
         sequenced = {}
         for i in range(2):
-            async with aiohttp.ClientSession() as http, http.get(
-                f"http://127.0.0.1:{metrics + i}/metrics", timeout=aiohttp.ClientTimeout(5)
-            ) as reply:
-                text = await reply.text()
+            text = await _metrics(f"http://127.0.0.1:{metrics + i}/metrics")
             found = re.search(rf'^chat_broker_chats_sequenced_total{{shard="{i}/2"}} (\S+)$',
                               text, re.MULTILINE)
             assert found is not None, text
@@ -60,6 +58,20 @@ async def test_supervised_round_trip_and_clean_shutdown(tmp_path: Path) -> None:
         # Each shard has its own store, beside the config.
         assert (tmp_path / "deploy" / "data" / "broker").is_dir()
         assert (tmp_path / "deploy" / "data" / "broker-1").is_dir()
+
+
+async def _metrics(url: str, within: float = 15.0) -> str:
+    """The page at `url`, asked again until the broker listens (it may still be starting)."""
+    deadline = asyncio.get_running_loop().time() + within
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(5)) as http:
+        while True:
+            try:
+                async with http.get(url) as reply:
+                    return await reply.text()
+            except aiohttp.ClientConnectionError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)  # polling a port that does not answer yet
 
 
 # A whole line, from supervisord or from any child: both log in this format.

@@ -207,7 +207,7 @@ def test_knee_is_the_last_load_before_p99_bends() -> None:
 def test_efficiency_ratios() -> None:
     runs = [{"workload": "fanout", "server": "ours", "deliveries_per_server_cpu_s": 300.0},
             {"workload": "fanout", "server": "node", "deliveries_per_server_cpu_s": 100.0}]
-    assert efficiency(runs)["ratios"] == {"ours/node": 3.0}
+    assert efficiency(runs)["ratios"] == {"ours ÷ node": 3.0}
 
 
 # The generator's WebSocket framing.

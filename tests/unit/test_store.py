@@ -308,9 +308,9 @@ def test_the_keeper_refuses_chats_while_the_store_is_full_and_resumes(tmp_path: 
     note = read_ack(outbox[0][1])
     assert (note.key, note.refused) == ("k1", True)
     assert keeper.refused == 201
-    # Read back from the store, the sequencer keeps counting from where it was
-    # (the turn's chats were sequenced before the commit failed).
-    assert keeper.sequencer.sequenced == 1 + 201
+    # Read back from the store, the sequencer counts on from the last turn
+    # stored: the failed turn's chats count as refused, not as sequenced.
+    assert keeper.sequencer.sequenced == 1
     # The streams were read back from the store: room r is at offset 1.
     stream = keeper.sequencer.stream(ROOM)
     assert stream is not None and (stream.epoch, stream.top) == (epoch, 1)
@@ -328,6 +328,7 @@ def test_the_keeper_refuses_chats_while_the_store_is_full_and_resumes(tmp_path: 
     assert out is not None and read_stamp(out.forward[0]) == (epoch.encode(), 2)
     keeper.commit([[ROOM, chat("d")]], [], 3.0)
     assert not keeper.refusing
+    assert keeper.sequencer.sequenced == 2
     store.close()
 
 
@@ -394,7 +395,8 @@ def test_the_log_is_rewound_once_past_its_limit(
         turn()
     assert store.rewinds > rewound
     turn()  # the write after a rewind starts the log again and cuts its file back
-    assert wal.stat().st_size <= limit + 64 * 1024
+    # ... to the limit, plus what that turn wrote: at most a batch of deletes.
+    assert wal.stat().st_size <= limit + 1024 * 1024
     # Each came right after the checkpoint thread's pass, not at any moment.
     assert max(store.rewind_lags) <= store_module.REWIND_FRESH
     store, seq = reopen(store, tmp_path, 1.0)
