@@ -16,6 +16,7 @@ encrypted and only allowed client keys may connect at all (see chatconfig.curve)
 from __future__ import annotations
 
 import logging
+import os
 import select
 import signal
 import time
@@ -92,6 +93,17 @@ def _warn_plain_text(settings: BrokerSettings) -> None:
             )
 
 
+def _bind(sock: zmq.Socket[bytes], endpoint: str) -> None:
+    """Bind, first making an ipc:// socket's directory (0700: this user's processes only)."""
+    transport, _, path = endpoint.partition("://")
+    try:
+        if transport == "ipc" and not path.startswith("@"):  # "@": Linux's abstract namespace
+            os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        sock.bind(endpoint)
+    except (zmq.ZMQError, OSError) as exc:
+        raise SystemExit(f"chat-broker: cannot bind {endpoint}: {exc}") from None
+
+
 def _open(history: History, rules: PresenceRules) -> Keeper:
     limits = Limits(history.history_size, history.history_ttl, history.history_bytes,
                     history.dedupe_window)
@@ -127,8 +139,8 @@ def run(settings: BrokerSettings) -> None:
             apply_server(xsub, keys)
             apply_server(xpub, keys)
             log.info("CURVE on: %d allowed client key(s) in %s", allowed, curve.curve_allowed)
-        xsub.bind(endpoints.broker_pub)
-        xpub.bind(endpoints.broker_sub)
+        _bind(xsub, endpoints.broker_pub)
+        _bind(xpub, endpoints.broker_sub)
         xsub.send(SUBSCRIBE_ALL)
         guard = ShardGuard(settings.shard_index, settings.shard_count)
         if settings.metrics_port:

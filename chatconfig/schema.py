@@ -153,12 +153,16 @@ TOKENS = Check(
 
 _TRANSPORTS = ("tcp", "ipc", "inproc", "pgm", "epgm", "norm", "ws", "wss", "vmci", "udp")
 _PORTED = ("tcp", "pgm", "epgm", "norm", "ws", "wss", "udp")
+# A Unix socket's path fills sockaddr_un.sun_path: 108 bytes on Linux, with its NUL.
+IPC_PATH_MAX = 107
 
 
 def is_endpoint(value: str) -> bool:
     transport, sep, address = value.partition("://")
     if not sep or transport not in _TRANSPORTS or not address:
         return False
+    if transport == "ipc":
+        return len(address.encode()) <= IPC_PATH_MAX
     if transport not in _PORTED:
         return True
     host, colon, port = address.partition("/")[0].rpartition(":")
@@ -169,9 +173,10 @@ def is_endpoint(value: str) -> bool:
 
 ENDPOINT = Check(
     "a ZeroMQ endpoint such as tcp://HOST:PORT (PORT 1 to 65535 or *), ipc://PATH "
-    "or inproc://NAME",
+    f"(PATH at most {IPC_PATH_MAX} bytes) or inproc://NAME",
     is_endpoint,
 )
+NO_OR_ENDPOINT = Check(f"empty or {ENDPOINT.text}", lambda v: not v or is_endpoint(v))
 
 
 def comma_list(raw: str) -> tuple[str, ...]:

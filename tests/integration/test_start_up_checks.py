@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.support.procs import ROOT, env_with
+from bench.servers import free_port
+from tests.support.procs import ROOT, env_with, wait_until
 
 
 def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -38,3 +42,34 @@ def test_a_bad_setting_exits_2_naming_the_flag(
     assert done.stderr.startswith("usage: ")
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_broker_that_cannot_bind_says_which_address() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run(["-m", "broker", "--broker-pub", f"tcp://127.0.0.1:{port}",
+                    "--broker-sub", f"tcp://127.0.0.1:{free_port()}"])
+    assert done.returncode == 1, done.stderr
+    assert f"chat-broker: cannot bind tcp://127.0.0.1:{port}: Address already in use" \
+        in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_broker_makes_its_unix_sockets_directory(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run" / "roomcast"
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "broker", "--broker-pub", f"ipc://{run_dir}/pub",
+         "--broker-sub", f"ipc://{run_dir}/sub"],
+        cwd=ROOT, env=env_with(None), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until(lambda: (run_dir / "sub").is_socket() or broker.poll() is not None, 15,
+                   "the broker's ipc sockets")
+        assert broker.poll() is None, broker.communicate()[1]
+        assert (run_dir / "pub").is_socket()
+        assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    finally:
+        broker.terminate()
+        broker.wait(10)

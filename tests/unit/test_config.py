@@ -117,6 +117,9 @@ BAD: list[tuple[type[Settings], dict[str, Any], str]] = [
     (BrokerEndpoints, {"hwm": -1}, "--hwm (CHAT_HWM) must be at least 0, got -1"),
     (BrokerEndpoints, {"broker_pub": "ipc:///x", "broker_sub": "ipc:///x"},
      "--broker-pub (CHAT_BROKER_PUB) and --broker-sub (CHAT_BROKER_SUB) must differ"),
+    (BrokerEndpoints, {"broker_pub": "ipc:///" + "p" * 107},
+     "--broker-pub (CHAT_BROKER_PUB) must be a ZeroMQ endpoint such as tcp://HOST:PORT "
+     "(PORT 1 to 65535 or *), ipc://PATH (PATH at most 107 bytes)"),
     (CurveClient, {"curve_secret_key": "a.key_secret"},
      "--curve-secret-key (CHAT_CURVE_SECRET_KEY) needs --curve-broker-key (CHAT_CURVE_BROKER_KEY)"),
     (CurveClient, {"curve_broker_key": "b.key"},
@@ -189,6 +192,7 @@ def test_each_rule_names_the_flag_its_variable_and_the_range(
         (Listener, {"port": 65535, "subprotocols": ("chat.v2", "Chat_v1", "x!#$%&'*+-.^_`|~9")}),
         (BrokerEndpoints, {"broker_pub": "tcp://*:5559", "broker_sub": "tcp://[::1]:5560"}),
         (BrokerEndpoints, {"broker_pub": "ipc:///run/p", "broker_sub": "inproc://s", "hwm": 0}),
+        (BrokerEndpoints, {"broker_pub": "ipc:///" + "p" * 106, "broker_sub": "ipc://@s"}),
         (CurveClient, {"curve_secret_key": "e.key_secret", "curve_broker_key": "b.key"}),
         (CurveServer, {"curve_secret_key": "b.key_secret", "curve_allowed": "allowed/"}),
         (RateLimits, {"rate_limit": 0.0, "join_rate_limit": 0.0}),
