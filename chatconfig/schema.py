@@ -176,7 +176,6 @@ ENDPOINT = Check(
     f"(PATH at most {IPC_PATH_MAX} bytes) or inproc://NAME",
     is_endpoint,
 )
-NO_OR_ENDPOINT = Check(f"empty or {ENDPOINT.text}", lambda v: not v or is_endpoint(v))
 
 
 def comma_list(raw: str) -> tuple[str, ...]:
