@@ -151,3 +151,28 @@ def test_the_check_accepts_the_set_up_commands() -> None:
     )
     assert [c.program for c in setup] == ["python3", ".venv/bin/pip", "supervisord"]
     assert all(problem(c) is None for c in setup)
+
+
+def _shipped_shards() -> str:
+    """The broker shards deploy/supervisord.conf runs by default, as a publisher lists them."""
+    conf = (ROOT / "deploy" / "supervisord.conf").read_text()
+    count = int(re.search(r"CHAT_BROKERS:-(\d+)", conf)[1])  # type: ignore[index]
+    port = int(re.search(r"CHAT_BROKER_PORT:-(\d+)", conf)[1])  # type: ignore[index]
+    return ",".join(f"tcp://127.0.0.1:{port + 2 * i}|tcp://127.0.0.1:{port + 2 * i + 1}"
+                    for i in range(count))
+
+
+def test_publishers_the_readme_prints_list_the_shards_command_1_runs() -> None:
+    # A broker refuses a publisher that counts another number of shards, so a
+    # publisher command without them fails against command 1's system.
+    printed = [c for block in SHELL_BLOCK.findall(README.read_text()) for c in commands_in(block)]
+    publishers = [c for c in printed if c.program == ".venv/bin/chat-publish"
+                  or "examples/ticker.py" in c.words]
+    assert len(publishers) >= 2
+    for command in publishers:
+        words = list(command.words)
+        if "--broker-pub" in words:
+            continue  # a broker of its own
+        flag = next((w for w in ("--brokers", "--broker-shards") if w in words), None)
+        assert flag is not None, f"{command}: no --brokers"
+        assert words[words.index(flag) + 1] == _shipped_shards(), str(command)
