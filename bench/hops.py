@@ -26,12 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import zmq
 
-KINDS = ("zmq-tcp", "zmq-ipc", "tcp-socket")
+from protocol import zmtp
+
+KINDS = ("zmq-tcp", "zmq-ipc", "zmtp-tcp", "tcp-socket")
 SIZE = 200
 QUIT = b"q"
 
@@ -93,6 +95,8 @@ def ping(kind: str, inbound: str, outbound: str, round_trips: int, gap: float) -
         def close() -> None:
             conn.sendall(QUIT)
             conn.close()
+    elif kind == "zmtp-tcp":
+        once, close = _zmtp_pinger(inbound, outbound, body)
     else:
         ctx = zmq.Context()
         pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
@@ -132,6 +136,53 @@ def ping(kind: str, inbound: str, outbound: str, round_trips: int, gap: float) -
         "p99_us": times[min(len(times) - 1, int(len(times) * 0.99))] * 1e6,
         "cpu_us_per_round_trip": cpu / round_trips * 1e6,
     }))
+
+
+def _zmtp_pinger(inbound: str, outbound: str,
+                 body: bytes) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The pinger's side spoken in ZMTP by this process (protocol.zmtp), no libzmq."""
+    def dial(endpoint: str, socket_type: bytes) -> tuple[socket.socket, zmtp.Peer]:
+        host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+        conn = socket.create_connection((host, int(port)))
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sendall(zmtp.greeting() + zmtp.ready(socket_type))
+        peer = zmtp.Peer()
+        while not peer.ready:
+            peer.receive(conn.recv(65536))
+        return conn, peer
+
+    pub, _ = dial(inbound, b"PUB")
+    sub, sub_peer = dial(outbound, b"SUB")
+    sub.sendall(zmtp.subscription(b"", True))
+
+    def receive() -> list[bytes]:
+        while True:
+            for got in sub_peer.receive(sub.recv(65536)):
+                if isinstance(got, zmtp.Ping):
+                    sub.sendall(zmtp.pong(got.context))
+                elif isinstance(got, list):
+                    return got
+
+    sub.settimeout(0.1)
+    while True:  # the subscription travels while PUB's first messages may drop
+        pub.sendall(zmtp.message([b"warm", body]))
+        try:
+            receive()
+            break
+        except TimeoutError:
+            continue
+    sub.settimeout(None)
+    frame = zmtp.message([b"t", body])
+
+    def once() -> None:
+        pub.sendall(frame)
+        receive()
+
+    def close() -> None:
+        pub.sendall(zmtp.message([QUIT]))
+        pub.close()
+        sub.close()
+    return once, close
 
 
 def placements() -> list[tuple[str, list[str], list[str]]]:

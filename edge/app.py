@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from chatconfig import EdgeSettings
+from chatconfig import BrokerLink, EdgeSettings
 from edge import api, guard
-from edge.bus import Bus
+from edge.bus import Bus, LibzmqBus
 from edge.liveness import TICK
 from edge.metrics import EdgeCollector
 from edge.node import Edge
+from edge.zmtpbus import ZmtpBus, speaks_for
 
 log = logging.getLogger("edge")
 
@@ -43,6 +44,11 @@ def create_app(settings: EdgeSettings) -> web.Application:
     return app
 
 
+def open_bus(link: BrokerLink) -> Bus:
+    """ZMTP spoken on the event loop where it can speak for the link, libzmq otherwise."""
+    return ZmtpBus(link) if speaks_for(link) else LibzmqBus(link)
+
+
 async def _every(seconds: float, job: object) -> None:
     assert callable(job)
     while True:
@@ -55,7 +61,7 @@ async def _every(seconds: float, job: object) -> None:
 
 async def _edge_lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    bus = Bus(settings.broker)
+    bus = open_bus(settings.broker)
     edge = Edge(settings, bus, app[GATE])
     app[EDGE] = edge
     registry = CollectorRegistry()

@@ -1,4 +1,7 @@
-"""The edge's ZeroMQ sockets to the broker shards, on the aiohttp event loop.
+"""The edge's links to the broker shards, on the aiohttp event loop.
+
+`Bus` is what the edge uses; `edge.app.open_bus` picks who speaks for it.
+This module also holds the libzmq implementation, `LibzmqBus`.
 
 One PUB and one SUB per shard (`--broker-shards`): a room's chats, probes
 and queries go to the room's shard only (`protocol.shards.shard_of`), and
@@ -98,17 +101,15 @@ class _Link:
 
 
 class Bus:
-    def __init__(self, link: BrokerLink) -> None:
-        self._ctx = zmq.asyncio.Context()
-        curve = client_keys(link.curve.curve_secret_key, link.curve.curve_broker_key)
-        self._links = [
-            _Link(self._ctx, shard.pub, shard.sub, link.endpoints.hwm, curve)
-            for shard in link.shards()
-        ]
-        self.shards = len(self._links)
-        self._monitors: list[zmq.asyncio.Socket] = []
-        self._on_batch: Callable[[Batches], None] | None = None
-        self._all_scheduled = False  # several shards: one drain of them all is due
+    """What the edge asks of its broker links, whichever speaks for them.
+
+    `edge.app.open_bus` picks the implementation: `edge.zmtpbus.ZmtpBus` speaks ZMTP
+    itself on the event loop (plain tcp:// and ipc:// links), `LibzmqBus`
+    goes through libzmq (CURVE, and any other transport).
+    """
+
+    def __init__(self, shards: int) -> None:
+        self.shards = shards
         self._shard_cache: dict[bytes, int] = {}
 
     def shard_of_topic(self, topic: bytes) -> int | None:
@@ -126,39 +127,86 @@ class Bus:
             self._shard_cache[topic] = shard
         return shard
 
-    def _pub_for(self, topic: bytes, shard: int | None) -> zmq.Socket[bytes]:
+    def _publish_shard(self, topic: bytes, shard: int | None) -> int:
         if self.shards == 1:
-            return self._links[0].pub_now  # one broker: nothing to choose
+            return 0  # one broker: nothing to choose
         if shard is None:
             shard = self.shard_of_topic(topic)
             if shard is None:
                 raise ValueError(f"not a room's topic, and no shard named: {topic!r}")
-        return self._links[shard].pub_now
-
-    def publish(self, topic: bytes, body: bytes, shard: int | None = None) -> None:
-        """To the room's shard, or to `shard` (required for a topic that is not a room's)."""
-        # PUB never blocks: at its HWM it drops.
-        pub = self._pub_for(topic, shard)
-        send(pub, topic, NOBLOCK_MORE)
-        send(pub, body, NOBLOCK)
-
-    def publish_many(self, topic: bytes, bodies: list[bytes], shard: int | None = None) -> None:
-        """One ZeroMQ message for several chats of one room: `[topic, body, body, ...]`.
-
-        Each ZeroMQ message costs a wake-up of libzmq's I/O thread and a
-        read at every subscriber; a burst into one room pays that once.
-        """
-        pub = self._pub_for(topic, shard)
-        send(pub, topic, NOBLOCK_MORE)
-        last = len(bodies) - 1
-        for i, body in enumerate(bodies):
-            send(pub, body, NOBLOCK if i == last else NOBLOCK_MORE)
+        return shard
 
     def _subscribed_at(self, topic: bytes) -> list[int]:
         if self.shards == 1:
             return [0]
         shard = self.shard_of_topic(topic)
         return list(range(self.shards)) if shard is None else [shard]
+
+    def publish(self, topic: bytes, body: bytes, shard: int | None = None) -> None:
+        """To the room's shard, or to `shard` (required for a topic that is not a room's)."""
+        raise NotImplementedError
+
+    def publish_many(self, topic: bytes, bodies: list[bytes], shard: int | None = None) -> None:
+        """One ZeroMQ message for several chats of one room: `[topic, body, body, ...]`.
+
+        Each message costs a wake-up of the broker and a read at every
+        subscriber; a burst into one room pays that once.
+        """
+        raise NotImplementedError
+
+    def subscribe(self, topic: bytes) -> None:
+        raise NotImplementedError
+
+    def unsubscribe(self, topic: bytes) -> None:
+        raise NotImplementedError
+
+    async def run(self, on_batch: Callable[[Batches], None]) -> None:
+        """Deliver what arrives to `on_batch([(shard, batch), ...])` until cancelled."""
+        raise NotImplementedError
+
+    async def watch(self, on_disconnect: Callable[[int], None]) -> None:
+        """Report a dropped shard connection the moment it is seen, until cancelled.
+
+        Probes would notice too, but only after `probe_timeout`; a crashed
+        broker resets the TCP connection, and this turns that into an
+        immediate "path down" for that shard.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class LibzmqBus(Bus):
+    """Through libzmq: one PUB and one SUB socket per shard."""
+
+    def __init__(self, link: BrokerLink) -> None:
+        self._ctx = zmq.asyncio.Context()
+        curve = client_keys(link.curve.curve_secret_key, link.curve.curve_broker_key)
+        self._links = [
+            _Link(self._ctx, shard.pub, shard.sub, link.endpoints.hwm, curve)
+            for shard in link.shards()
+        ]
+        super().__init__(len(self._links))
+        self._monitors: list[zmq.asyncio.Socket] = []
+        self._on_batch: Callable[[Batches], None] | None = None
+        self._all_scheduled = False  # several shards: one drain of them all is due
+
+    def _pub_for(self, topic: bytes, shard: int | None) -> zmq.Socket[bytes]:
+        return self._links[self._publish_shard(topic, shard)].pub_now
+
+    def publish(self, topic: bytes, body: bytes, shard: int | None = None) -> None:
+        # PUB never blocks: at its HWM it drops.
+        pub = self._pub_for(topic, shard)
+        send(pub, topic, NOBLOCK_MORE)
+        send(pub, body, NOBLOCK)
+
+    def publish_many(self, topic: bytes, bodies: list[bytes], shard: int | None = None) -> None:
+        pub = self._pub_for(topic, shard)
+        send(pub, topic, NOBLOCK_MORE)
+        last = len(bodies) - 1
+        for i, body in enumerate(bodies):
+            send(pub, body, NOBLOCK if i == last else NOBLOCK_MORE)
 
     def subscribe(self, topic: bytes) -> None:
         for i in self._subscribed_at(topic):
@@ -184,9 +232,7 @@ class Bus:
             asyncio.get_running_loop().call_soon(self._drain, i)
 
     async def run(self, on_batch: Callable[[Batches], None]) -> None:
-        """Deliver what arrives to `on_batch([(shard, batch), ...])` until cancelled.
-
-        Each SUB socket's notification FD stays registered with the event
+        """Each SUB socket's notification FD stays registered with the event
         loop for good: no future, task or epoll change per wake-up. Each
         callback reads at most BATCH_SIZE messages per shard and, if more are
         waiting, schedules itself after whatever else the loop has ready.
@@ -267,12 +313,6 @@ class Bus:
             asyncio.get_running_loop().call_soon(self._drain, i)
 
     async def watch(self, on_disconnect: Callable[[int], None]) -> None:
-        """Report a dropped shard connection the moment libzmq sees it.
-
-        Probes would notice too, but only after `probe_timeout`; a crashed
-        broker resets the TCP connection, and this turns that into an
-        immediate "path down" for that shard.
-        """
         poller = zmq.asyncio.Poller()
         shard_of_monitor: dict[zmq.asyncio.Socket, int] = {}
         for i, link in enumerate(self._links):
