@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from tests.support.procs import Cluster, Edge, http_get, wait_until
+from tests.support.procs import Cluster, Edge, http_get, thread_names, wait_until
 from tests.support.wsclient import WsClient
 
 Open = Callable[..., Any]
@@ -24,6 +24,18 @@ async def test_healthz_reports_serving_and_broker(shared_cluster: Cluster) -> No
     health = json.loads(body)
     assert health["status"] == "ok"
     assert health["broker"]["lastProbeRoundTripMs"] > 0
+
+
+async def test_edges_speak_zmtp_themselves_where_the_broker_needs_libzmq(
+        shared_cluster: Cluster) -> None:
+    # A plain link is spoken on the edge's event loop (edge.zmtpbus): no
+    # libzmq I/O thread in an edge, while the broker's sockets have theirs.
+    broker = shared_cluster.broker
+    assert broker is not None
+    assert any(name.startswith("ZMQbg/IO") for name in thread_names(broker.pid))
+    for edge in shared_cluster.edges:
+        assert edge.health()[0] == 200
+        assert not [n for n in thread_names(edge.proc.pid) if n.startswith("ZMQbg")]
 
 
 async def test_metrics_exposes_documented_series(

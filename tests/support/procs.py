@@ -151,6 +151,12 @@ class Edge:
         wait_until(lambda: self.health()[0] == 200, timeout, f"edge :{self.port} healthy")
 
 
+def thread_names(pid: int) -> list[str]:
+    """The names of a process's threads (libzmq names its I/O threads ZMQbg/IO/N)."""
+    return sorted(task.joinpath("comm").read_text().strip()
+                  for task in Path(f"/proc/{pid}/task").iterdir())
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
