@@ -6,7 +6,9 @@ Every chat crosses two ZeroMQ hops (edge to broker, broker to edge). Each
 libzmq socket does its I/O in the context's I/O thread, so a message wakes
 the sender's I/O thread, then the receiver's, then the receiving thread:
 three wake-ups where a plain socket has one. This measures that in
-isolation. A pinger process sends a 200-byte message, an echo process sends
+isolation. `zmtp-tcp` is the edge's way (edge.zmtpbus): the pinger speaks
+ZMTP itself (protocol.zmtp) to the same libzmq echo, so only the echo's
+side has an I/O thread. A pinger process sends a 200-byte message, an echo process sends
 it back, `--round-trips` times with `--gap-ms` of sleep between them (the
 regime of a moderate chat rate: every wake-up finds its thread asleep).
 Each combination runs with both processes unpinned, both on one core, and

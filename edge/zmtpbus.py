@@ -50,7 +50,7 @@ _PEERS = {_PUB: (b"XSUB", b"SUB"), _SUB: (b"XPUB", b"PUB")}  # what each may tal
 
 
 def speaks_for(link: BrokerLink) -> bool:
-    """Whether every shard's endpoints are plain tcp:// or ipc:// (no CURVE)."""
+    """Whether every shard's endpoints are plain tcp:// or ipc:// paths (no CURVE)."""
     if link.curve.curve_secret_key:
         return False
     return all(_address(end) is not None for shard in link.shards() for end in shard)
@@ -60,8 +60,9 @@ def _address(endpoint: str) -> tuple[str, int] | str | None:
     """(host, port) for tcp://, a path for ipc://, None for what only libzmq can dial."""
     transport, _, rest = endpoint.partition("://")
     if transport == "ipc":
-        # "@name": Linux's abstract namespace, as libzmq spells it.
-        return "\0" + rest[1:] if rest.startswith("@") else rest
+        # "@name" (Linux's abstract namespace): uvloop cannot dial a path
+        # that starts with a NUL byte, libzmq can.
+        return None if rest.startswith("@") else rest
     if transport != "tcp" or ";" in rest:  # "src;dst": a source address, libzmq's
         return None
     host, colon, port = rest.rpartition(":")
@@ -116,6 +117,7 @@ class _Link:
         self._write_limit = hwm * BYTES_PER_MESSAGE
         self._wire: _Wire | None = None
         self._transport: asyncio.Transport | None = None  # the wire's, once its handshake is done
+        self._ready = False  # the current wire's handshake is done (and it was not lost)
         self.heard = 0.0  # loop time of the last bytes from the peer (or of connecting)
         self.waiting: list[bytes] = []  # encoded messages held until the handshake is done
         self.dropped = 0
@@ -151,7 +153,11 @@ class _Link:
             try:
                 await asyncio.wait_for(self._connect(wire), HEARTBEAT_TIMEOUT)
             except (TimeoutError, OSError) as exc:
+                self._wire = None  # a connect that completes after all is not this link's
                 log.debug("broker link %s: cannot connect: %s", self.endpoint, exc)
+            except Exception:  # whatever it is, this link keeps trying and the others go on
+                self._wire = None
+                log.exception("broker link %s: connecting failed", self.endpoint)
             else:
                 await wire.gone
                 if wire.peer.ready:
@@ -211,6 +217,7 @@ class _Link:
             return
         transport = self._transport = wire.transport
         assert transport is not None
+        self._ready = True
         self._said_refused = False
         self._on_ready(self)
         if self.waiting:
@@ -220,27 +227,37 @@ class _Link:
     def lost(self, wire: _Wire) -> None:
         if wire is not self._wire:
             return
-        was_ready = self._transport is not None
+        was_ready, self._ready = self._ready, False
         self._transport = None
         if not was_ready and not self._said_refused:
             # libzmq closes without a word on a peer of the wrong socket type.
             self._said_refused = True
+            # So does a CURVE broker to a plain peer, before saying it wants CURVE.
             log.warning("broker link %s: closed during the ZMTP handshake; is it the broker's "
-                        "%s socket?", self.endpoint,
-                        " or ".join(t.decode() for t in _PEERS[self._socket_type]))
+                        "%s socket, and does the broker want CURVE (--curve-secret-key)?",
+                        self.endpoint, " or ".join(t.decode() for t in _PEERS[self._socket_type]))
         if was_ready:
             self._on_lost(self.shard)
 
     def abort(self) -> None:
+        # From now on what is published waits for the next connection (or
+        # is counted as dropped), not written to a transport on its way out.
+        self._transport = None
         wire = self._wire
         if wire is not None and wire.transport is not None:
             wire.transport.abort()
 
-    def beat(self, now: float) -> None:
-        """Each HEARTBEAT_IVL: ping, or drop a link gone silent (or stuck in its handshake)."""
+    def beat(self, now: float, late: bool) -> None:
+        """Each HEARTBEAT_IVL: ping, or drop a link gone silent (or stuck in its handshake).
+
+        `late`: the loop itself was held up, and what the peer sent meanwhile
+        may be unread yet; silence is not judged on this beat.
+        """
         wire = self._wire
         if wire is None or wire.transport is None:
             return
+        if late:
+            self.heard = max(self.heard, now - HEARTBEAT_IVL)
         if now - self.heard > HEARTBEAT_TIMEOUT:
             log.warning("broker link %s: nothing heard for %.0f s; reconnecting",
                         self.endpoint, now - self.heard)
@@ -250,7 +267,7 @@ class _Link:
 
 
 class ZmtpBus(Bus):
-    """Every shard's PUB and SUB connection, spoken in ZMTP on the running loop."""
+    """Every shard's PUB and SUB link, spoken in ZMTP on the running loop."""
 
     def __init__(self, link: BrokerLink) -> None:
         shards = link.shards()
@@ -270,6 +287,7 @@ class ZmtpBus(Bus):
         self._pending: dict[int, Batch] = {}  # several shards: what one flush will deliver
         self._tasks: list[asyncio.Task[None]] = []
         self._beat_handle: asyncio.TimerHandle | None = None
+        self._beat_due = 0.0
 
     @property
     def dropped(self) -> int:
@@ -300,12 +318,12 @@ class ZmtpBus(Bus):
                 del counts[topic]
                 self._subs[i].send_control(zmtp.subscription(topic, False))
 
-    def _ready(self, connection: _Link) -> None:
+    def _ready(self, link: _Link) -> None:
         # A new connection knows none of our subscriptions: send them all.
-        if connection.subscriber:
-            topics = self._subscriptions[connection.shard]
+        if link.subscriber:
+            topics = self._subscriptions[link.shard]
             if topics:
-                connection.send_control(
+                link.send_control(
                     b"".join(zmtp.subscription(topic, True) for topic in topics))
 
     def _lost(self, shard: int) -> None:
@@ -347,10 +365,11 @@ class ZmtpBus(Bus):
         self._on_batch = on_batch
         loop = asyncio.get_running_loop()
         self._tasks = [
-            asyncio.create_task(connection.keep(), name=f"broker-link {connection.endpoint}")
-            for connection in (*self._pubs, *self._subs)
+            asyncio.create_task(link.keep(), name=f"broker-link {link.endpoint}")
+            for link in (*self._pubs, *self._subs)
         ]
-        self._beat_handle = loop.call_later(HEARTBEAT_IVL, self._beat)
+        self._beat_due = loop.time() + HEARTBEAT_IVL
+        self._beat_handle = loop.call_at(self._beat_due, self._beat)
         try:
             await asyncio.gather(*self._tasks)
         finally:
@@ -363,9 +382,13 @@ class ZmtpBus(Bus):
     def _beat(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for connection in (*self._pubs, *self._subs):
-            connection.beat(now)
-        self._beat_handle = loop.call_later(HEARTBEAT_IVL, self._beat)
+        # Timers run before the loop polls its sockets: after a stall, PONGs
+        # may be waiting unread, so a late beat does not judge silence.
+        late = now - self._beat_due > HEARTBEAT_IVL / 2
+        for link in (*self._pubs, *self._subs):
+            link.beat(now, late)
+        self._beat_due = now + HEARTBEAT_IVL
+        self._beat_handle = loop.call_at(self._beat_due, self._beat)
 
     async def watch(self, on_disconnect: Callable[[int], None]) -> None:
         self._on_disconnect = on_disconnect
@@ -377,5 +400,5 @@ class ZmtpBus(Bus):
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for connection in (*self._pubs, *self._subs):
-            connection.abort()
+        for link in (*self._pubs, *self._subs):
+            link.abort()

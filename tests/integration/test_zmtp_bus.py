@@ -265,9 +265,11 @@ async def test_swapped_endpoints_are_refused_and_said(ctx: zmq.asyncio.Context,
     # libzmq hangs up on a peer of the wrong type: said once per link, not per retry.
     assert said == sorted([
         f"broker link tcp://127.0.0.1:{hub.sub_port}: closed during the ZMTP handshake; "
-        "is it the broker's XSUB or SUB socket?",
+        "is it the broker's XSUB or SUB socket, and does the broker want CURVE "
+        "(--curve-secret-key)?",
         f"broker link tcp://127.0.0.1:{hub.pub_port}: closed during the ZMTP handshake; "
-        "is it the broker's XPUB or PUB socket?",
+        "is it the broker's XPUB or PUB socket, and does the broker want CURVE "
+        "(--curve-secret-key)?",
     ])
     assert len(caplog.records) == 2
     hub.close()
@@ -297,7 +299,9 @@ async def test_held_messages_stop_at_the_high_water_mark(ctx: zmq.asyncio.Contex
 def test_curve_and_other_transports_stay_with_libzmq() -> None:
     ends = BrokerEndpoints(broker_pub="tcp://127.0.0.1:1", broker_sub="ipc:///tmp/x/sub")
     assert speaks_for(BrokerLink(endpoints=ends))
-    assert speaks_for(BrokerLink(broker_shards=("tcp://[::1]:1|ipc://@abstract",)))
+    assert speaks_for(BrokerLink(broker_shards=("tcp://[::1]:1|ipc:///run/roomcast/sub",)))
+    # uvloop cannot dial Linux's abstract names (a path starting with NUL): libzmq does.
+    assert not speaks_for(BrokerLink(broker_shards=("tcp://[::1]:1|ipc://@abstract",)))
     curve = CurveClient(curve_secret_key="edge.key_secret", curve_broker_key="broker.key")
     assert not speaks_for(BrokerLink(endpoints=ends, curve=curve))
     for pub in ("inproc://hub", "tcp://10.0.0.1;10.0.0.2:5559"):
@@ -306,3 +310,47 @@ def test_curve_and_other_transports_stay_with_libzmq() -> None:
         bus = open_bus(link)
         assert isinstance(bus, LibzmqBus)
         bus.close()
+
+
+async def test_a_curve_broker_is_told_apart_from_a_plain_one(
+        ctx: zmq.asyncio.Context, caplog: pytest.LogCaptureFixture) -> None:
+    # An edge left without its CURVE key, against a broker that has one.
+    _public, secret = zmq.curve_keypair()
+    xpub = ctx.socket(zmq.XPUB)
+    xpub.setsockopt(zmq.CURVE_SERVER, 1)
+    xpub.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    port = xpub.bind_to_random_port("tcp://127.0.0.1")
+    hub = Hub(ctx)
+    link = BrokerLink(endpoints=BrokerEndpoints(broker_pub=f"tcp://127.0.0.1:{hub.pub_port}",
+                                                broker_sub=f"tcp://127.0.0.1:{port}"))
+    # libzmq hangs up before its greeting says CURVE: the warning names both causes.
+    wanted = (f"broker link tcp://127.0.0.1:{port}: closed during the ZMTP handshake; is it "
+              "the broker's XPUB or PUB socket, and does the broker want CURVE")
+    with caplog.at_level(logging.WARNING, logger="edge.bus"):
+        async with running(link) as run:
+            for _ in range(int(WAIT / 0.05)):
+                if any(r.getMessage().startswith(wanted) for r in caplog.records):
+                    break
+                await asyncio.sleep(0.05)
+            run.bus.subscribe(TOPIC)
+            await xpub.send_multipart([TOPIC, b"never"])
+            assert run.delivered.empty()
+    assert any(r.getMessage().startswith(wanted) for r in caplog.records), caplog.text
+    xpub.close(0)
+    hub.close()
+
+
+async def test_a_link_that_cannot_even_resolve_leaves_the_others_working(
+        ctx: zmq.asyncio.Context, caplog: pytest.LogCaptureFixture) -> None:
+    hub = Hub(ctx)
+    link = BrokerLink(endpoints=BrokerEndpoints(
+        broker_pub=f"tcp://{'a' * 64}.invalid:{hub.pub_port}",  # a DNS label over 63 bytes
+        broker_sub=f"tcp://127.0.0.1:{hub.sub_port}"))
+    with caplog.at_level(logging.WARNING, logger="edge.bus"):
+        async with running(link, lambda bus: bus.subscribe(TOPIC)) as run:
+            assert await hub.subscription() == b"\x01" + TOPIC
+            await hub.xpub.send_multipart([TOPIC, b"still delivered"])
+            assert await run.next() == [TOPIC, b"still delivered"]
+            assert not run.tasks[0].done()
+    assert "connecting failed" in caplog.text
+    hub.close()
