@@ -142,6 +142,14 @@ class Bus:
         shard = self.shard_of_topic(topic)
         return list(range(self.shards)) if shard is None else [shard]
 
+    @property
+    def dropped(self) -> int:
+        """Messages dropped on their way to a broker (past the high-water mark).
+
+        0 where libzmq drops: its PUB socket does not say.
+        """
+        return 0
+
     def publish(self, topic: bytes, body: bytes, shard: int | None = None) -> None:
         """To the room's shard, or to `shard` (required for a topic that is not a room's)."""
         raise NotImplementedError

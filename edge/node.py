@@ -174,6 +174,8 @@ class Edge:
             "chat_stream_repairs": ("holes in a room's stream filled from history", c.repairs),
             "chat_resyncs": ("resyncs sent: a hole history no longer held, or a new epoch",
                              c.resyncs),
+            "chat_broker_link_dropped": ("messages dropped on their way to the broker, past "
+                                         "--hwm", self.bus.dropped),
         }
 
     def health(self) -> dict[str, Any]:

@@ -51,6 +51,7 @@ async def test_metrics_exposes_documented_series(
     await c.send("garbage")
     await c.expect_error("bad_json")
     after = edge.metrics()
+    assert after["chat_broker_link_dropped_total"] == 0
     for name in ("chat_connections", "chat_rooms", "chat_subscriptions"):
         assert name in after
     assert after["chat_messages_in_total"] == before.get("chat_messages_in_total", 0) + 1
