@@ -23,6 +23,7 @@ used with non-blocking calls only.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import zmq
@@ -100,7 +101,7 @@ class _Link:
         self.drain_scheduled = False
 
 
-class Bus:
+class Bus(ABC):
     """What the edge asks of its broker links, whichever speaks for them.
 
     `edge.app.open_bus` picks the implementation: `edge.zmtpbus.ZmtpBus` speaks ZMTP
@@ -150,28 +151,34 @@ class Bus:
         """
         return 0
 
+    @abstractmethod
     def publish(self, topic: bytes, body: bytes, shard: int | None = None) -> None:
         """To the room's shard, or to `shard` (required for a topic that is not a room's)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def publish_many(self, topic: bytes, bodies: list[bytes], shard: int | None = None) -> None:
         """One ZeroMQ message for several chats of one room: `[topic, body, body, ...]`.
 
         Each message costs a wake-up of the broker and a read at every
         subscriber; a burst into one room pays that once.
         """
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def subscribe(self, topic: bytes) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def unsubscribe(self, topic: bytes) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     async def run(self, on_batch: Callable[[Batches], None]) -> None:
         """Deliver what arrives to `on_batch([(shard, batch), ...])` until cancelled."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     async def watch(self, on_disconnect: Callable[[int], None]) -> None:
         """Report a dropped shard connection the moment it is seen, until cancelled.
 
@@ -179,10 +186,11 @@ class Bus:
         broker resets the TCP connection, and this turns that into an
         immediate "path down" for that shard.
         """
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        ...
 
 
 class LibzmqBus(Bus):
