@@ -21,6 +21,7 @@ from broker.sharding import ShardGuard
 
 if TYPE_CHECKING:
     from broker.server import Keeper
+    from broker.zmtphub import ZmtpHub
 
 log = logging.getLogger("broker.metrics")
 
@@ -29,10 +30,12 @@ Reading = tuple[type[CounterMetricFamily | GaugeMetricFamily], str, str, float]
 
 
 class BrokerCollector(Collector):
-    def __init__(self, keeper: Keeper, guard: ShardGuard, shard: str) -> None:
+    def __init__(self, keeper: Keeper, guard: ShardGuard, shard: str,
+                 hub: ZmtpHub | None = None) -> None:
         self.keeper = keeper
         self.guard = guard
         self.shard = shard  # "I/N": every family is labelled with it
+        self.hub = hub  # None on libzmq's sockets, whose drops are not counted
 
     def collect(self) -> Iterator[Metric]:
         for kind, name, text, value in self._readings():
@@ -75,6 +78,11 @@ class BrokerCollector(Collector):
             (counter, "chat_broker_presence_malformed",
              "presence reports that broke the rules: ignored", presence.malformed),
         ]
+        if self.hub is not None:
+            readings.append((counter, "chat_broker_subscriber_dropped",
+                             "messages not forwarded to a subscriber that had more than "
+                             "--hwm messages' worth of bytes unsent (its edge repairs chats "
+                             "from history)", self.hub.dropped))
         if store is not None:
             readings.append((counter, "chat_broker_store_log_rewinds",
                              "times the store's write-ahead log was rewound", store.rewinds))

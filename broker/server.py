@@ -15,6 +15,7 @@ encrypted and only allowed client keys may connect at all (see chatconfig.curve)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import select
@@ -30,6 +31,7 @@ from broker.presence import PresenceLimits, PresenceOwner, messages
 from broker.sharding import ShardGuard
 from broker.store import Store, StoreFailed, open_store
 from broker.streams import Limits, Sequencer
+from broker.zmtphub import XPUB, XSUB, ZmtpHub, speaks_for
 from chatconfig import BrokerSettings, History, PresenceRules
 from chatconfig.curve import (
     CurveKeyError,
@@ -118,8 +120,134 @@ def _open(history: History, rules: PresenceRules) -> Keeper:
 
 def run(settings: BrokerSettings) -> None:
     _warn_plain_text(settings)
-    endpoints, curve = settings.endpoints, settings.curve
+    endpoints = settings.endpoints
     keeper = _open(settings.history, settings.presence)
+    guard = ShardGuard(settings.shard_index, settings.shard_count)
+    try:
+        if speaks_for(settings.curve.curve_secret_key, endpoints.broker_pub,
+                      endpoints.broker_sub):
+            with asyncio.Runner(loop_factory=_new_loop) as runner:
+                runner.run(_serve(settings, keeper, guard))
+        else:
+            _run_libzmq(settings, keeper, guard)
+    finally:
+        if keeper.store is not None:
+            keeper.store.close()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where available: its transports write and read with less overhead."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def _ready(settings: BrokerSettings, keeper: Keeper, guard: ShardGuard,
+           hub: ZmtpHub | None, transport: str) -> None:
+    """Metrics, once both sides are bound, and the line that says the broker is up."""
+    if settings.metrics_port:
+        try:
+            metrics.serve(metrics.BrokerCollector(keeper, guard, settings.shard, hub),
+                          settings.metrics_host, settings.metrics_port)
+        except OSError as exc:  # chats matter more than their metrics: carry on
+            log.error("no /metrics on %s:%d: %s", settings.metrics_host,
+                      settings.metrics_port, exc.strerror or exc)
+    endpoints = settings.endpoints
+    log.info(
+        "broker ready: shard %s, publishers -> %s, subscribers <- %s, hwm=%d (%s)",
+        settings.shard, endpoints.broker_pub, endpoints.broker_sub, endpoints.hwm, transport,
+    )
+
+
+async def _serve(settings: BrokerSettings, keeper: Keeper, guard: ShardGuard) -> None:
+    """Until a signal: the broker's loop with its sockets spoken in ZMTP (`broker.zmtphub`).
+
+    What publishers send in one turn of the event loop is one pass: taken as
+    it is read, committed and forwarded once the loop has read everything
+    ready, so a burst costs one commit and one write per subscriber.
+    """
+    loop = asyncio.get_running_loop()
+    endpoints = settings.endpoints
+    turn = Turn(keeper, guard)
+    stopped: asyncio.Future[str] = loop.create_future()
+    finishing = False
+
+    def fail(exc: BaseException) -> None:
+        # A bug in the turn ends the broker, as it did on libzmq's sockets:
+        # its supervisor starts it again from its store.
+        if not stopped.done():
+            stopped.set_exception(exc)
+
+    def finish() -> None:
+        nonlocal finishing
+        finishing = False
+        try:
+            hub.send(turn.finish(time.time()))
+        except Exception as exc:
+            fail(exc)
+            return
+        if keeper.releasing:
+            schedule()  # released rows still to delete: another commit soon
+
+    def schedule() -> None:
+        nonlocal finishing
+        if not finishing:
+            finishing = True
+            loop.call_soon(finish)
+
+    def take(messages: list[list[bytes]]) -> None:
+        # Wall-clock time: history's ages are kept in the store across restarts.
+        now = time.time()
+        try:
+            for message in messages:
+                turn.take(message, now)
+        except Exception as exc:
+            fail(exc)
+        schedule()
+
+    def subscription(topic: bytes, subscribed: bool) -> None:
+        keeper.sequencer.subscription(topic, subscribed)
+
+    keep_idle_until = loop.time() + KEEP_IDLE_AFTER_START
+    housekeeping: asyncio.TimerHandle | None = None
+
+    def keep_house() -> None:
+        nonlocal housekeeping
+        if housekeeping is not None:
+            turn.keep_house(time.time(), loop.time() >= keep_idle_until)
+            schedule()
+        housekeeping = loop.call_later(EXPIRE_EVERY, keep_house)
+
+    hub = ZmtpHub(endpoints.hwm, take, subscription)
+    keep_house()
+    try:
+        for endpoint, side in ((endpoints.broker_pub, XSUB), (endpoints.broker_sub, XPUB)):
+            try:
+                await hub.listen(endpoint, side)
+            except OSError as exc:
+                why = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise SystemExit(f"chat-broker: cannot bind {endpoint}: {why}") from None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _stop_on, stopped, sig.name)
+        _ready(settings, keeper, guard, hub, "ZMTP on the event loop")
+        log.info("broker stopping on %s", await stopped)
+    finally:
+        if housekeeping is not None:
+            housekeeping.cancel()
+        hub.close()
+
+
+def _stop_on(stopped: asyncio.Future[str], signal_name: str) -> None:
+    if not stopped.done():
+        stopped.set_result(signal_name)
+
+
+def _run_libzmq(settings: BrokerSettings, keeper: Keeper, guard: ShardGuard) -> None:
+    """Until a signal: the broker's loop on libzmq's sockets (CURVE, or what only libzmq binds)."""
+    endpoints, curve = settings.endpoints, settings.curve
     ctx = zmq.Context()
     auth = None
     xsub = ctx.socket(zmq.XSUB)
@@ -142,24 +270,11 @@ def run(settings: BrokerSettings) -> None:
         _bind(xsub, endpoints.broker_pub)
         _bind(xpub, endpoints.broker_sub)
         xsub.send(SUBSCRIBE_ALL)
-        guard = ShardGuard(settings.shard_index, settings.shard_count)
-        if settings.metrics_port:
-            try:
-                metrics.serve(metrics.BrokerCollector(keeper, guard, settings.shard),
-                              settings.metrics_host, settings.metrics_port)
-            except OSError as exc:  # chats matter more than their metrics: carry on
-                log.error("no /metrics on %s:%d: %s", settings.metrics_host,
-                          settings.metrics_port, exc.strerror or exc)
-        log.info(
-            "broker ready: shard %s, publishers -> %s, subscribers <- %s, hwm=%d",
-            settings.shard, endpoints.broker_pub, endpoints.broker_sub, endpoints.hwm,
-        )
+        _ready(settings, keeper, guard, None, "libzmq")
         forward(xsub, xpub, keeper, guard)
     except Shutdown as exc:
         log.info("broker stopping on %s", exc)
     finally:
-        if keeper.store is not None:
-            keeper.store.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         xsub.close(linger=0)
@@ -191,9 +306,6 @@ class Keeper:
         # The sequencer's counters as of the last turn stored: a turn that fails
         # to commit is counted as refused, not as sequenced.
         self._counted = (0, 0, 0, 0)
-
-    def accepts_chats(self) -> bool:
-        return not self.refusing
 
     def commit(self, turn: list[list[bytes]], outbox: list[list[bytes]], now: float) -> None:
         """Make the turn's changes durable; on failure, replace `outbox` with refusals."""
@@ -269,6 +381,58 @@ class Keeper:
             _route(message[0], kept, self, outbox, None, now)
 
 
+class Turn:
+    """One pass of the loop: the messages read, and what they make to send.
+
+    `take` each message as it is read; `finish` commits the pass (when the
+    broker is durable) and hands back what to send, in order. Whatever
+    carries the messages (libzmq's sockets or `broker.zmtphub`) drives it.
+    """
+
+    def __init__(self, keeper: Keeper, guard: ShardGuard | None = None) -> None:
+        self.keeper = keeper
+        self.guard = guard
+        self.outbox: list[list[bytes]] = []
+        self._taken: list[list[bytes]] = []  # for the store's commit, when durable
+        self._acks: dict[bytes, list[bytes]] = {}  # acks due, per edge
+
+    def take(self, message: list[bytes], now: float) -> None:
+        keeper, guard, outbox = self.keeper, self.guard, self.outbox
+        if guard is not None:
+            notes = guard.refused(message)
+            if notes is not None:
+                _refused(guard, message[0], notes)
+                outbox.extend(notes)
+                return
+        if keeper.refusing:
+            keeper.refuse(message, outbox, now)
+            return
+        if keeper.store is not None:
+            self._taken.append(message)
+        _route(message[0], message, keeper, outbox, self._acks, now)
+
+    def keep_house(self, now: float, drop_idle: bool) -> None:
+        """Every EXPIRE_EVERY: retention, presence timeouts, idle rooms, a failed store."""
+        keeper = self.keeper
+        keeper.sequencer.expire(now)
+        self.outbox.extend(messages(keeper.presence.expire(now)))
+        if drop_idle and keeper.sequencer.keep_idle:
+            keeper.sequencer.drop_idle()
+        keeper.retry()
+
+    def finish(self, now: float) -> list[list[bytes]]:
+        """Commit the pass; what to send, in order (acks last: one message per edge)."""
+        outbox = self.outbox
+        if self._acks:
+            for origin, parts in self._acks.items():
+                outbox.append([origin, *parts])
+            self._acks = {}
+        self.keeper.commit(self._taken, outbox, now)
+        self._taken.clear()
+        self.outbox = []
+        return outbox
+
+
 def forward(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], keeper: Keeper,
             guard: ShardGuard | None = None) -> None:
     """Until a signal: sequence what arrives on XSUB, store it, forward it on XPUB."""
@@ -284,67 +448,38 @@ def forward(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], keeper: Keeper,
     timeout = int(EXPIRE_EVERY * 1000)
     next_expiry = time.monotonic() + EXPIRE_EVERY
     keep_idle_until = time.monotonic() + KEEP_IDLE_AFTER_START
-    outbox: list[list[bytes]] = []
-    turn: list[list[bytes]] = []
+    turn = Turn(keeper, guard)
     while True:
         # Wall-clock time: history's ages are kept in the store across restarts.
         now = time.time()
         more = False
         if int(get(xsub, EVENTS)) & POLLIN:
-            more = _sequence(xsub, keeper, now, outbox, turn, guard)
+            more = _read(xsub, turn, now)
         if int(get(xpub, EVENTS)) & POLLIN:
-            _subscriptions(xpub, keeper.sequencer)
+            _subscriptions(xpub, keeper)
         clock = time.monotonic()
         if clock >= next_expiry:
-            keeper.sequencer.expire(now)
-            outbox.extend(messages(keeper.presence.expire(now)))
-            if keeper.sequencer.keep_idle and clock >= keep_idle_until:
-                keeper.sequencer.drop_idle()
-            keeper.retry()
+            turn.keep_house(now, clock >= keep_idle_until)
             next_expiry = clock + EXPIRE_EVERY
-        keeper.commit(turn, outbox, now)
-        for message in outbox:
+        for message in turn.finish(now):
             send_parts(xpub, message)
-        outbox.clear()
-        turn.clear()
         if not more:
             wait.poll(0 if keeper.releasing else timeout)
 
 
-def _sequence(xsub: zmq.Socket[bytes], keeper: Keeper, now: float,
-              outbox: list[list[bytes]], turn: list[list[bytes]],
-              guard: ShardGuard | None = None) -> bool:
-    """Sequence up to BATCH messages into `outbox`; True if more may be waiting."""
-    acks: dict[bytes, list[bytes]] = {}
-    durable = keeper.store is not None
-    accepting = keeper.accepts_chats()
-    more = True
+def _read(xsub: zmq.Socket[bytes], turn: Turn, now: float) -> bool:
+    """Take up to BATCH messages into the turn; True if more may be waiting."""
     try:
         for i in range(BATCH):
             # At a low rate a wake-up brings one message: asking whether
             # another waits (~3 us) is cheaper than the zmq.Again that ends
             # a read (~8 us).
             if i == 1 and not int(get(xsub, EVENTS)) & POLLIN:
-                more = False
-                break
-            message = recv_parts(xsub)
-            if guard is not None:
-                notes = guard.refused(message)
-                if notes is not None:
-                    _refused(guard, message[0], notes)
-                    outbox.extend(notes)
-                    continue
-            if not accepting:
-                keeper.refuse(message, outbox, now)
-                continue
-            if durable:
-                turn.append(message)
-            _route(message[0], message, keeper, outbox, acks, now)
+                return False
+            turn.take(recv_parts(xsub), now)
     except zmq.Again:
-        more = False
-    for origin, parts in acks.items():
-        outbox.append([origin, *parts])
-    return more
+        return False
+    return True
 
 
 def _refused(guard: ShardGuard, topic: bytes, notes: list[list[bytes]]) -> None:
@@ -408,7 +543,7 @@ def _sequence_parts(topic: bytes, message: list[bytes], parts: list[bytes],
             outbox.append([origin, part])  # a reply: right after what it counts
 
 
-def _subscriptions(xpub: zmq.Socket[bytes], sequencer: Sequencer) -> None:
+def _subscriptions(xpub: zmq.Socket[bytes], keeper: Keeper) -> None:
     """XPUB reports a topic's first subscriber (1) and its last one leaving (0)."""
     for _ in range(BATCH):
         try:
@@ -416,4 +551,4 @@ def _subscriptions(xpub: zmq.Socket[bytes], sequencer: Sequencer) -> None:
         except zmq.Again:
             return
         if event[:1] in (b"\x00", b"\x01"):
-            sequencer.subscription(event[1:], event[0] == 1)
+            keeper.sequencer.subscription(event[1:], event[0] == 1)

@@ -53,22 +53,7 @@ def speaks_for(link: BrokerLink) -> bool:
     """Whether every shard's endpoints are plain tcp:// or ipc:// paths (no CURVE)."""
     if link.curve.curve_secret_key:
         return False
-    return all(_address(end) is not None for shard in link.shards() for end in shard)
-
-
-def _address(endpoint: str) -> tuple[str, int] | str | None:
-    """(host, port) for tcp://, a path for ipc://, None for what only libzmq can dial."""
-    transport, _, rest = endpoint.partition("://")
-    if transport == "ipc":
-        # "@name" (Linux's abstract namespace): uvloop cannot dial a path
-        # that starts with a NUL byte, libzmq can.
-        return None if rest.startswith("@") else rest
-    if transport != "tcp" or ";" in rest:  # "src;dst": a source address, libzmq's
-        return None
-    host, colon, port = rest.rpartition(":")
-    if not colon or not port.isdigit() or host in ("", "*"):
-        return None
-    return host.removeprefix("[").removesuffix("]"), int(port)
+    return all(zmtp.address(end) is not None for shard in link.shards() for end in shard)
 
 
 class _Wire(asyncio.Protocol):
@@ -109,7 +94,7 @@ class _Link:
         self.shard = shard
         self.subscriber = on_messages is not None
         self._socket_type = socket_type
-        self._address = _address(endpoint)
+        self._address = zmtp.address(endpoint)
         self._on_ready = on_ready
         self._on_messages = on_messages
         self._on_lost = on_lost

@@ -18,6 +18,7 @@ answers on any ZMTP 3 connection. See https://rfc.zeromq.org/spec/23/ and
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from dataclasses import dataclass
 
@@ -29,6 +30,34 @@ _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _PING_TTL = b"\x00\x00"  # no time-to-live asked of the peer: its own timeout rules
 MAX_FRAME = 64 * 1024 * 1024  # a frame longer than this is a broken peer, not a message
+
+
+def address(endpoint: str, *, bind: bool = False) -> tuple[str, int] | str | None:
+    """(host, port) for tcp://, a path for ipc://; None for what only libzmq handles.
+
+    That is inproc://, Linux's abstract ipc://@ names (uvloop cannot use a
+    path that starts with a NUL byte), a source address ("src;dst"), a
+    wildcard port and, to bind, an interface name (libzmq binds "eth0"; a
+    resolver would not know it). To bind, "*" is every IPv4 address, as
+    with libzmq.
+    """
+    transport, _, rest = endpoint.partition("://")
+    if transport == "ipc":
+        return None if rest.startswith("@") or not rest else rest
+    if transport != "tcp" or ";" in rest:
+        return None
+    host, colon, port = rest.rpartition(":")
+    if not colon or not port.isdigit() or not host:
+        return None
+    host = host.removeprefix("[").removesuffix("]")
+    if host == "*":
+        return ("0.0.0.0", int(port)) if bind else None
+    if bind and host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return None
+    return host, int(port)
 
 
 class ZmtpError(Exception):

@@ -136,9 +136,11 @@ async def test_edges_with_allowed_keys_chat_across_the_broker(
     await a.chat("over CURVE", r)
     for c in (a, b):
         assert (await c.recv_chat())["message"] == "over CURVE"
-    # CURVE's handshake is libzmq's: these edges keep libzmq's sockets.
-    for edge in curve_cluster.cluster.edges:
-        assert any(n.startswith("ZMQbg/IO") for n in thread_names(edge.proc.pid))
+    # CURVE's handshake is libzmq's: these edges and their broker keep libzmq's sockets.
+    broker = curve_cluster.cluster.broker
+    assert broker is not None
+    for pid in (broker.pid, *(edge.proc.pid for edge in curve_cluster.cluster.edges)):
+        assert any(n.startswith("ZMQbg/IO") for n in thread_names(pid))
 
 
 async def test_allowed_raw_publisher_gets_through(

@@ -112,3 +112,21 @@ def test_a_long_frame_arriving_in_many_reads_comes_out_whole() -> None:
     peer = _ready_peer()
     got = [item for i in range(0, len(stream), 1000) for item in peer.receive(stream[i:i + 1000])]
     assert got == [[b"t", big], [b"after"]]
+
+
+@pytest.mark.parametrize(("endpoint", "dial", "bind"), [
+    ("tcp://127.0.0.1:5555", ("127.0.0.1", 5555), ("127.0.0.1", 5555)),
+    ("tcp://[::1]:5555", ("::1", 5555), ("::1", 5555)),
+    ("tcp://localhost:5555", ("localhost", 5555), ("localhost", 5555)),
+    ("tcp://broker.internal:5555", ("broker.internal", 5555), None),  # an interface name?
+    ("tcp://*:5555", None, ("0.0.0.0", 5555)),  # libzmq's every-IPv4-address
+    ("tcp://127.0.0.1:*", None, None),  # a port of libzmq's choosing
+    ("tcp://10.0.0.1;10.0.0.2:5555", None, None),  # a source address
+    ("ipc:///run/roomcast/pub", "/run/roomcast/pub", "/run/roomcast/pub"),
+    ("ipc://@abstract", None, None),  # uvloop cannot use Linux's abstract names
+    ("inproc://hub", None, None),
+])
+def test_which_endpoints_are_spoken_without_libzmq(
+        endpoint: str, dial: object, bind: object) -> None:
+    assert zmtp.address(endpoint) == dial
+    assert zmtp.address(endpoint, bind=True) == bind
