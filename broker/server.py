@@ -206,7 +206,13 @@ async def _serve(settings: BrokerSettings, keeper: Keeper, guard: ShardGuard) ->
                 turn.take(message, now)
         except Exception as exc:
             fail(exc)
-        schedule()
+        if turn.taken >= BATCH:
+            # The loop may read many times before its turn ends (libuv reads a
+            # ready socket up to 32 times): a pass this big is finished now, so
+            # that what it forwards flows out while more comes in.
+            finish()
+        else:
+            schedule()
 
     def subscription(topic: bytes, subscribed: bool) -> None:
         keeper.sequencer.subscription(topic, subscribed)
@@ -395,9 +401,11 @@ class Turn:
         self.outbox: list[list[bytes]] = []
         self._taken: list[list[bytes]] = []  # for the store's commit, when durable
         self._acks: dict[bytes, list[bytes]] = {}  # acks due, per edge
+        self.taken = 0  # messages taken since the last finish
 
     def take(self, message: list[bytes], now: float) -> None:
         keeper, guard, outbox = self.keeper, self.guard, self.outbox
+        self.taken += 1
         if guard is not None:
             notes = guard.refused(message)
             if notes is not None:
@@ -430,6 +438,7 @@ class Turn:
         self.keeper.commit(self._taken, outbox, now)
         self._taken.clear()
         self.outbox = []
+        self.taken = 0
         return outbox
 
 

@@ -94,7 +94,7 @@ class _Peer(asyncio.Protocol):
                 self.write(zmtp.pong(item.context))
             elif isinstance(item, zmtp.Ready):
                 self._handshake_done(item)
-        if messages:
+        if messages and self.ready:  # not from a peer just refused for its socket type
             if self.side == XSUB:
                 hub.on_messages(messages)
             else:
@@ -154,7 +154,7 @@ class ZmtpHub:
     def send(self, messages: list[list[bytes]]) -> None:
         """Each message to every subscriber whose filter matches its topic, in order.
 
-        Encoded once; written once per subscriber per pass.
+        Framed once; written once per subscriber per pass, in one piece.
         """
         if not messages:
             return
@@ -164,22 +164,22 @@ class ZmtpHub:
             peers = matching(message[0])
             if not peers:
                 continue
-            data = zmtp.message(message)
+            pieces = zmtp.frames(message)
             for peer in peers:
                 pending = due.get(peer)
                 if pending is None:
-                    due[peer] = [data]
+                    due[peer] = pieces.copy() if len(peers) > 1 else pieces
                 else:
-                    pending.append(data)
+                    pending += pieces
         limit = self._write_limit
-        for peer, datas in due.items():
+        for peer, pieces in due.items():
             transport = peer.transport
             if transport is None:
                 continue
             if limit and transport.get_write_buffer_size() > limit:
-                self.dropped += len(datas)
+                self.dropped += _messages_in(pieces)
                 continue
-            transport.write(datas[0] if len(datas) == 1 else b"".join(datas))
+            transport.write(b"".join(pieces))
 
     def subscriber_said(self, peer: _Peer, messages: list[list[bytes]]) -> None:
         """A subscriber's subscriptions (a first byte of 1) and cancels (0)."""
@@ -217,6 +217,11 @@ class ZmtpHub:
             server.close()
         for peer in list(self.peers):
             peer.abort()
+
+
+def _messages_in(pieces: list[bytes]) -> int:
+    """How many messages `frames` pieces hold: one per header without MORE."""
+    return sum(1 for header in pieces[::2] if not header[0] & 0x01)
 
 
 async def _listen(endpoint: str, factory: Callable[[], _Peer]) -> asyncio.AbstractServer:

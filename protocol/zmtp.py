@@ -97,18 +97,23 @@ def pong(context: bytes) -> bytes:
 
 def message(parts: list[bytes]) -> bytes:
     """One multipart message as frames, ready to write."""
-    out = bytearray()
+    return b"".join(frames(parts))
+
+
+def frames(parts: list[bytes]) -> list[bytes]:
+    """A message's frames as pieces (a header, then its part, for each part): pieces of
+    many messages joined once make one write without copying each part twice."""
+    out: list[bytes] = []
     last = len(parts) - 1
     for i, part in enumerate(parts):
         size = len(part)
         more = _MORE if i < last else 0
         if size <= _SHORT_MAX:
-            out += bytes((more, size))
+            out.append(bytes((more, size)))
         else:
-            out += bytes((more | _LONG,))
-            out += _U64.pack(size)
-        out += part
-    return bytes(out)
+            out.append(bytes((more | _LONG,)) + _U64.pack(size))
+        out.append(part)
+    return out
 
 
 def subscription(topic: bytes, subscribe: bool) -> bytes:
@@ -152,27 +157,37 @@ class Peer:
 
     def receive(self, data: bytes) -> list[list[bytes] | Ping | Ready]:
         # Most reads hold whole frames: they are parsed straight from `data`.
-        # The tail of a frame not yet complete waits in `_buffer` until
-        # `_need` bytes are there (appends, so a long frame is not copied
-        # again with every read).
+        # The start of a frame not yet complete waits in `_buffer` until
+        # `_need` bytes are there; only the bytes that complete it are
+        # taken from the next read (appended: a long frame is not copied
+        # again with every read), and the rest of that read is parsed in place.
         out: list[list[bytes] | Ping | Ready] = []
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            if len(buffer) < self._need:
-                return out
-            data = bytes(buffer)
-            buffer.clear()
         pos = 0
+        buffer = self._buffer
+        while buffer:
+            missing = self._need - len(buffer)
+            if len(data) - pos < missing:
+                buffer += data[pos:] if pos else data
+                return out
+            buffer += data[pos:pos + missing]
+            pos += missing
+            held = bytes(buffer)
+            buffer.clear()
+            self._parse(held, 0, out)  # may keep a tail of it again
+        self._parse(data, pos, out)
+        return out
+
+    def _parse(self, data: bytes, pos: int, out: list[list[bytes] | Ping | Ready]) -> None:
+        """Parse data[pos:] into `out`; keep the start of an incomplete frame."""
         end = len(data)
         if not self._greeted:
-            if end < GREETING_SIZE:
-                self._check_signature(data)
-                self._keep(data, 0, GREETING_SIZE)
-                return out
-            self._check_greeting(data[:GREETING_SIZE])
+            if end - pos < GREETING_SIZE:
+                self._check_signature(data[pos:pos + 1])
+                self._keep(data, pos, pos + GREETING_SIZE)
+                return
+            self._check_greeting(data[pos:pos + GREETING_SIZE])
             self._greeted = True
-            pos = GREETING_SIZE
+            pos += GREETING_SIZE
         parts = self._parts
         while True:
             if pos + 2 > end:
@@ -207,7 +222,6 @@ class Peer:
             if not flags & _MORE:
                 out.append(parts)
                 parts = self._parts = []
-        return out
 
     def _keep(self, data: bytes, pos: int, need: int) -> None:
         """Keep data[pos:] for the next read; parsing resumes once `need - pos` bytes are in."""
