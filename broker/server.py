@@ -41,6 +41,7 @@ from chatconfig.curve import (
     load_keypair,
     start_authenticator,
 )
+from chatconfig.eventloop import new_event_loop
 from protocol.multipart import EVENTS, NOBLOCK, POLLIN, get, recv_parts, send_parts
 from protocol.presence import EVENT_MARK, HEARTBEAT_TOPIC, LISTING_MARK, PRESENCE_MARKS
 from protocol.stream import CHAT_SEPARATOR, MSGID_MARK, AckNote, ack_part, read_keyed
@@ -126,23 +127,13 @@ def run(settings: BrokerSettings) -> None:
     try:
         if speaks_for(settings.curve.curve_secret_key, endpoints.broker_pub,
                       endpoints.broker_sub):
-            with asyncio.Runner(loop_factory=_new_loop) as runner:
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
                 runner.run(_serve(settings, keeper, guard))
         else:
             _run_libzmq(settings, keeper, guard)
     finally:
         if keeper.store is not None:
             keeper.store.close()
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where available: its transports write and read with less overhead."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
 
 
 def _ready(settings: BrokerSettings, keeper: Keeper, guard: ShardGuard,
@@ -223,7 +214,11 @@ async def _serve(settings: BrokerSettings, keeper: Keeper, guard: ShardGuard) ->
     def keep_house() -> None:
         nonlocal housekeeping
         if housekeeping is not None:
-            turn.keep_house(time.time(), loop.time() >= keep_idle_until)
+            try:
+                turn.keep_house(time.time(), loop.time() >= keep_idle_until)
+            except Exception as exc:
+                fail(exc)
+                return
             schedule()
         housekeeping = loop.call_later(EXPIRE_EVERY, keep_house)
 

@@ -10,17 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from chatconfig import EdgeSettings, parse
+from chatconfig.eventloop import new_event_loop
 from edge.server import serve
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where available: faster I/O, less memory per connection."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
 
 
 def _raise_fd_limit() -> None:
@@ -41,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     _raise_fd_limit()
-    with asyncio.Runner(loop_factory=_new_loop) as runner:
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(serve(settings))
     return 0
 
