@@ -1,8 +1,9 @@
 """What the sequencer changed since the store last committed. Pure.
 
 The sequencer (`broker.streams`) records here every change a durable store
-must make, in the order it made them; the store (`broker.store`) writes
-them in one transaction per loop turn and then starts a new record. The
+must make, in the order it made them; the store (`broker.store`) appends
+them to its commit log once per loop turn (`broker.commitlog`) and writes
+them to its SQLite file in batches, one transaction each. The
 store is laid out as two append-only logs and a table of streams:
 
 - the chat log: one row per part the broker forwarded on a room's topic
@@ -24,11 +25,15 @@ from typing import NamedTuple, Protocol
 
 
 class Journaled(Protocol):
-    """The part of a stream the journal needs (broker.streams.Stream)."""
+    """The part of a stream the journal needs (broker.streams.Stream, or a
+    stream as the commit log recorded it)."""
 
-    topic: bytes
-    epoch: str
-    top: int
+    @property
+    def topic(self) -> bytes: ...
+    @property
+    def epoch(self) -> str: ...
+    @property
+    def top(self) -> int: ...
 
 
 class ChatRow(NamedTuple):

@@ -317,6 +317,14 @@ class Keeper:
             self.releasing = store.commit(self.sequencer.journal)
             seq = self.sequencer
             self._counted = (seq.sequenced, seq.duplicates, seq.malformed, seq.shortened_windows)
+            if store.failing is not None:
+                # This turn is in the commit log, but the file cannot take the
+                # log: refuse from the next turn on, before the log fills too.
+                log.error(
+                    "store write failed (%s): chats are refused with unavailable until it "
+                    "works again", store.failing,
+                )
+                self.refusing = True
         except StoreFailed as exc:
             log.error(
                 "store write failed (%s): chats are refused with unavailable until it works "

@@ -1,22 +1,26 @@
 """The broker's durable store: its rooms' streams in SQLite, on local disk.
 
 What the sequencer keeps in memory (epochs, tops, history, remembered
-msgIds) is written here as it changes, one transaction per loop turn, before
-anything of that turn leaves the broker: an ack or a delivery is only ever
-sent for a chat already in the store. On start the broker reads it back, so
-a restart (even `kill -9`) keeps every room's epoch and offsets, and members
-that recover with `since` see no gap.
+msgIds) is written here as it changes, before anything of a loop turn
+leaves the broker: an ack or a delivery is only ever sent for a chat
+already in the store. A turn's commit is one record copied into the commit
+log (broker.commitlog), a memory-mapped file; a thread of the store
+(`Applier`) writes the records to the SQLite file in batches, one
+transaction each, and deletes the log's segments once they are there. On
+start the broker applies what the log still holds and reads the file back,
+so a restart (even `kill -9`) keeps every room's epoch and offsets, and
+members that recover with `since` see no gap.
 
 SQLite, from the standard library, in WAL mode: a commit appends to the
-write-ahead log and, with `synchronous=NORMAL`, does not wait for the disk.
-A crashed or killed process loses nothing committed (the operating system
-has it); a power cut or kernel crash may lose the last commits, never the
-file's integrity. SQLite is built to read corrupt files without crashing
-and says so (SQLITE_CORRUPT, SQLITE_NOTADB), which is what lets the broker
-move a bad file aside and start again instead of serving wrong offsets. The
-layout (see broker.journal) appends to two logs, so a turn's transaction
-touches a few pages whatever the number of rooms. Why SQLite and not LMDB,
-with figures: docs/benchmarks.md, "The store".
+write-ahead log and, with `synchronous=NORMAL`, does not wait for the disk;
+the commit log does not either. A crashed or killed process loses nothing
+committed (the operating system has it); a power cut or kernel crash may
+lose the last commits, never the file's integrity. SQLite is built to read
+corrupt files without crashing and says so (SQLITE_CORRUPT, SQLITE_NOTADB),
+which is what lets the broker move a bad file aside and start again instead
+of serving wrong offsets. The layout (see broker.journal) appends to two
+logs, so a transaction touches a few pages whatever the number of rooms.
+Why SQLite and not LMDB, with figures: docs/benchmarks.md, "The store".
 
 The directory is locked (`streams.lock`, flock) while a broker uses it: a
 second broker on the same directory is refused at start.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -36,6 +41,9 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import msgspec
+
+from broker.commitlog import CommitLog, Segment, decode_into, encode, found, payloads
 from broker.journal import Journal, Journaled
 from broker.streams import Limits, Sequencer, Stream, new_epoch
 from protocol.stream import read_stamp, unpack
@@ -55,6 +63,8 @@ RELEASE_CHUNK = 4096
 # releases it anew.
 RELEASE_BATCH = 1024
 RELEASE_EVERY = 1.0  # seconds
+APPLY_EVERY = 0.2  # seconds between the applier's passes over the commit log
+YIELD_EVERY = 64  # records decoded between the applier's yields of the GIL
 LOCK_NAME = "streams.lock"
 CHECKPOINT_EVERY = 1.0  # seconds
 LOCK_WAIT_MS = 5000  # how long a write waits for the checkpoint thread at most
@@ -110,11 +120,14 @@ class StoreLocked(Exception):
 
 
 class StoreFailed(Exception):
-    """A commit did not happen: nothing of its turn is in the store."""
+    """A write did not happen: nothing of it is in the store."""
 
-    def __init__(self, error: sqlite3.Error) -> None:
+    def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
-        self.full = _code(error) == _FULL
+        if isinstance(error, sqlite3.Error):
+            self.full = _code(error) == _FULL
+        else:
+            self.full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _code(error: sqlite3.Error) -> int:
@@ -133,7 +146,14 @@ class Store:
         except BlockingIOError:
             self._lock.close()
             raise StoreLocked(str(path)) from None
-        self._db = _connect(path, timeout=LOCK_WAIT_MS / 1000)
+        # Used by the applier thread, and by the loop only to load or to
+        # probe, always under _writing.
+        self._db = _connect(path, timeout=LOCK_WAIT_MS / 1000, check_same_thread=False)
+        self._writing = threading.Lock()
+        self._applier: Applier | None = None
+        # The applier's last write failed (the file cannot take the log):
+        # the broker refuses chats until one works.
+        self.failing: StoreFailed | None = None
         self._wal = path.with_name(path.name + "-wal")
         self._next_log_check = 0.0
         self._checkpoints: Checkpointer | None = None
@@ -152,8 +172,8 @@ class Store:
                 raise CorruptStore(f"journal mode {mode!r} instead of WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             # Checkpoints (the log copied into the file, with the only fsyncs)
-            # run on their own thread (Checkpointer), never inside a commit of
-            # the loop. Past a checkpoint the log is cut back to WAL_LIMIT.
+            # run on their own thread (Checkpointer), never inside a write of
+            # the applier. Past a checkpoint the log is cut back to WAL_LIMIT.
             db.execute("PRAGMA wal_autocheckpoint=0")
             db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -164,35 +184,64 @@ class Store:
                 )
             if version == 0:  # a new file
                 db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+            self._log = CommitLog(path.parent)
         except BaseException:
-            self.close()
+            self._db.close()
+            self._lock.close()
             raise
 
     def start_checkpoints(self) -> None:
+        """Start the threads: the applier (commit log to file) and the checkpoints."""
         if self._checkpoints is None:
             self._checkpoints = Checkpointer(self.path)
             self._checkpoints.start()
+        if self._applier is None:
+            self._applier = Applier(self)
+            self._applier.start()
 
     def close(self) -> None:
-        if self._releasing:  # tidy, not needed: a restart would release them again
-            with contextlib.suppress(StoreFailed):
-                self.commit(Journal(), flush=True)
+        """Apply the whole commit log to the file and close it (what fails stays in the log)."""
+        if self._applier is not None:
+            self._applier.stop()
+        self._log.close()
+        with contextlib.suppress(StoreFailed):  # the next start applies it
+            self.apply(flush=True)
         if self._checkpoints is not None:
             self._checkpoints.stop()
         self._db.close()  # the last connection: SQLite checkpoints the log into the file
         self._lock.close()
 
     def size(self) -> int:
-        """Bytes on disk, write-ahead log included."""
-        return sum(p.stat().st_size for p in _files(self.path) if p.exists())
+        """Bytes on disk, write-ahead log and commit log included."""
+        return (sum(p.stat().st_size for p in _files(self.path) if p.exists())
+                + self._log.bytes_on_disk())
 
     def load(self, limits: Limits, now: float,
              make_epoch: Callable[[], str] = new_epoch) -> Sequencer:
         """Every room's stream as the store has it, with today's limits applied.
 
+        The commit log is applied to the file first. If the file cannot take
+        it (a full disk), it is read in a transaction that is then rolled
+        back, and the log keeps the records until the applier writes them.
         Raises sqlite3.DatabaseError or CorruptStore on a file that cannot be
         trusted; a chat row left over from a room's earlier epoch is released.
         """
+        with self._writing:
+            journal, marks = self._unapplied()
+            try:
+                self._write(journal, flush=True)
+            except StoreFailed:
+                self._db.execute("BEGIN")
+                try:
+                    self._statements(journal, deleting=[])
+                    return self._read(limits, now, make_epoch)
+                finally:
+                    self._db.execute("ROLLBACK")
+            self._applied(marks)
+            self.failing = None
+            return self._read(limits, now, make_epoch)
+
+    def _read(self, limits: Limits, now: float, make_epoch: Callable[[], str]) -> Sequencer:
         db = self._db
         next_chat = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM chats").fetchone()[0]
         next_key = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM msgids").fetchone()[0]
@@ -236,51 +285,86 @@ class Store:
         sequencer.settle(now)
         return sequencer
 
-    def commit(self, journal: Journal, flush: bool = False) -> bool:
-        """Write what the journal holds in one transaction.
+    def commit(self, journal: Journal) -> bool:
+        """Append what the journal holds to the commit log: one copy into memory.
+
+        At most RELEASE_CHUNK released rows go per commit (a backlog halves
+        each time); True if the journal still holds more. Raises StoreFailed
+        when nothing was written (no space for a new segment of the log).
+        """
+        if not journal:
+            return False
+        backlog = len(journal.released)
+        taken = journal.take(RELEASE_CHUNK if backlog < 4 * RELEASE_CHUNK else backlog // 2)
+        try:
+            self._log.append(encode(taken))
+        except OSError as exc:
+            raise StoreFailed(exc) from exc
+        return bool(journal.released)
+
+    def apply(self, flush: bool = False) -> None:
+        """Write the commit log's records to the file, in one transaction; delete
+        the segments wholly written. Raises StoreFailed (the records stay in the log)."""
+        with self._writing:
+            journal, marks = self._unapplied()
+            try:
+                self._write(journal, flush)
+            except StoreFailed as exc:
+                self.failing = exc
+                raise
+            self._applied(marks)
+            self.failing = None
+
+    def _unapplied(self) -> tuple[Journal, list[tuple[Segment, int, bool]]]:
+        """The log's records not yet in the file, as one journal; and how far each segment goes."""
+        journal = Journal()
+        marks = []
+        records = 0
+        for segment in self._log.pending():
+            closed = segment.closed  # before `end`: a closed segment's end is its last
+            end = segment.end
+            if end > segment.applied:
+                data = segment.read(end)
+                for _, payload in payloads(data):
+                    try:
+                        decode_into(journal, payload)
+                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                        raise CorruptStore(f"{segment.path.name}: {exc}") from None
+                    records += 1
+                    if records % YIELD_EVERY == 0:
+                        time.sleep(0)  # let the loop's thread have the GIL
+            marks.append((segment, end, closed))
+        return journal, marks
+
+    def _applied(self, marks: list[tuple[Segment, int, bool]]) -> None:
+        for segment, end, closed in marks:
+            segment.applied = end
+            if closed:
+                self._log.forget(segment)
+
+    def _write(self, taken: Journal, flush: bool) -> None:
+        """Write `taken` to the file in one transaction.
 
         Released rows wait for a batch (RELEASE_BATCH, RELEASE_EVERY; all of
-        them with `flush`). True if the journal still holds releases beyond
-        this commit's chunk. Raises StoreFailed when nothing was written;
-        then the store holds what it held before the call, and the rows
-        waiting to be deleted are forgotten (reading the store back releases
-        them again).
+        them with `flush`). Raises StoreFailed when nothing was written; then
+        the file holds what it held before the call, and the rows waiting to
+        be deleted are forgotten (reading the store back releases them
+        again).
         """
         clock = time.monotonic()
         releasing = self._releasing
-        if not journal and not (releasing and (flush or clock >= self._release_by)):
-            return False
-        # A backlog (small rows released by big ones) halves each turn.
-        backlog = len(journal.released)
-        taken = journal.take(RELEASE_CHUNK if backlog < 4 * RELEASE_CHUNK else backlog // 2)
+        if not taken and not (releasing and (flush or clock >= self._release_by)):
+            return
         if taken.released:
             if not releasing:
                 self._release_by = clock + RELEASE_EVERY
             releasing += taken.released
-        deleting = releasing and (
-            flush or len(releasing) >= RELEASE_BATCH or clock >= self._release_by)
+        deleting = releasing if releasing and (
+            flush or len(releasing) >= RELEASE_BATCH or clock >= self._release_by) else []
         db = self._db
         try:
             db.execute("BEGIN")
-            if taken.created:
-                db.executemany("INSERT OR REPLACE INTO streams VALUES (?, ?, ?)",
-                               [(s.topic, s.epoch, s.top) for s in taken.created])
-            if taken.chats:
-                db.executemany("INSERT INTO chats VALUES (?, ?, ?, ?, ?, ?)", taken.chats)
-            if taken.keys:
-                db.executemany("INSERT INTO msgids VALUES (?, ?, ?, ?, ?)", taken.keys)
-            if deleting:
-                db.executemany("DELETE FROM chats WHERE seq BETWEEN ? AND ?",
-                               _runs(seq for seq, _ in releasing))
-                # A room's top must outlive its last row.
-                owners: dict[int, Journaled] = {id(s): s for _, s in releasing if s}
-                db.executemany("UPDATE streams SET top = ? WHERE topic = ? AND epoch = ?",
-                               [(s.top, s.topic, s.epoch) for s in owners.values()])
-            if taken.keys_through:
-                db.execute("DELETE FROM msgids WHERE seq <= ?", (taken.keys_through,))
-            if taken.dropped:
-                db.executemany("DELETE FROM streams WHERE topic = ? AND epoch = ?",
-                               [(s.topic, s.epoch) for s in taken.dropped])
+            self._statements(taken, deleting)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled it back itself
@@ -297,7 +381,30 @@ class Store:
                     self._checkpoints.hurry()
         if self._rewind_due:
             self._rewind_log(clock)
-        return bool(journal.released)
+
+    def _statements(self, taken: Journal, deleting: list[tuple[int, Journaled | None]]) -> None:
+        db = self._db
+        if taken.created:
+            db.executemany("INSERT OR REPLACE INTO streams VALUES (?, ?, ?)",
+                           [(s.topic, s.epoch, s.top) for s in taken.created])
+        if taken.chats:
+            # OR REPLACE: the log's records are applied again after a crash
+            # that came between a write and the deletion of its segment.
+            db.executemany("INSERT OR REPLACE INTO chats VALUES (?, ?, ?, ?, ?, ?)", taken.chats)
+        if taken.keys:
+            db.executemany("INSERT OR REPLACE INTO msgids VALUES (?, ?, ?, ?, ?)", taken.keys)
+        if deleting:
+            db.executemany("DELETE FROM chats WHERE seq BETWEEN ? AND ?",
+                           _runs(seq for seq, _ in deleting))
+            # A room's top must outlive its last row (the latest top per stream).
+            owners = {(s.topic, s.epoch): s for _, s in deleting if s}
+            db.executemany("UPDATE streams SET top = ? WHERE topic = ? AND epoch = ?",
+                           [(s.top, s.topic, s.epoch) for s in owners.values()])
+        if taken.keys_through:
+            db.execute("DELETE FROM msgids WHERE seq <= ?", (taken.keys_through,))
+        if taken.dropped:
+            db.executemany("DELETE FROM streams WHERE topic = ? AND epoch = ?",
+                           [(s.topic, s.epoch) for s in taken.dropped])
 
     def _log_too_long(self) -> bool:
         try:
@@ -342,17 +449,53 @@ class Store:
             checkpoints.calm()
 
     def writable(self) -> bool:
-        """Whether a small write goes through now (after a failed commit)."""
+        """Whether both the log and the file take writes now (after a failed commit,
+        or while the applier's writes fail)."""
         try:
-            self._db.execute("BEGIN")
-            self._db.execute("CREATE TABLE IF NOT EXISTS probe (x)")
-            self._db.execute("DROP TABLE probe")
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
+            self._log.reserve()
+            self.apply()
+        except (OSError, StoreFailed):
             return False
         return True
+
+
+class Applier(threading.Thread):
+    """Writes the commit log's records to the SQLite file every APPLY_EVERY seconds.
+
+    Its SQLite calls run with the GIL released, and it yields the GIL every
+    YIELD_EVERY records it decodes, so the loop's thread is not kept waiting.
+    A write that fails is tried again at the next pass; meanwhile the store
+    is `failing` and the broker refuses chats.
+    """
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(name="store-applier", daemon=True)
+        self._store = store
+        self._stopping = False
+        self._wake = threading.Event()
+        self._warned = float("-inf")
+
+    def run(self) -> None:
+        store = self._store
+        while True:
+            self._wake.wait(APPLY_EVERY)
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                store.apply()
+            except (StoreFailed, CorruptStore) as exc:
+                if isinstance(exc, CorruptStore):
+                    store.failing = StoreFailed(exc)
+                if time.monotonic() - self._warned >= WARN_EVERY:
+                    self._warned = time.monotonic()
+                    log.warning("store: the commit log could not be written to %s (tried "
+                                "again every %.1f s): %s", store.path, APPLY_EVERY, exc)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self.join()
 
 
 class Checkpointer(threading.Thread):
@@ -436,6 +579,7 @@ def _connect(path: Path, timeout: float = 5.0, check_same_thread: bool = True,
 
 
 def _files(path: Path) -> list[Path]:
+    """The SQLite file's own files."""
     return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
 
 
@@ -488,7 +632,7 @@ def open_store(directory: str, limits: Limits, now: float) -> tuple[Store, Seque
 def _move_aside(path: Path, why: object) -> None:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     moved = []
-    for file in _files(path):
+    for file in [*_files(path), *(segment for _, segment in found(path.parent))]:
         if file.exists():
             target = file.with_name(f"{file.name}.corrupt-{stamp}")
             os.replace(file, target)

@@ -144,9 +144,11 @@ def fill(path: Path) -> int:
 
 
 async def test_a_full_disk_refuses_chats_until_space_returns(tmp_path: Path) -> None:
-    with tmpfs(tmp_path / "disk", "2m") as disk:
+    # Room for the store's file and its commit log (4 MiB segments, reserved).
+    with tmpfs(tmp_path / "disk", "16m") as disk:
         cluster = Cluster(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}",
-                          {"CHAT_DATA_DIR": str(disk / "data")})
+                          # As fast as acks come back: no per-connection rate limit.
+                          {"CHAT_DATA_DIR": str(disk / "data"), "CHAT_RATE_LIMIT": "0"})
         opened: list[WsClient] = []
         log = tmp_path / "broker.log"
         try:
@@ -185,13 +187,14 @@ async def _full_disk(cluster: Cluster, sender: WsClient, listener: WsClient, dis
 
     filler = disk / "filler"
     filled = fill(filler)
-    # Space SQLite already holds (its log, freed pages) may take a few more
-    # chats: each is either stored (acked, delivered) or refused
+    # The commit log has its space reserved, and the store finds the file
+    # full at its next write to it (within a fraction of a second): until
+    # then chats are stored (acked, delivered); then they are refused
     # (`unavailable`, delivered nowhere), until three have been refused.
     refused: list[str] = []
     stored: list[str] = []
     echoes: list[str] = []  # the sender's own copies, as they come
-    for i in range(200):
+    for i in range(5000):
         msg_id = f"try-{i}"
         await keyed(sender, "full", msg_id, msg_id)
         while True:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import broker.commitlog as commitlog
 import broker.store as store_module
 from broker.presence import PresenceLimits, PresenceOwner
 from broker.server import Keeper
@@ -59,8 +60,27 @@ def reopen(store: Store, directory: Path, now: float,
 
 
 def rows(store: Store, table: str) -> int:
-    count: int = store._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    """Rows in the SQLite file once the commit log is applied to it."""
+    store.apply()
+    with store._writing:
+        count: int = store._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     return count
+
+
+def refusing(keeper: Keeper) -> bool:
+    return keeper.refusing
+
+
+def failing(store: Store) -> StoreFailed | None:
+    return store.failing
+
+
+def flush(store: Store, seq: Sequencer) -> None:
+    """Commit, and write everything to the file, released rows deleted at once."""
+    assert seq.journal is not None
+    while store.commit(seq.journal):
+        pass
+    store.apply(flush=True)
 
 
 def test_a_reopened_store_has_the_same_epochs_offsets_history_and_msgids(
@@ -107,11 +127,11 @@ def test_trimmed_history_leaves_the_store_and_the_top_outlives_it(tmp_path: Path
         seq.sequence(ROOM, [chat(f"m{i}")], float(i))
         store.commit(seq.journal)
     assert rows(store, "chats") == 20  # released rows wait for a batch
-    store.commit(seq.journal, flush=True)
+    flush(store, seq)
     assert rows(store, "chats") == LIMITS.history_size  # rows of trimmed chats deleted
     seq.subscription(ROOM, True)  # a member is still there: the stream stays
     seq.expire(200.0)  # everything past its age
-    store.commit(seq.journal, flush=True)
+    flush(store, seq)
     assert rows(store, "chats") == 0
     store, seq = reopen(store, tmp_path, 201.0)
     stream = seq.stream(ROOM)
@@ -131,7 +151,7 @@ def test_a_restart_applies_the_limits_of_the_day(tmp_path: Path) -> None:
     store, seq = reopen(store, tmp_path, 1.0, smaller)
     assert offsets(seq) == [4, 5]
     assert seq.journal is not None
-    store.commit(seq.journal, flush=True)
+    flush(store, seq)
     assert rows(store, "chats") == 2
     # Past the age limit at restart: history gone, epoch and top kept.
     store, seq = reopen(store, tmp_path, 500.0)
@@ -196,7 +216,7 @@ def test_releases_are_written_a_chunk_per_commit(tmp_path: Path) -> None:
     assert rows(store, "chats") == 10  # a whole chunk is past a batch: deleted at once
     assert not store.commit(seq.journal)
     assert rows(store, "chats") == 10  # the rest waits for a batch
-    store.commit(seq.journal, flush=True)
+    flush(store, seq)
     assert rows(store, "chats") == 0
     store.close()
 
@@ -208,18 +228,23 @@ def test_released_rows_are_deleted_in_batches_and_a_crash_before_changes_nothing
     store, seq = open_store(str(tmp_path), limits, 0.0)
     assert seq.journal is not None
     seq.subscription(ROOM, True)
-    top = RELEASE_BATCH + limits.history_size + 2
+    top = limits.history_size + 5
     for i in range(top):  # a chat per commit, as at a low rate
         seq.sequence(ROOM, [chat(f"m{i}")], 1.0)
         store.commit(seq.journal)
-    # The RELEASE_BATCH-th release deleted the batch at once; two wait.
-    assert rows(store, "chats") == limits.history_size + 2
+    # Five rows released, and waiting for a batch in the file.
+    assert rows(store, "chats") == limits.history_size + 5
     # Killed now, the released rows still in the file: the limits apply again.
     store, seq = reopen(store, tmp_path, 2.0, limits)
     assert offsets(seq) == [top - 2, top - 1, top]
     assert seq.stream(ROOM).top == top  # type: ignore[union-attr]
+    flush(store, seq)
+    assert rows(store, "chats") == limits.history_size
+    # RELEASE_BATCH releases are deleted at once, without a flush.
     assert seq.journal is not None
-    store.commit(seq.journal, flush=True)
+    for i in range(RELEASE_BATCH):
+        seq.sequence(ROOM, [chat(f"n{i}")], 2.0)
+        store.commit(seq.journal)
     assert rows(store, "chats") == limits.history_size
     store.close()
 
@@ -270,23 +295,31 @@ def _fill(store: Store) -> None:
     store._db.execute(f"PRAGMA max_page_count = {pages}")
 
 
-def test_a_full_store_refuses_the_turn_and_keeps_what_it_had(tmp_path: Path) -> None:
+def test_a_full_file_leaves_the_turns_in_the_commit_log_until_it_takes_them(
+    tmp_path: Path,
+) -> None:
     store, seq = open_store(str(tmp_path), LIMITS, 0.0)
     assert seq.journal is not None
     seq.sequence(ROOM, [chat("a")], 0.0)
     store.commit(seq.journal)
+    assert rows(store, "chats") == 1
     _fill(store)
     for i in range(200):
         seq.sequence(room_topic(f"room-{i}"), [chat("x" * 500)], 0.0)
+    store.commit(seq.journal)  # into the log: it has its space already
     with pytest.raises(StoreFailed) as failed:
-        store.commit(seq.journal)
-    assert failed.value.full
-    assert rows(store, "chats") == 1
-    assert not store.writable() or rows(store, "chats") == 1
+        store.apply()
+    assert failed.value.full and failing(store) is failed.value
+    with store._writing:
+        assert store._db.execute("SELECT count(*) FROM chats").fetchone()[0] == 1
+    # Killed now: the next start applies the log, when the file has room.
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    assert rows(store, "chats") == 201
+    assert failing(store) is None
     store.close()
 
 
-def test_the_keeper_refuses_chats_while_the_store_is_full_and_resumes(tmp_path: Path) -> None:
+def test_the_keeper_refuses_chats_while_the_file_is_full_and_resumes(tmp_path: Path) -> None:
     store, seq = open_store(str(tmp_path), LIMITS, 0.0)
     keeper = Keeper(seq, store, PresenceOwner(PresenceLimits(), 0.0))
     outbox: list[list[bytes]] = []
@@ -296,39 +329,77 @@ def test_the_keeper_refuses_chats_while_the_store_is_full_and_resumes(tmp_path: 
     epoch = keeper.sequencer.stream(ROOM).epoch  # type: ignore[union-attr]
     _fill(store)
     big = [[room_topic(f"room-{i}"), chat("x" * 500)] for i in range(200)]
-    keyed = [ROOM, keyed_part(ORIGIN, "k1", chat("b"))]
-    turn = [*big, keyed]
-    outbox = [[b"would have been forwarded"]]
-    for message in turn:
+    for message in big:
         keeper.sequencer.sequence(message[0], message[1:], 1.0)
+    keeper.commit(big, outbox, 1.0)  # in the log: still forwarded
+    assert not refusing(keeper)
+    with pytest.raises(StoreFailed):
+        store.apply()  # as the applier's next pass finds it
+    # The next turn is still in the log, and sent; the ones after are refused.
+    keeper.sequencer.sequence(ROOM, [chat("b")], 1.5)
+    outbox = [[b"forwarded"]]
+    keeper.commit([[ROOM, chat("b")]], outbox, 1.5)
+    assert refusing(keeper) and outbox == [[b"forwarded"]]
+    outbox = []
+    keeper.refuse([ROOM, keyed_part(ORIGIN, "k1", chat("c"))], outbox, 2.0)
+    assert len(outbox) == 1 and outbox[0][0] == ORIGIN
+    note = read_ack(outbox[0][1])
+    assert (note.key, note.refused) == ("k1", True)
+    assert keeper.refused == 1
+    # While refusing, a history query is still answered.
+    outbox = []
+    query = HistoryQuery(ORIGIN, 7, "r", None, 0, None, 10)
+    keeper.refuse([ROOM, query_part(query)], outbox, 2.0)
+    assert [m[0] for m in outbox] == [ORIGIN]
+    assert read_reply(outbox[0][1]).top == 2
+    keeper.retry()
+    assert refusing(keeper)  # no space yet
+    # Space comes back.
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    keeper.retry()
+    assert not refusing(keeper)
+    out = keeper.sequencer.sequence(ROOM, [chat("d")], 3.0)
+    assert out is not None and read_stamp(out.forward[0]) == (epoch.encode(), 3)
+    keeper.commit([[ROOM, chat("d")]], [], 3.0)
+    assert not refusing(keeper)
+    assert rows(store, "chats") == 203
+    store.close()
+
+
+def test_a_log_that_cannot_grow_refuses_the_turn_and_keeps_what_it_had(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(commitlog, "SEGMENT_BYTES", 4096)
+    store, seq = open_store(str(tmp_path), LIMITS, 0.0)
+    keeper = Keeper(seq, store, PresenceOwner(PresenceLimits(), 0.0))
+    turn = [[ROOM, chat("a")]]
+    keeper.sequencer.sequence(ROOM, turn[0][1:], 0.0)
+    keeper.commit(turn, [], 0.0)
+    epoch = keeper.sequencer.stream(ROOM).epoch  # type: ignore[union-attr]
+    # The next segment is bigger than any file may be: the system refuses it.
+    monkeypatch.setattr(commitlog, "SEGMENT_BYTES", 1 << 62)
+    turn = [[ROOM, keyed_part(ORIGIN, "k1", chat("x" * 5000))]]
+    keeper.sequencer.sequence(ROOM, turn[0][1:], 1.0)
+    outbox = [[b"would have been forwarded"]]
     keeper.commit(turn, outbox, 1.0)
     assert keeper.refusing
     # Nothing of the turn leaves; the keyed chat's sender is told.
     assert len(outbox) == 1 and outbox[0][0] == ORIGIN
-    note = read_ack(outbox[0][1])
-    assert (note.key, note.refused) == ("k1", True)
-    assert keeper.refused == 201
-    # Read back from the store, the sequencer counts on from the last turn
-    # stored: the failed turn's chats count as refused, not as sequenced.
+    assert read_ack(outbox[0][1]).refused
+    # Read back from the store, the sequencer counts on from the last turn stored.
     assert keeper.sequencer.sequenced == 1
-    # The streams were read back from the store: room r is at offset 1.
     stream = keeper.sequencer.stream(ROOM)
     assert stream is not None and (stream.epoch, stream.top) == (epoch, 1)
-    # While refusing, a history query is still answered.
-    outbox = []
-    query = HistoryQuery(ORIGIN, 7, "r", None, 0, None, 10)
-    keeper.refuse([ROOM, chat("c"), query_part(query)], outbox, 2.0)
-    assert [m[0] for m in outbox] == [ORIGIN]
-    assert read_reply(outbox[0][1]).top == 1
-    # Space comes back.
-    store._db.execute("PRAGMA max_page_count = 1073741823")
     keeper.retry()
-    assert not keeper.refusing
+    assert refusing(keeper)
+    monkeypatch.setattr(commitlog, "SEGMENT_BYTES", 4096)
+    keeper.retry()
+    assert not refusing(keeper)
     out = keeper.sequencer.sequence(ROOM, [chat("d")], 3.0)
     assert out is not None and read_stamp(out.forward[0]) == (epoch.encode(), 2)
     keeper.commit([[ROOM, chat("d")]], [], 3.0)
-    assert not keeper.refusing
-    assert keeper.sequencer.sequenced == 2
+    store, seq = reopen(store, tmp_path, 4.0)
+    assert offsets(seq) == [1, 2]
     store.close()
 
 
@@ -383,6 +454,7 @@ def test_the_log_is_rewound_once_past_its_limit(
         assert seq.journal is not None
         seq.sequence(room_topic(f"room-{sent % 50}"), [chat("x" * 1000)], 0.0)
         store.commit(seq.journal)
+        store.apply()  # a write to the file per turn, as the applier's passes
         sent += 1
 
     for _ in range(2000):  # a page or more per commit: 8 MiB of log without a rewind
