@@ -161,19 +161,21 @@ class CommitLog:
         self._wanting = False  # the last append could not make a segment
         self.written = 0  # bytes appended by this process (records and headers)
 
-    def append(self, record: bytes) -> None:
-        """Copy a framed record (`encode`) in. Raises OSError, with nothing written,
-        when no segment can be made for it."""
+    def append(self, record: bytes) -> bool:
+        """Copy a framed record (`encode`) in; True if it started a new segment.
+        Raises OSError, with nothing written, when no segment can be made for it."""
         current = self._current
-        if current is None or current.end + len(record) > self._size:
+        started = current is None or current.end + len(record) > self._size
+        if started:
             self._wanting = True
             current = self._rotate(len(record))
             self._wanting = False
+        assert current is not None and self._map is not None
         end = current.end + len(record)
-        assert self._map is not None
         self._map[current.end:end] = record
         current.end = end
         self.written += len(record)
+        return started
 
     def reserve(self) -> None:
         """After an `append` that found no space: make the segment it wanted. Raises OSError."""

@@ -87,10 +87,13 @@ class BrokerCollector(Collector):
             readings.append((counter, "chat_broker_store_log_rewinds",
                              "times the store's write-ahead log was rewound", store.rewinds))
             # A file gone between listing and reading it: the next scrape has it.
+            readings.append((gauge, "chat_broker_store_unwritten_bytes",
+                             "bytes of the store's commit log not yet written to its file",
+                             store.unwritten()))
             with contextlib.suppress(OSError):
                 readings.append((gauge, "chat_broker_store_bytes",
-                                 "the store's files on disk, write-ahead log included",
-                                 store.size()))
+                                 "the store's files on disk, commit log and write-ahead log "
+                                 "included", store.size()))
         return readings
 
 

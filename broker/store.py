@@ -28,13 +28,13 @@ second broker on the same directory is refused at start.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import errno
 import fcntl
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 import urllib.parse
@@ -64,23 +64,23 @@ RELEASE_CHUNK = 4096
 RELEASE_BATCH = 1024
 RELEASE_EVERY = 1.0  # seconds
 APPLY_EVERY = 0.2  # seconds between the applier's passes over the commit log
+APPLY_CHUNK = 256 * 1024  # bytes of records per transaction of the applier, at most
+# Segments of the commit log not yet written to the file (4 MiB each) past
+# which the loop writes them itself: the log's backlog, and the time a
+# restart takes to apply it, stay bounded when chats come faster than the
+# file takes them.
+BACKLOG_SEGMENTS = 16
 YIELD_EVERY = 64  # records decoded between the applier's yields of the GIL
+APPLIER_NICE = 10  # the applier thread's nice value, above the loop's 0
+SWITCH_INTERVAL = 0.0005  # seconds (sys.setswitchinterval) while the store's threads run
 LOCK_NAME = "streams.lock"
 CHECKPOINT_EVERY = 1.0  # seconds
 LOCK_WAIT_MS = 5000  # how long a write waits for the checkpoint thread at most
-# Past this the loop rewinds the log (see _rewind_log): a checkpoint of
-# what the checkpoint thread has not copied yet, while the loop waits. At a
-# chat per turn a commit adds about two pages, so 64 MiB come every 8,000
-# chats.
+# Past this the applier rewinds SQLite's write-ahead log (see _rewind_log):
+# a checkpoint of what the checkpoint thread has not copied yet, while the
+# applier (not the broker's loop) waits.
 WAL_LIMIT = 64 * 1024 * 1024  # bytes
 LOG_CHECK_EVERY = 0.1  # seconds between looks at the log's size (a stat call)
-# Once a rewind is due the checkpoint thread passes this often, and the loop
-# rewinds within REWIND_FRESH of a pass's end: it then copies only what was
-# written since the pass began, not up to a second of writes (20 to 70 ms of
-# waiting here, measured alone, when it rewound at any moment).
-HURRIED_EVERY = 0.05  # seconds
-REWIND_FRESH = 0.01  # seconds
-REWIND_WAIT = 2.0  # seconds: past this the loop rewinds without a fresh pass
 WARN_EVERY = 10.0  # seconds between warnings of failing checkpoints
 
 _SCHEMA = """
@@ -154,14 +154,11 @@ class Store:
         # The applier's last write failed (the file cannot take the log):
         # the broker refuses chats until one works.
         self.failing: StoreFailed | None = None
+        self._behind = False  # the log's backlog is past BACKLOG_SEGMENTS
         self._wal = path.with_name(path.name + "-wal")
         self._next_log_check = 0.0
         self._checkpoints: Checkpointer | None = None
-        self._rewind_due = 0.0  # when the log was first seen past WAL_LIMIT; 0: not due
-        self._next_rewind_try = 0.0  # after a rewind that failed
-        self.rewinds = 0  # times the log was rewound
-        # Seconds from the end of the checkpoint thread's last pass, per recent rewind.
-        self.rewind_lags: collections.deque[float] = collections.deque(maxlen=100)
+        self.rewinds = 0  # times the write-ahead log was rewound
         # Released chat rows not yet deleted, and when the oldest must be.
         self._releasing: list[tuple[int, Journaled | None]] = []
         self._release_by = 0.0
@@ -192,6 +189,10 @@ class Store:
 
     def start_checkpoints(self) -> None:
         """Start the threads: the applier (commit log to file) and the checkpoints."""
+        # A thread that wants the GIL waits this long before the holder is
+        # made to let go (5 ms by default): the loop's thread, woken by a
+        # chat while the applier holds it, waits at most this.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         if self._checkpoints is None:
             self._checkpoints = Checkpointer(self.path)
             self._checkpoints.start()
@@ -215,6 +216,10 @@ class Store:
         """Bytes on disk, write-ahead log and commit log included."""
         return (sum(p.stat().st_size for p in _files(self.path) if p.exists())
                 + self._log.bytes_on_disk())
+
+    def unwritten(self) -> int:
+        """Bytes of the commit log not yet written to the file."""
+        return sum(segment.end - segment.applied for segment in self._log.pending())
 
     def load(self, limits: Limits, now: float,
              make_epoch: Callable[[], str] = new_epoch) -> Sequencer:
@@ -296,17 +301,28 @@ class Store:
             return False
         backlog = len(journal.released)
         taken = journal.take(RELEASE_CHUNK if backlog < 4 * RELEASE_CHUNK else backlog // 2)
+        record = encode(taken)
         try:
-            self._log.append(encode(taken))
+            started = self._log.append(record)
         except OSError as exc:
             raise StoreFailed(exc) from exc
+        if started:
+            self._behind = len(self._log.pending()) > BACKLOG_SEGMENTS
+        if self._behind:
+            # The applier falls behind (turns come faster than the file takes
+            # them): each turn also writes twice its bytes of the oldest records.
+            with contextlib.suppress(StoreFailed):  # `failing`: refused from the next turn
+                self.apply(budget=2 * len(record))
+            self._behind = len(self._log.pending()) > BACKLOG_SEGMENTS // 2
         return bool(journal.released)
 
-    def apply(self, flush: bool = False) -> None:
+    def apply(self, flush: bool = False, budget: int | None = None) -> bool:
         """Write the commit log's records to the file, in one transaction; delete
-        the segments wholly written. Raises StoreFailed (the records stay in the log)."""
+        the segments wholly written. `budget`: only the oldest records, until
+        they hold this many bytes; True if more are left. Raises StoreFailed
+        (the records stay in the log)."""
         with self._writing:
-            journal, marks = self._unapplied()
+            journal, marks = self._unapplied(budget)
             try:
                 self._write(journal, flush)
             except StoreFailed as exc:
@@ -314,32 +330,39 @@ class Store:
                 raise
             self._applied(marks)
             self.failing = None
+            return any(segment.applied < segment.end for segment, _, _ in marks)
 
-    def _unapplied(self) -> tuple[Journal, list[tuple[Segment, int, bool]]]:
-        """The log's records not yet in the file, as one journal; and how far each segment goes."""
+    def _unapplied(self, budget: int | None = None,
+                   ) -> tuple[Journal, list[tuple[Segment, int, bool]]]:
+        """The log's records not yet in the file (the oldest, up to `budget`
+        bytes), as one journal; and how far it goes in each segment."""
         journal = Journal()
         marks = []
-        records = 0
+        records = taken = 0
         for segment in self._log.pending():
             closed = segment.closed  # before `end`: a closed segment's end is its last
-            end = segment.end
-            if end > segment.applied:
-                data = segment.read(end)
-                for _, payload in payloads(data):
-                    try:
-                        decode_into(journal, payload)
-                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                        raise CorruptStore(f"{segment.path.name}: {exc}") from None
-                    records += 1
-                    if records % YIELD_EVERY == 0:
-                        time.sleep(0)  # let the loop's thread have the GIL
-            marks.append((segment, end, closed))
+            data = segment.read(segment.end)
+            done = 0  # bytes of `data` taken
+            for done, payload in payloads(data):  # noqa: B007 (`done`: how far it went)
+                try:
+                    decode_into(journal, payload)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise CorruptStore(f"{segment.path.name}: {exc}") from None
+                records += 1
+                taken += len(payload)
+                if records % YIELD_EVERY == 0:
+                    time.sleep(0)  # let the loop's thread have the GIL
+                if budget is not None and taken >= budget:
+                    break
+            marks.append((segment, segment.applied + done, closed and done == len(data)))
+            if budget is not None and taken >= budget:
+                break
         return journal, marks
 
     def _applied(self, marks: list[tuple[Segment, int, bool]]) -> None:
-        for segment, end, closed in marks:
+        for segment, end, whole in marks:
             segment.applied = end
-            if closed:
+            if whole:  # closed, and written to the file to its end
                 self._log.forget(segment)
 
     def _write(self, taken: Journal, flush: bool) -> None:
@@ -373,14 +396,10 @@ class Store:
             raise StoreFailed(exc) from exc
         if deleting:
             releasing.clear()
-        if not self._rewind_due and clock >= self._next_log_check:
+        if clock >= self._next_log_check:
             self._next_log_check = clock + LOG_CHECK_EVERY
             if self._log_too_long():
-                self._rewind_due = clock
-                if self._checkpoints is not None:
-                    self._checkpoints.hurry()
-        if self._rewind_due:
-            self._rewind_log(clock)
+                self._rewind_log()
 
     def _statements(self, taken: Journal, deleting: list[tuple[int, Journaled | None]]) -> None:
         db = self._db
@@ -412,41 +431,22 @@ class Store:
         except FileNotFoundError:
             return False
 
-    def _rewind_log(self, clock: float) -> None:
-        """Restart the write-ahead log from its beginning, right after a checkpoint pass.
+    def _rewind_log(self) -> None:
+        """Restart the write-ahead log from its beginning.
 
         Under steady writes the checkpoint thread's passive checkpoints never
         reach the log's end, and only a checkpoint that does lets the log be
-        rewound: without this it grows without bound. Done here, between
-        turns, where no write of ours is in progress, and only just after
-        the thread's last pass (or once REWIND_WAIT has gone by), so that
-        what is left to copy is what was written since that pass began. It does not
-        wait: if the thread holds the checkpoint, the next turn tries again.
+        rewound: without this it grows without bound. Done between two of the
+        applier's transactions: it waits for what is left to copy (and for a
+        checkpoint pass under way); the broker's loop goes on meanwhile.
         """
-        checkpoints = self._checkpoints
-        since_pass = clock - checkpoints.finished if checkpoints is not None else 0.0
-        if since_pass > REWIND_FRESH and clock - self._rewind_due < REWIND_WAIT:
-            return
-        if clock < self._next_rewind_try:
-            return
-        db = self._db
         try:
-            db.execute("PRAGMA busy_timeout = 0")
-            try:
-                busy = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
-            finally:
-                db.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_MS)}")
-        except sqlite3.Error as exc:  # committed all the same: tried again a little later
-            self._next_rewind_try = clock + LOG_CHECK_EVERY
+            busy = self._db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+        except sqlite3.Error as exc:  # written all the same: tried again at a later look
             log.warning("store log not rewound: %s", exc)
             return
-        if busy:
-            return  # the thread is checkpointing: the next turn tries again
-        self._rewind_due = 0.0
-        self.rewinds += 1
-        self.rewind_lags.append(since_pass)
-        if checkpoints is not None:
-            checkpoints.calm()
+        if not busy:
+            self.rewinds += 1
 
     def writable(self) -> bool:
         """Whether both the log and the file take writes now (after a failed commit,
@@ -476,6 +476,10 @@ class Applier(threading.Thread):
         self._warned = float("-inf")
 
     def run(self) -> None:
+        # A lower priority than the loop's thread (Linux: per thread): on a
+        # busy core the loop's turns go first, and this thread takes the rest.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), APPLIER_NICE)
         store = self._store
         while True:
             self._wake.wait(APPLY_EVERY)
@@ -483,7 +487,8 @@ class Applier(threading.Thread):
             if self._stopping:
                 return
             try:
-                store.apply()
+                while store.apply(budget=APPLY_CHUNK) and not self._stopping:
+                    pass  # a transaction per chunk: the loop never waits long for the file
             except (StoreFailed, CorruptStore) as exc:
                 if isinstance(exc, CorruptStore):
                     store.failing = StoreFailed(exc)
@@ -501,10 +506,8 @@ class Applier(threading.Thread):
 class Checkpointer(threading.Thread):
     """Copies the write-ahead log into the file every CHECKPOINT_EVERY seconds.
 
-    A passive checkpoint on a connection of its own: the loop's commits go on
-    meanwhile, and its fsyncs run here, with the GIL released. While a
-    rewind of the log is due (`hurry`) it passes every HURRIED_EVERY, and
-    `finished` tells the loop when the last pass ended.
+    A passive checkpoint on a connection of its own: the applier's writes go
+    on meanwhile, and its fsyncs run here, with the GIL released.
     """
 
     def __init__(self, path: Path) -> None:
@@ -512,14 +515,12 @@ class Checkpointer(threading.Thread):
         self._path = path
         self._db = _connect(path, check_same_thread=False)
         self._stopping = False
-        self._hurried = False
         self._wake = threading.Event()
-        self.finished = float("-inf")  # time.monotonic() at the end of the last pass
         self._warned = float("-inf")
 
     def run(self) -> None:
         while True:
-            self._wake.wait(HURRIED_EVERY if self._hurried else CHECKPOINT_EVERY)
+            self._wake.wait(CHECKPOINT_EVERY)
             self._wake.clear()
             if self._stopping:
                 return
@@ -530,15 +531,6 @@ class Checkpointer(threading.Thread):
                     self._warned = time.monotonic()
                     log.warning("store checkpoint failed (the log grows until one works): %s",
                                 exc)
-            self.finished = time.monotonic()
-
-    def hurry(self) -> None:
-        """A rewind is due: pass now, and often until `calm`."""
-        self._hurried = True
-        self._wake.set()
-
-    def calm(self) -> None:
-        self._hurried = False
 
     def stop(self) -> None:
         self._stopping = True

@@ -9,7 +9,7 @@ import sys
 from bench.servers import ROOT
 
 
-def test_pauses_run_rewinds_the_log_and_reports_its_longest_commits() -> None:
+def test_pauses_run_rewinds_the_log_and_reports_the_longest_commits() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench.storebench", "--pauses", "--seconds", "1.5",
          "--wal-limit", str(256 * 1024)],
@@ -17,14 +17,12 @@ def test_pauses_run_rewinds_the_log_and_reports_its_longest_commits() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = re.search(r"([\d,]+) commits of 50 chats in 1.5 s \(([\d,]+) chats/s\), log "
-                        r"rewound (\d+) times, longest commit that rewound it ([\d.]+) ms",
-                        done.stdout)
+                        r"rewound (\d+) times by the store's thread", done.stdout)
     assert summary is not None, done.stdout
     commits, rewinds = int(summary[1].replace(",", "")), int(summary[3])
     assert commits > 100
     assert rewinds > 0  # 50 chats a commit pass 256 KiB of log within a few dozen commits
-    assert float(summary[4]) > 0
-    longest = re.findall(r"^\s+([\d.]+)\s+(\d+)\s*(rewind)?$", done.stdout, re.MULTILINE)
+    longest = re.findall(r"^\s+([\d.]+)\s+(\d+)$", done.stdout, re.MULTILINE)
     assert len(longest) == 8
-    times = [float(t) for t, _, _ in longest]
+    times = [float(t) for t, _ in longest]
     assert times == sorted(times, reverse=True)

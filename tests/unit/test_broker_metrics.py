@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -11,6 +12,7 @@ from broker.metrics import BrokerCollector
 from broker.presence import PresenceLimits, PresenceOwner
 from broker.server import Keeper
 from broker.sharding import ShardGuard
+from broker.store import open_store
 from broker.streams import Limits, Sequencer
 from protocol.codec import encode_chat
 from protocol.stream import keyed_part, pack
@@ -58,3 +60,21 @@ def test_counts_what_the_sequencer_did_labelled_with_the_shard() -> None:
     assert after["chat_broker_rooms"] == 2
     assert after["chat_broker_history_bytes"] == seq.held_bytes > 0
     assert after["chat_broker_presence_members"] == 0
+
+
+def test_the_store_s_commit_log_and_files_are_measured(tmp_path: Path) -> None:
+    store, seq = open_store(str(tmp_path), LIMITS, 0.0)
+    keeper = Keeper(seq, store, PresenceOwner(PresenceLimits(), 0.0))
+    guard = ShardGuard(0, 1)
+    turn = [[room_topic("a"), chat("1")]]
+    seq.sequence(turn[0][0], turn[0][1:], 0.0)
+    with store._writing:  # the store's thread waits: the turn stays in the log
+        keeper.commit(turn, [], 0.0)
+        unwritten = scrape(keeper, guard, "0/1")["chat_broker_store_unwritten_bytes"]
+    assert unwritten > len(chat("1"))
+    store.apply()
+    after = scrape(keeper, guard, "0/1")
+    assert after["chat_broker_store_unwritten_bytes"] == 0
+    # The commit log's reserved segment is counted with SQLite's files.
+    assert after["chat_broker_store_bytes"] >= 4 * 1024 * 1024
+    store.close()

@@ -457,20 +457,17 @@ def test_the_log_is_rewound_once_past_its_limit(
         store.apply()  # a write to the file per turn, as the applier's passes
         sent += 1
 
-    for _ in range(2000):  # a page or more per commit: 8 MiB of log without a rewind
+    largest = 0
+    for _ in range(2000):  # a page or more per write: 8 MiB of log without a rewind
         turn()
-    assert store.rewinds > 0, "never rewound"
-    # The rewind waits for a checkpoint pass; turns go on until the next one.
-    deadline = time.monotonic() + 10.0
-    rewound = store.rewinds
-    while store.rewinds == rewound and time.monotonic() < deadline:
-        turn()
-    assert store.rewinds > rewound
+        largest = max(largest, wal.stat().st_size)
+    # Past the limit, the write that saw it rewound the log: it grows past
+    # the limit by one write at most (a batch of deletes is the largest).
+    assert store.rewinds >= 10, store.rewinds
+    assert largest <= limit + 5 * 1024 * 1024, largest
     turn()  # the write after a rewind starts the log again and cuts its file back
     # ... to the limit, plus what that turn wrote: at most a batch of deletes.
     assert wal.stat().st_size <= limit + 1024 * 1024
-    # Each came right after the checkpoint thread's pass, not at any moment.
-    assert max(store.rewind_lags) <= store_module.REWIND_FRESH
     store, seq = reopen(store, tmp_path, 1.0)
     top = sum(1 for i in range(sent) if i % 50 == 7)  # room-7's chats
     assert offsets(seq, room_topic("room-7")) == list(range(top - 4, top + 1))  # history 5
