@@ -14,10 +14,13 @@ turns, each in one transaction, as the broker's loop commits them; each
 repeat is more steady-state turns on the same store, so a store is filled
 once per candidate and room count:
 
-- `sqlite-log`: `broker.store.Store.commit` itself, on the broker's journal
-  (two append-only logs numbered by seq and a table of streams; WAL,
+- `sqlite-log`: `broker.store.Store` itself, on the broker's journal (two
+  append-only logs numbered by seq and a table of streams; WAL,
   synchronous=NORMAL, checkpoints every second on a thread of their own,
-  as `broker.store.open_store` starts them);
+  as `broker.store.open_store` starts them): each turn committed to the
+  store's commit log and then written to the file (`Store.apply`) in a
+  transaction of its own, as the broker did before its commit log (its
+  applier now writes many turns per transaction);
 - `sqlite-keyed`: SQLite with the same settings (and the broker's own
   `Checkpointer`), a chat row per chat keyed by (room, offset) in a
   WITHOUT ROWID table, released chats deleted by key, and every room the
@@ -79,6 +82,7 @@ class SqliteLog:
         # commit takes the journal's changes: a turn is written once, as in the broker.
         while self.store.commit(turn.journal):  # releases beyond a chunk: more commits
             pass
+        self.store.apply()  # the turn in the file, in a transaction of its own
 
     def close(self) -> None:
         self.store.close()

@@ -62,6 +62,11 @@ class Record(NamedTuple):
     keys: list[KeyRow]
     released: list[Released]
     keys_through: int
+    # The next seqs when the record was made: a broker that reads the
+    # store back while records wait in the log never numbers rows with
+    # seqs those records use (their deletes would take the new rows).
+    next_chat: int
+    next_key: int
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -78,6 +83,8 @@ def encode(taken: Journal) -> bytes:
         [(seq, None if s is None else Saved(s.topic, s.epoch, s.top))
          for seq, s in taken.released],
         taken.keys_through,
+        taken.next_chat,
+        taken.next_key,
     ))
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
@@ -95,6 +102,8 @@ def decode_into(journal: Journal, payload: bytes) -> None:
     journal.keys += record.keys
     journal.released += record.released
     journal.keys_through = max(journal.keys_through, record.keys_through)
+    journal.next_chat = max(journal.next_chat, record.next_chat)
+    journal.next_key = max(journal.next_key, record.next_key)
 
 
 def payloads(data: bytes | memoryview, start: int = 0) -> Iterator[tuple[int, bytes]]:

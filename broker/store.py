@@ -167,7 +167,10 @@ class Store:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise CorruptStore(f"journal mode {mode!r} instead of WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a transaction is on the disk before the segments of the
+            # commit log it came from are deleted (it costs the applier an
+            # fsync per transaction, not the loop).
+            db.execute("PRAGMA synchronous=FULL")
             # Checkpoints (the log copied into the file, with the only fsyncs)
             # run on their own thread (Checkpointer), never inside a write of
             # the applier. Past a checkpoint the log is cut back to WAL_LIMIT.
@@ -200,13 +203,15 @@ class Store:
             self._applier = Applier(self)
             self._applier.start()
 
-    def close(self) -> None:
-        """Apply the whole commit log to the file and close it (what fails stays in the log)."""
+    def close(self, apply: bool = True) -> None:
+        """Apply the whole commit log to the file (`apply`) and close it; what
+        is not applied stays in the log, for the next start."""
         if self._applier is not None:
             self._applier.stop()
         self._log.close()
-        with contextlib.suppress(StoreFailed):  # the next start applies it
-            self.apply(flush=True)
+        if apply:
+            with contextlib.suppress(StoreFailed, CorruptStore):
+                self.apply(flush=True)
         if self._checkpoints is not None:
             self._checkpoints.stop()
         self._db.close()  # the last connection: SQLite checkpoints the log into the file
@@ -232,25 +237,43 @@ class Store:
         trusted; a chat row left over from a room's earlier epoch is released.
         """
         with self._writing:
-            journal, marks = self._unapplied()
+            pending, marks = self._unapplied()
             try:
-                self._write(journal, flush=True)
-            except StoreFailed:
-                self._db.execute("BEGIN")
-                try:
-                    self._statements(journal, deleting=[])
-                    return self._read(limits, now, make_epoch)
-                finally:
-                    self._db.execute("ROLLBACK")
+                self._write(pending, flush=True)
+            except StoreFailed as exc:
+                self.failing = exc
+                return self._read_unwritten(pending, limits, now, make_epoch)
             self._applied(marks)
             self.failing = None
-            return self._read(limits, now, make_epoch)
+            return self._read(pending, limits, now, make_epoch)
 
-    def _read(self, limits: Limits, now: float, make_epoch: Callable[[], str]) -> Sequencer:
+    def _read_unwritten(self, pending: Journal, limits: Limits, now: float,
+                        make_epoch: Callable[[], str]) -> Sequencer:
+        """The file as it would be with `pending` written, in a transaction rolled back.
+
+        Without spilling its cache the transaction needs no space on disk.
+        Raises StoreFailed if even so the file does not take it.
+        """
+        db = self._db
+        db.execute("PRAGMA cache_spill = OFF")
+        try:
+            db.execute("BEGIN")
+            try:
+                self._statements(pending, deleting=[])
+                return self._read(pending, limits, now, make_epoch)
+            except sqlite3.OperationalError as exc:
+                raise StoreFailed(exc) from exc
+            finally:
+                db.execute("ROLLBACK")
+        finally:
+            db.execute("PRAGMA cache_spill = ON")
+
+    def _read(self, pending: Journal, limits: Limits, now: float,
+              make_epoch: Callable[[], str]) -> Sequencer:
         db = self._db
         next_chat = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM chats").fetchone()[0]
         next_key = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM msgids").fetchone()[0]
-        journal = Journal(next_chat, next_key)
+        journal = Journal(max(next_chat, pending.next_chat), max(next_key, pending.next_key))
         sequencer = Sequencer(limits, make_epoch, journal)
         streams: dict[bytes, Stream] = {}
         for topic, epoch, top in db.execute("SELECT topic, epoch, top FROM streams"):
@@ -330,7 +353,7 @@ class Store:
                 raise
             self._applied(marks)
             self.failing = None
-            return any(segment.applied < segment.end for segment, _, _ in marks)
+            return any(segment.applied < segment.end for segment in self._log.pending())
 
     def _unapplied(self, budget: int | None = None,
                    ) -> tuple[Journal, list[tuple[Segment, int, bool]]]:
@@ -370,14 +393,13 @@ class Store:
 
         Released rows wait for a batch (RELEASE_BATCH, RELEASE_EVERY; all of
         them with `flush`). Raises StoreFailed when nothing was written; then
-        the file holds what it held before the call, and the rows waiting to
-        be deleted are forgotten (reading the store back releases them
-        again).
+        the file holds what it held before the call.
         """
         clock = time.monotonic()
         releasing = self._releasing
         if not taken and not (releasing and (flush or clock >= self._release_by)):
             return
+        before = len(releasing)
         if taken.released:
             if not releasing:
                 self._release_by = clock + RELEASE_EVERY
@@ -392,7 +414,9 @@ class Store:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled it back itself
                 db.execute("ROLLBACK")
-            releasing.clear()
+            # The records stay in the log and bring their releases again;
+            # the rows that waited before still wait (a delete is idempotent).
+            del releasing[before:]
             raise StoreFailed(exc) from exc
         if deleting:
             releasing.clear()
@@ -454,7 +478,7 @@ class Store:
         try:
             self._log.reserve()
             self.apply()
-        except (OSError, StoreFailed):
+        except (OSError, StoreFailed, CorruptStore):
             return False
         return True
 
@@ -489,13 +513,14 @@ class Applier(threading.Thread):
             try:
                 while store.apply(budget=APPLY_CHUNK) and not self._stopping:
                     pass  # a transaction per chunk: the loop never waits long for the file
-            except (StoreFailed, CorruptStore) as exc:
-                if isinstance(exc, CorruptStore):
+            except Exception as exc:  # whatever it is, the broker refuses until it works
+                if not isinstance(exc, StoreFailed):
                     store.failing = StoreFailed(exc)
                 if time.monotonic() - self._warned >= WARN_EVERY:
                     self._warned = time.monotonic()
                     log.warning("store: the commit log could not be written to %s (tried "
-                                "again every %.1f s): %s", store.path, APPLY_EVERY, exc)
+                                "again every %.1f s): %s", store.path, APPLY_EVERY, exc,
+                                exc_info=not isinstance(exc, StoreFailed))
 
     def stop(self) -> None:
         self._stopping = True
@@ -604,11 +629,15 @@ def open_store(directory: str, limits: Limits, now: float) -> tuple[Store, Seque
         store = Store(path)
     try:
         sequencer = store.load(limits, now)
+    except StoreFailed as exc:
+        store.close(apply=False)
+        raise SystemExit(f"chat-broker: cannot read {path} with its commit log applied: "
+                         f"{exc}") from None
     except (sqlite3.DatabaseError, CorruptStore) as exc:
+        # Not applied on the way out: the log belongs to the bad store.
+        store.close(apply=False)
         if isinstance(exc, sqlite3.DatabaseError) and _code(exc) not in _BAD_FILE:
-            store.close()
             raise SystemExit(f"chat-broker: cannot read {path}: {exc}") from None
-        store.close()
         _move_aside(path, exc)
         store = Store(path)
         sequencer = store.load(limits, now)

@@ -221,6 +221,22 @@ async def _full_disk(cluster: Cluster, sender: WsClient, listener: WsClient, dis
     assert all(e.health()[0] == 200 for e in cluster.edges)
     assert "store write failed" in broker.output()
 
+    # Killed while the disk is full, with turns in its commit log that the
+    # file could not take: it starts all the same (the log applied in a
+    # transaction it rolls back), keeps every stored chat under the same
+    # epoch, and refuses until there is space.
+    broker.kill9()
+    broker = cluster.start_broker(log=broker.log)
+    pid = broker.pid
+    wait_until(lambda: all_live(cluster), 15, "edges back on the restarted broker")
+    await keyed(sender, "full", "while-full", "while full")
+    frame = await sender.recv()
+    assert frame["type"] == "error" and frame["payload"]["code"] == "unavailable", frame
+    assert frame["payload"]["msgId"] == "while-full"
+    refused.append("while-full")
+    assert broker.popen is not None and broker.popen.poll() is None
+    assert "store write failed" in broker.output()
+
     filler.unlink()
     freed = time.monotonic()
     wait_until(lambda: "store writable again" in broker.output(), 10, "the broker writes again")

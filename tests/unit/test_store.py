@@ -194,8 +194,9 @@ def test_a_forgotten_room_starts_again_with_a_new_epoch_and_none_of_its_old_rows
     store.commit(seq.journal)
     # An old row the store did not delete yet (a crash before its release)
     # belongs to the old epoch: it is never served under the new one.
-    store._db.execute("INSERT INTO chats VALUES (1000, ?, 1, 1, 0, ?)",
-                      (ROOM, chat("a")[:-2] + b',"epoch":"%s","offset":1}}' % old.encode()))
+    with store._writing:  # the file is the store's thread's too
+        store._db.execute("INSERT INTO chats VALUES (1000, ?, 1, 1, 0, ?)",
+                          (ROOM, chat("a")[:-2] + b',"epoch":"%s","offset":1}}' % old.encode()))
     store, seq = reopen(store, tmp_path, 102.0)
     stream = seq.stream(ROOM)
     assert stream is not None and stream.epoch != old
@@ -291,8 +292,14 @@ def test_a_second_broker_on_the_same_store_is_refused(tmp_path: Path) -> None:
 
 def _fill(store: Store) -> None:
     """Let the file grow no more: SQLite answers SQLITE_FULL, as on a full disk."""
-    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
-    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    with store._writing:
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def _unfill(store: Store) -> None:
+    with store._writing:
+        store._db.execute("PRAGMA max_page_count = 1073741823")
 
 
 def test_a_full_file_leaves_the_turns_in_the_commit_log_until_it_takes_them(
@@ -313,7 +320,7 @@ def test_a_full_file_leaves_the_turns_in_the_commit_log_until_it_takes_them(
     with store._writing:
         assert store._db.execute("SELECT count(*) FROM chats").fetchone()[0] == 1
     # Killed now: the next start applies the log, when the file has room.
-    store._db.execute("PRAGMA max_page_count = 1073741823")
+    _unfill(store)
     assert rows(store, "chats") == 201
     assert failing(store) is None
     store.close()
@@ -331,7 +338,8 @@ def test_the_keeper_refuses_chats_while_the_file_is_full_and_resumes(tmp_path: P
     big = [[room_topic(f"room-{i}"), chat("x" * 500)] for i in range(200)]
     for message in big:
         keeper.sequencer.sequence(message[0], message[1:], 1.0)
-    keeper.commit(big, outbox, 1.0)  # in the log: still forwarded
+    with store._writing:  # the store's thread finds the file full only after this
+        keeper.commit(big, outbox, 1.0)  # in the log: still forwarded
     assert not refusing(keeper)
     with pytest.raises(StoreFailed):
         store.apply()  # as the applier's next pass finds it
@@ -355,7 +363,7 @@ def test_the_keeper_refuses_chats_while_the_file_is_full_and_resumes(tmp_path: P
     keeper.retry()
     assert refusing(keeper)  # no space yet
     # Space comes back.
-    store._db.execute("PRAGMA max_page_count = 1073741823")
+    _unfill(store)
     keeper.retry()
     assert not refusing(keeper)
     out = keeper.sequencer.sequence(ROOM, [chat("d")], 3.0)
@@ -407,7 +415,8 @@ def test_commits_go_to_the_write_ahead_log_and_checkpoints_to_the_file(
     tmp_path: Path,
 ) -> None:
     store, seq = open_store(str(tmp_path), LIMITS, 0.0)
-    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with store._writing:
+        assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert seq.journal is not None
     for i in range(50):
         seq.sequence(room_topic(f"room-{i}"), [chat("x" * 100)], 0.0)
