@@ -51,8 +51,8 @@ def measure(directory: Path, seconds: float, per_turn: int) -> dict[str, object]
             commits.append((took, turn))
             turn += 1
     finally:
-        rewinds = store.rewinds
-        store.close()
+        store.close()  # the log's last records written, and counted
+    rewinds = store.rewinds
     commits.sort(reverse=True)
     return {
         "seconds": seconds,

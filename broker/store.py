@@ -11,11 +11,12 @@ start the broker applies what the log still holds and reads the file back,
 so a restart (even `kill -9`) keeps every room's epoch and offsets, and
 members that recover with `since` see no gap.
 
-SQLite, from the standard library, in WAL mode: a commit appends to the
-write-ahead log and, with `synchronous=NORMAL`, does not wait for the disk;
-the commit log does not either. A crashed or killed process loses nothing
-committed (the operating system has it); a power cut or kernel crash may
-lose the last commits, never the file's integrity. SQLite is built to read
+SQLite, from the standard library, in WAL mode; the applier's transactions
+wait for the disk (`synchronous=FULL`) before the log's segments they came
+from are deleted, so what reached the file is never lost with the segment.
+The commit log does not wait for the disk: a crashed or killed process
+loses nothing committed (the operating system has it); a power cut or
+kernel crash may lose the last commits, never the file's integrity. SQLite is built to read
 corrupt files without crashing and says so (SQLITE_CORRUPT, SQLITE_NOTADB),
 which is what lets the broker move a bad file aside and start again instead
 of serving wrong offsets. The layout (see broker.journal) appends to two
