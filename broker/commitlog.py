@@ -198,10 +198,8 @@ class CommitLog:
             return list(self._segments)
 
     def forget(self, segment: Segment) -> None:
-        """A segment wholly applied to the SQLite file: deleted (once, whoever asks)."""
+        """A segment wholly applied to the SQLite file: deleted."""
         with self._lock:
-            if segment not in self._segments:
-                return
             self._segments.remove(segment)
         segment.path.unlink(missing_ok=True)
 

@@ -241,7 +241,7 @@ class Store:
             except StoreFailed as exc:
                 self.failing = exc
                 return self._read_unwritten(pending, limits, now, make_epoch)
-            self._forget(self._applied(marks))
+            self._applied(marks)
             self.failing = None
             return self._read(pending, limits, now, make_epoch)
 
@@ -349,12 +349,9 @@ class Store:
             except StoreFailed as exc:
                 self.failing = exc
                 raise
-            whole = self._applied(marks)
+            self._applied(marks)
             self.failing = None
-        # Outside the lock: a loop that waits for the file does not wait
-        # for this sync too.
-        self._forget(whole)
-        return any(segment.applied < segment.end for segment in self._log.pending())
+            return any(segment.applied < segment.end for segment in self._log.pending())
 
     def _unapplied(self, budget: int | None = None,
                    ) -> tuple[Journal, list[tuple[Segment, int, bool]]]:
@@ -383,13 +380,10 @@ class Store:
                 break
         return journal, marks
 
-    def _applied(self, marks: list[tuple[Segment, int, bool]]) -> list[Segment]:
-        """Mark how far each segment is in the file; the segments wholly in it."""
+    def _applied(self, marks: list[tuple[Segment, int, bool]]) -> None:
+        whole = [segment for segment, _, done in marks if done]  # closed, and in the file
         for segment, end, _ in marks:
             segment.applied = end
-        return [segment for segment, _, done in marks if done]  # closed, and in the file
-
-    def _forget(self, whole: list[Segment]) -> None:
         if whole:
             # What came from them is on the disk before they are deleted:
             # one fsync of the write-ahead log per segment (4 MiB of
