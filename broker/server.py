@@ -288,12 +288,14 @@ def _run_libzmq(settings: BrokerSettings, keeper: Keeper, guard: ShardGuard) -> 
 class Keeper:
     """The sequencer and, when durable, its store, kept in step.
 
-    A turn's changes are committed before anything of that turn is sent. A
-    commit that fails (the disk is full, say) leaves the store as it was: the
-    streams are read back from it, the turn's chats are refused (their
-    senders get `unavailable` through their edge), and so are later chats
-    until a write goes through again. Probes and history queries are still
-    answered meanwhile.
+    A turn's changes are committed (to the store's commit log) before
+    anything of that turn is sent. A commit that fails (no space for a new
+    segment of the log) leaves the store as it was: the streams are read
+    back from it, the turn's chats are refused (their senders get
+    `unavailable` through their edge), and so are later chats until a write
+    goes through again. When the store's thread cannot write the log to the
+    file (the disk is full, say), the chats of the turns after are refused
+    the same way. Probes and history queries are still answered meanwhile.
     """
 
     def __init__(self, sequencer: Sequencer, store: Store | None,
