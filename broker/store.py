@@ -29,6 +29,7 @@ second broker on the same directory is refused at start.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import errno
 import fcntl
@@ -497,7 +498,42 @@ class Store:
         return True
 
 
-class Applier(threading.Thread):
+class _Periodic(threading.Thread, abc.ABC):
+    """A store thread that does `step` every `every` seconds until `stop`."""
+
+    def __init__(self, name: str, every: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self._every = every
+        self._stopping = False
+        self._wake = threading.Event()
+        self._warned = float("-inf")
+
+    def run(self) -> None:
+        while True:
+            self._wake.wait(self._every)
+            self._wake.clear()
+            if self._stopping:
+                return
+            self.step()
+
+    @abc.abstractmethod
+    def step(self) -> None:
+        """One pass of the thread's work."""
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self.join()
+
+    def _warn_now(self) -> bool:
+        """At most one warning every WARN_EVERY seconds."""
+        if time.monotonic() - self._warned < WARN_EVERY:
+            return False
+        self._warned = time.monotonic()
+        return True
+
+
+class Applier(_Periodic):
     """Writes the commit log's records to the SQLite file every APPLY_EVERY seconds.
 
     Its SQLite calls run with the GIL released, and it yields the GIL every
@@ -507,42 +543,31 @@ class Applier(threading.Thread):
     """
 
     def __init__(self, store: Store) -> None:
-        super().__init__(name="store-applier", daemon=True)
+        super().__init__("store-applier", APPLY_EVERY)
         self._store = store
-        self._stopping = False
-        self._wake = threading.Event()
-        self._warned = float("-inf")
 
     def run(self) -> None:
         # A lower priority than the loop's thread (Linux: per thread): on a
         # busy core the loop's turns go first, and this thread takes the rest.
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), APPLIER_NICE)
+        super().run()
+
+    def step(self) -> None:
         store = self._store
-        while True:
-            self._wake.wait(APPLY_EVERY)
-            self._wake.clear()
-            if self._stopping:
-                return
-            try:
-                while store.apply(budget=APPLY_CHUNK) and not self._stopping:
-                    pass  # a transaction per chunk: the loop never waits long for the file
-            except Exception as exc:  # whatever it is, the broker refuses until it works
-                if not isinstance(exc, StoreFailed):
-                    store.failing = StoreFailed(exc)
-                if time.monotonic() - self._warned >= WARN_EVERY:
-                    self._warned = time.monotonic()
-                    log.warning("store: the commit log could not be written to %s (tried "
-                                "again every %.1f s): %s", store.path, APPLY_EVERY, exc,
-                                exc_info=not isinstance(exc, StoreFailed))
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        self.join()
+        try:
+            while store.apply(budget=APPLY_CHUNK) and not self._stopping:
+                pass  # a transaction per chunk: the loop never waits long for the file
+        except Exception as exc:  # whatever it is, the broker refuses until it works
+            if not isinstance(exc, StoreFailed):
+                store.failing = StoreFailed(exc)
+            if self._warn_now():
+                log.warning("store: the commit log could not be written to %s (tried "
+                            "again every %.1f s): %s", store.path, APPLY_EVERY, exc,
+                            exc_info=not isinstance(exc, StoreFailed))
 
 
-class Checkpointer(threading.Thread):
+class Checkpointer(_Periodic):
     """Copies the write-ahead log into the file every CHECKPOINT_EVERY seconds.
 
     A passive checkpoint on a connection of its own: the applier's writes go
@@ -550,31 +575,18 @@ class Checkpointer(threading.Thread):
     """
 
     def __init__(self, path: Path) -> None:
-        super().__init__(name="store-checkpoints", daemon=True)
-        self._path = path
+        super().__init__("store-checkpoints", CHECKPOINT_EVERY)
         self._db = _connect(path, check_same_thread=False)
-        self._stopping = False
-        self._wake = threading.Event()
-        self._warned = float("-inf")
 
-    def run(self) -> None:
-        while True:
-            self._wake.wait(CHECKPOINT_EVERY)
-            self._wake.clear()
-            if self._stopping:
-                return
-            try:
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error as exc:
-                if time.monotonic() - self._warned >= WARN_EVERY:
-                    self._warned = time.monotonic()
-                    log.warning("store checkpoint failed (the log grows until one works): %s",
-                                exc)
+    def step(self) -> None:
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            if self._warn_now():
+                log.warning("store checkpoint failed (the log grows until one works): %s", exc)
 
     def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        self.join()
+        super().stop()
         self._db.close()
 
 
