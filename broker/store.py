@@ -73,6 +73,7 @@ APPLY_CHUNK = 256 * 1024  # bytes of records per transaction of the applier, at 
 # file takes them.
 BACKLOG_SEGMENTS = 16
 YIELD_EVERY = 64  # records decoded between the applier's yields of the GIL
+READ_SLACK = 64 * 1024  # bytes read past a budget of records, for the record that ends it
 APPLIER_NICE = 10  # the applier thread's nice value, above the loop's 0
 SWITCH_INTERVAL = 0.0005  # seconds (sys.setswitchinterval) while the store's threads run
 LOCK_NAME = "streams.lock"
@@ -363,7 +364,13 @@ class Store:
         records = taken = 0
         for segment in self._log.pending():
             closed = segment.closed  # before `end`: a closed segment's end is its last
-            data = segment.read(segment.end)
+            final = segment.end
+            end = final
+            if budget is not None:  # the oldest records only: read little more than that
+                end = min(final, segment.applied + budget - taken + READ_SLACK)
+            data = segment.read(end)
+            if end < final and not any(True for _ in payloads(data)):
+                data = segment.read(final)  # its first record is longer than that
             done = 0  # bytes of `data` taken
             for done, payload in payloads(data):  # noqa: B007 (`done`: how far it went)
                 try:
@@ -376,7 +383,8 @@ class Store:
                     time.sleep(0)  # let the loop's thread have the GIL
                 if budget is not None and taken >= budget:
                     break
-            marks.append((segment, segment.applied + done, closed and done == len(data)))
+            applied = segment.applied + done
+            marks.append((segment, applied, closed and applied == final))
             if budget is not None and taken >= budget:
                 break
         return journal, marks

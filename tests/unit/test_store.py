@@ -481,3 +481,28 @@ def test_the_log_is_rewound_once_past_its_limit(
     top = sum(1 for i in range(sent) if i % 50 == 7)  # room-7's chats
     assert offsets(seq, room_topic("room-7")) == list(range(top - 4, top + 1))  # history 5
     store.close()
+
+
+def test_the_log_is_written_a_budget_at_a_time_oldest_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "APPLY_EVERY", 3600.0)  # only the test writes
+    monkeypatch.setattr(commitlog, "SEGMENT_BYTES", 64 * 1024)
+    limits = LIMITS._replace(history_size=1000, history_bytes=1 << 30)
+    store, seq = open_store(str(tmp_path), limits, 0.0)
+    assert seq.journal is not None
+    for i in range(300):  # small records over several segments, and two bigger than a read
+        size = 200_000 if i in (100, 250) else 100
+        seq.sequence(room_topic(f"room-{i % 7}"), [chat(f"{i:03}" + "x" * size)], 0.0)
+        store.commit(seq.journal)
+    passes, held = 0, []
+    while store.apply(budget=1000):
+        passes += 1
+        with store._writing:
+            held.append(store._db.execute("SELECT count(*) FROM chats").fetchone()[0])
+    assert passes > 20 and held == sorted(held) and held[0] < 30
+    assert rows(store, "chats") == 300
+    assert store.unwritten() == 0 and len(store._log.pending()) == 1  # the current segment
+    store, seq = reopen(store, tmp_path, 1.0, limits)
+    assert offsets(seq, room_topic("room-0")) == list(range(1, 44))
+    store.close()
